@@ -1,0 +1,2 @@
+//! Interop with other tools' model descriptions.
+pub mod openmythos;

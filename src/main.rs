@@ -1,0 +1,344 @@
+//! `mythos`: the command-line edge of the compiler. Errors from the libraries
+//! arrive as diagnostics (rendered here, exit code 1); anything else that goes
+//! wrong (I/O on output files) is an `anyhow` error, also exit code 1.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use mythos_compiler::diag::{self, Code};
+use mythos_compiler::sema::{self, Loader};
+use mythos_compiler::{fmt, interop::openmythos, presets, report, Diagnostic, SourceMap};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "mythos",
+    version,
+    about = "A compiler for Recurrent-Depth Transformers (looped transformers)",
+    long_about = "A compiler for Recurrent-Depth Transformers.\n\n\
+        SPEC arguments are .mythos files, or `@NAME` for a preset built into the binary \
+        (`mythos presets` lists them). The language is documented in docs/language.md."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check specs: parse, resolve and validate every model; exit 1 on any error
+    Check {
+        /// Spec files (or @presets)
+        #[arg(required = true)]
+        specs: Vec<String>,
+        /// Treat warnings as errors
+        #[arg(long)]
+        deny_warnings: bool,
+    },
+    /// Show the checked structure of a model: stages, blocks, loop features
+    Show {
+        /// Spec file or @preset (default: @openmythos-1b)
+        spec: Option<String>,
+        /// Model to show when the file defines several
+        #[arg(long)]
+        model: Option<String>,
+        /// Print the checked model description as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Format specs in the canonical style (in place unless --check or --stdout)
+    Fmt {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Do not write; exit 1 if a file is not canonical
+        #[arg(long, conflicts_with = "stdout")]
+        check: bool,
+        /// Print the formatted text instead of writing the file
+        #[arg(long)]
+        stdout: bool,
+    },
+    /// Make a spec from another tool's model description
+    Import {
+        #[arg(value_enum)]
+        format: Format,
+        /// The config file (for openmythos: dataclasses.asdict(MythosConfig) as JSON)
+        config: PathBuf,
+        /// Where to write the spec
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Model name to write (default: from the output file name)
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Write a model as another tool's model description
+    Export {
+        #[arg(value_enum)]
+        format: Format,
+        /// Spec file or @preset
+        spec: String,
+        /// Model to export when the file defines several
+        #[arg(long)]
+        model: Option<String>,
+        /// Where to write the config (JSON)
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// List the presets built into the binary
+    Presets,
+    /// Explain a diagnostic code (`mythos explain E0301`), or list them all
+    Explain { code: Option<String> },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    /// OpenMythos (PyPI open-mythos) MythosConfig as JSON
+    Openmythos,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Check {
+            specs,
+            deny_warnings,
+        } => check(&specs, deny_warnings),
+        Command::Show { spec, model, json } => show(spec.as_deref(), model.as_deref(), json),
+        Command::Fmt {
+            files,
+            check,
+            stdout,
+        } => format_files(&files, check, stdout),
+        Command::Import {
+            format: Format::Openmythos,
+            config,
+            output,
+            name,
+        } => import(&config, &output, name),
+        Command::Export {
+            format: Format::Openmythos,
+            spec,
+            model,
+            output,
+        } => export(&spec, model.as_deref(), &output),
+        Command::Presets => {
+            for p in presets::PRESETS {
+                let first = p.source.lines().next().unwrap_or("").trim_start_matches("# ");
+                println!("@{:<18} {first}", p.name);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Explain { code } => explain(code.as_deref()),
+    }
+}
+
+/// Prints diagnostics to stderr; true when there was an error.
+fn report(sources: &SourceMap, diags: &[Diagnostic]) -> bool {
+    if !diags.is_empty() {
+        eprint!("{}", diag::render(sources, diags));
+    }
+    diags.iter().any(|d| d.is_error())
+}
+
+fn check(specs: &[String], deny_warnings: bool) -> Result<ExitCode> {
+    let mut failed = false;
+    for spec in specs {
+        let mut loader = Loader::new();
+        let checked = sema::check_file(&mut loader, spec);
+        let has_error = report(&loader.sources, &checked.diagnostics);
+        let bad = has_error || (deny_warnings && !checked.diagnostics.is_empty());
+        if bad {
+            let summary = diag::summary(&checked.diagnostics).unwrap_or_default();
+            eprintln!("{spec}: {summary}");
+            failed = true;
+        } else {
+            let names: Vec<&str> = checked.models.iter().map(|m| m.name.as_str()).collect();
+            println!("ok  {spec}  ({})", names.join(", "));
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Loads and checks a spec and picks one model; diagnostics are printed.
+fn load_model(spec: &str, model: Option<&str>) -> Option<mythos_compiler::model::Model> {
+    let mut loader = Loader::new();
+    let checked = sema::check_file(&mut loader, spec);
+    if report(&loader.sources, &checked.diagnostics) {
+        return None;
+    }
+    match sema::select(&checked, model, spec) {
+        Ok(m) => Some(m.clone()),
+        Err(d) => {
+            report(&loader.sources, &[d]);
+            None
+        }
+    }
+}
+
+fn show(spec: Option<&str>, model: Option<&str>, json: bool) -> Result<ExitCode> {
+    let spec = spec.unwrap_or(presets::DEFAULT);
+    let Some(m) = load_model(spec, model) else {
+        return Ok(ExitCode::FAILURE);
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&m)?);
+    } else {
+        print!("{}", report::structure(&m));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn format_files(files: &[PathBuf], check: bool, stdout: bool) -> Result<ExitCode> {
+    let mut failed = false;
+    for path in files {
+        let name = path.display().to_string();
+        let mut sources = SourceMap::new();
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) => {
+                let d = Diagnostic::error(Code::CannotRead, format!("cannot read `{name}`: {e}"))
+                    .help("check the path");
+                report(&sources, &[d]);
+                failed = true;
+                continue;
+            }
+        };
+        let Ok(text) = String::from_utf8(bytes) else {
+            let d = Diagnostic::error(Code::NotUtf8, format!("`{name}` is not UTF-8 text"))
+                .help("specs are UTF-8 text; is this the right file?");
+            report(&sources, &[d]);
+            failed = true;
+            continue;
+        };
+        let id = sources.add(name.clone(), text.clone());
+        match fmt::format_source(id, &text) {
+            Err(diags) => {
+                report(&sources, &diags);
+                failed = true;
+            }
+            Ok(formatted) if stdout => print!("{formatted}"),
+            Ok(formatted) if check => {
+                if formatted != text {
+                    eprintln!("{name}: not in canonical form (run `mythos fmt {name}`)");
+                    failed = true;
+                }
+            }
+            Ok(formatted) => {
+                if formatted != text {
+                    std::fs::write(path, formatted).with_context(|| format!("writing {name}"))?;
+                    eprintln!("formatted {name}");
+                }
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn import(config: &PathBuf, output: &PathBuf, name: Option<String>) -> Result<ExitCode> {
+    let config_name = config.display().to_string();
+    let mut sources = SourceMap::new();
+    let text = match std::fs::read_to_string(config) {
+        Ok(t) => t,
+        Err(e) => {
+            let d = Diagnostic::error(Code::CannotRead, format!("cannot read `{config_name}`: {e}"))
+                .help("pass the path of a JSON file written from dataclasses.asdict(MythosConfig)");
+            report(&sources, &[d]);
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let model_name = name.unwrap_or_else(|| model_name_from_path(output));
+    match openmythos::import(&mut sources, &config_name, &text, &model_name) {
+        Err(diags) => {
+            report(&sources, &diags);
+            Ok(ExitCode::FAILURE)
+        }
+        Ok(imported) => {
+            report(&sources, &imported.warnings);
+            std::fs::write(output, &imported.spec)
+                .with_context(|| format!("writing {}", output.display()))?;
+            eprintln!("wrote {} (model `{model_name}`)", output.display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `models/my-model.mythos` -> `my_model`: a valid model name.
+fn model_name_from_path(path: &std::path::Path) -> String {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut name: String = stem
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
+        name.insert(0, 'm');
+    }
+    name
+}
+
+fn export(spec: &str, model: Option<&str>, output: &PathBuf) -> Result<ExitCode> {
+    let mut loader = Loader::new();
+    let checked = sema::check_file(&mut loader, spec);
+    if report(&loader.sources, &checked.diagnostics) {
+        return Ok(ExitCode::FAILURE);
+    }
+    let m = match sema::select(&checked, model, spec) {
+        Ok(m) => m,
+        Err(d) => {
+            report(&loader.sources, &[d]);
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    match openmythos::export(m) {
+        Err(diags) => {
+            report(&loader.sources, &diags);
+            Ok(ExitCode::FAILURE)
+        }
+        Ok(json) => {
+            std::fs::write(output, json).with_context(|| format!("writing {}", output.display()))?;
+            eprintln!("wrote {}", output.display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn explain(code: Option<&str>) -> Result<ExitCode> {
+    match code {
+        None => {
+            for c in Code::ALL {
+                println!("{c}  {}", c.summary());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(code) => match Code::ALL.iter().find(|c| c.as_str().eq_ignore_ascii_case(code)) {
+            Some(c) => {
+                println!("{c}: {}", c.summary());
+                println!("See the diagnostics table in docs/language.md for an example and the fix.");
+                Ok(ExitCode::SUCCESS)
+            }
+            None => {
+                eprintln!("error: no diagnostic code `{code}` (run `mythos explain` for the list)");
+                Ok(ExitCode::FAILURE)
+            }
+        },
+    }
+}
