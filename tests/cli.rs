@@ -1,0 +1,107 @@
+//! The `mythos` binary end to end: exit codes, where output goes, and that
+//! errors are rendered with `file:line:col`.
+
+use std::process::{Command, Output};
+
+fn mythos(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mythos"))
+        .args(args)
+        .output()
+        .expect("the mythos binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn check_accepts_every_preset_and_example() {
+    let mut args = vec!["check"];
+    let files: Vec<String> = ["models", "examples"]
+        .iter()
+        .flat_map(|dir| std::fs::read_dir(dir).unwrap())
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "mythos"))
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    args.extend(files.iter().map(|s| s.as_str()));
+    let out = mythos(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).lines().filter(|l| l.starts_with("ok ")).count(), files.len());
+}
+
+#[test]
+fn check_reports_errors_with_location_and_exit_1() {
+    let out = mythos(&["check", "tests/ui/e0301-dim-not-divisible-by-heads.mythos"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("error[E0301]"), "{err}");
+    assert!(err.contains("--> tests/ui/e0301-dim-not-divisible-by-heads.mythos:"), "{err}");
+    assert!(err.contains("help:"), "{err}");
+}
+
+#[test]
+fn missing_file_and_unknown_preset_are_clean_errors() {
+    let out = mythos(&["check", "no/such/file.mythos"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("error[E0004]: cannot read `no/such/file.mythos`: no such file"));
+    let out = mythos(&["show", "@openmythos-1x"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("no preset named `@openmythos-1x`"), "{err}");
+    assert!(err.contains("did you mean `openmythos-1b`?"), "{err}");
+}
+
+#[test]
+fn show_prints_the_structure_of_the_default_preset() {
+    let out = mythos(&["show"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(s.starts_with("model openmythos_1b\n"), "{s}");
+    assert!(s.contains("2 x block(mla: 16 heads, q_rank 512, kv_rank 256, qk 64+32 (rope), v 64, dense swiglu: hidden 2730)"), "{s}");
+    assert!(s.contains("loop (max 16 iterations)"), "{s}");
+    assert!(s.contains("loop_embedding sincos over 256 channels"), "{s}");
+}
+
+#[test]
+fn show_json_and_model_selection() {
+    let out = mythos(&["show", "examples/variants.mythos"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("defines several models"));
+    let out = mythos(&["show", "examples/variants.mythos", "--model", "small_rdt_deep", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["name"], "small_rdt_deep");
+    let out = mythos(&["show", "examples/variants.mythos", "--model", "small_rdt_dep"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("did you mean `small_rdt_deep`?"));
+}
+
+#[test]
+fn binary_garbage_is_an_error_not_a_panic() {
+    let dir = std::env::temp_dir().join(format!("mythos-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let garbage = dir.join("garbage.mythos");
+    let bytes: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    std::fs::write(&garbage, bytes).unwrap();
+    let deep = dir.join("deep.mythos");
+    std::fs::write(&deep, "(".repeat(1 << 20)).unwrap();
+    for f in [&garbage, &deep] {
+        let out = mythos(&["check", f.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("error[E"), "{}", text(&out.stderr));
+        assert!(!text(&out.stderr).contains("panicked"));
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn explain_and_presets_list() {
+    let out = mythos(&["explain", "E0301"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stdout).contains("not divisible"));
+    let out = mythos(&["explain", "E9999"]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = mythos(&["presets"]);
+    assert!(text(&out.stdout).contains("@openmythos-1t"));
+}
