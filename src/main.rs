@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use mythos_compiler::diag::{self, Code};
 use mythos_compiler::sema::{self, Loader};
-use mythos_compiler::{fmt, interop::openmythos, presets, report, Diagnostic, SourceMap};
+use mythos_compiler::{analysis, fmt, interop::openmythos, ir, presets, report, Diagnostic, SourceMap};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -83,10 +83,47 @@ enum Command {
         #[arg(short, long)]
         output: PathBuf,
     },
+    /// Cost of a model from its IR: parameters, FLOPs, memory, KV cache, decode ceiling
+    Inspect {
+        /// Spec file or @preset
+        spec: String,
+        #[arg(long)]
+        model: Option<String>,
+        /// Sequence length for prefill; context length for decode
+        #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(u64).range(1..=1u64 << 31))]
+        seq: u64,
+        /// Loop iterations (default: the loop's max)
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1u64 << 20))]
+        loops: Option<u64>,
+        /// Storage type for weights and KV cache: f32, bf16 or fp8
+        #[arg(long, default_value = "bf16", value_parser = ["f32", "bf16", "fp8"])]
+        dtype: String,
+        /// Memory bandwidth in bytes/s for the decode ceiling (default: H100 SXM HBM3)
+        #[arg(long, default_value_t = 3.35e12)]
+        bandwidth: f64,
+        /// Print the stable JSON document (schema mythos.inspect/1) instead of tables
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the graph IR of a model (text or Graphviz DOT)
+    Graph {
+        /// Spec file or @preset
+        spec: String,
+        #[arg(long)]
+        model: Option<String>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: GraphFormat,
+    },
     /// List the presets built into the binary
     Presets,
     /// Explain a diagnostic code (`mythos explain E0301`), or list them all
     Explain { code: Option<String> },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum GraphFormat {
+    Text,
+    Dot,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -130,6 +167,51 @@ fn run(cli: Cli) -> Result<ExitCode> {
             model,
             output,
         } => export(&spec, model.as_deref(), &output),
+        Command::Inspect {
+            spec,
+            model,
+            seq,
+            loops,
+            dtype,
+            bandwidth,
+            json,
+        } => {
+            let Some(m) = load_model(&spec, model.as_deref()) else {
+                return Ok(ExitCode::FAILURE);
+            };
+            if !(bandwidth.is_finite() && bandwidth > 0.0) {
+                anyhow::bail!("--bandwidth must be a positive number of bytes/s, got {bandwidth}");
+            }
+            let module = ir::lower::lower(&m);
+            let opts = analysis::Options {
+                seq,
+                loops,
+                dtype: analysis::StorageType::parse(&dtype).expect("clap checked the value"),
+                bandwidth,
+            };
+            let report = analysis::analyze(&module, &opts);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", mythos_compiler::report::inspect(&report));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Graph {
+            spec,
+            model,
+            format,
+        } => {
+            let Some(m) = load_model(&spec, model.as_deref()) else {
+                return Ok(ExitCode::FAILURE);
+            };
+            let module = ir::lower::lower(&m);
+            match format {
+                GraphFormat::Text => print!("{}", ir::print::text(&module)),
+                GraphFormat::Dot => print!("{}", ir::print::dot(&module)),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Presets => {
             for p in presets::PRESETS {
                 let first = p.source.lines().next().unwrap_or("").trim_start_matches("# ");

@@ -105,3 +105,44 @@ fn explain_and_presets_list() {
     let out = mythos(&["presets"]);
     assert!(text(&out.stdout).contains("@openmythos-1t"));
 }
+
+#[test]
+fn inspect_prints_tables_and_stable_json() {
+    let out = mythos(&["inspect", "@openmythos-1b"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(s.contains("1,064,028,034  (1.06 G)"), "{s}");
+    assert!(s.contains("loops 16 (max 16)"), "{s}");
+    let out = mythos(&["inspect", "@openmythos-1b", "--json", "--seq", "4096", "--loops", "32", "--dtype", "f32"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["schema"], "mythos.inspect/1");
+    assert_eq!(v["params"]["total"], 1_064_028_034u64);
+    assert_eq!(v["loops"], 32);
+    assert_eq!(v["seq"], 4096);
+    for key in ["active_per_token", "by_component"] {
+        assert!(!v["params"][key].is_null(), "params.{key}");
+    }
+    for path in [("flops", "prefill_per_token"), ("flops", "decode_per_token"), ("kv_cache", "bytes_per_token"), ("weights", "bytes")] {
+        assert!(v[path.0][path.1].is_number(), "{}.{}", path.0, path.1);
+    }
+    assert_eq!(v["weights"]["bytes"], v["weights"]["bytes_f32"]);
+    // Bad options are clean errors.
+    let out = mythos(&["inspect", "@openmythos-1b", "--seq", "0"]);
+    assert_eq!(out.status.code(), Some(2), "clap usage error");
+    let out = mythos(&["inspect", "@openmythos-1b", "--bandwidth", "-1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("--bandwidth must be a positive number"));
+}
+
+#[test]
+fn graph_prints_text_and_dot() {
+    let out = mythos(&["graph", "@tiny-gqa"]);
+    assert_eq!(out.status.code(), Some(0));
+    let s = text(&out.stdout);
+    assert!(s.starts_with("module tiny_gqa"), "{s}");
+    assert!(s.contains("loop[max_iters=4 inject=lti halt=act(0.99)]"), "{s}");
+    let out = mythos(&["graph", "@tiny-gqa", "--format", "dot"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stdout).starts_with("digraph"));
+}

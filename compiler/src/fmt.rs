@@ -289,9 +289,10 @@ impl<'a> Printer<'a> {
             while end > start && bytes[end - 1].is_ascii_whitespace() {
                 end -= 1;
             }
-            match self.comments.iter().find(|c| c.end == end && c.start >= start) {
-                Some(c) => end = c.start,
-                None => return (start, end),
+            // Comments are sorted by start, hence by end too.
+            match self.comments.binary_search_by_key(&end, |c| c.end) {
+                Ok(i) if self.comments[i].start >= start => end = self.comments[i].start,
+                _ => return (start, end),
             }
         }
     }

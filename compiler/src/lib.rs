@@ -2,12 +2,15 @@
 //!
 //! Data flows one way (see ARCHITECTURE.md):
 //! text -> [`syntax`] (AST with spans) -> [`sema`] (resolved, checked
-//! [`model::Model`]) -> later: graph IR -> passes -> backends -> artifact.
+//! [`model::Model`]) -> [`ir`] (graph IR, verifier, printers) -> [`analysis`]
+//! (cost) -> later: passes -> backends -> artifact.
 //! Diagnostics from every stage are [`diag::Diagnostic`]s rendered in one place.
 
+pub mod analysis;
 pub mod diag;
 pub mod fmt;
 pub mod interop;
+pub mod ir;
 pub mod model;
 pub mod presets;
 pub mod report;

@@ -101,3 +101,123 @@ pub fn ffn(f: &Ffn) -> String {
         ),
     }
 }
+
+/// The `mythos inspect` tables.
+pub fn inspect(r: &crate::analysis::Report) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "model {}   seq {}   loops {} (max {})   storage {}",
+        r.model,
+        r.seq,
+        r.loops,
+        r.max_loops,
+        match r.dtype {
+            crate::analysis::StorageType::F32 => "f32",
+            crate::analysis::StorageType::Bf16 => "bf16",
+            crate::analysis::StorageType::Fp8 => "fp8",
+        }
+    );
+    let _ = writeln!(s, "\nparameters");
+    let _ = writeln!(s, "  total             {:>20}  ({})", group(r.params.total), human(r.params.total as f64, ""));
+    let _ = writeln!(s, "  active per token  {:>20}  ({})", group(r.params.active_per_token), human(r.params.active_per_token as f64, ""));
+    if r.params.buffers > 0 {
+        let _ = writeln!(s, "  buffers           {:>20}  (router bias; not parameters)", group(r.params.buffers));
+    }
+    let _ = writeln!(s, "\n  {:<18} {:>16} {:>16} {:>16}", "component", "params", "prefill FLOP/tok", "decode FLOP/tok");
+    let mut names: Vec<&String> = r.params.by_component.keys().chain(r.flops.by_component.keys()).collect();
+    names.sort_by_key(|n| component_order(n));
+    names.dedup();
+    for name in names {
+        let p = r.params.by_component.get(name).copied().unwrap_or(0);
+        let f = r.flops.by_component.get(name).copied().unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "  {:<18} {:>16} {:>16} {:>16}",
+            name,
+            human(p as f64, ""),
+            human(f.prefill_per_token, ""),
+            human(f.decode_per_token, "")
+        );
+    }
+    let _ = writeln!(s, "\nFLOPs (matrix products, 2 per multiply-add; loop counted {} times)", r.loops);
+    let _ = writeln!(s, "  prefill per token {:>12}   whole prefill of {} tokens {:>12}", human(r.flops.prefill_per_token, "FLOP"), r.seq, human(r.flops.prefill_total, "FLOP"));
+    let _ = writeln!(s, "  decode per token  {:>12}   (at context {})", human(r.flops.decode_per_token, "FLOP"), r.seq);
+    let _ = writeln!(s, "\nmemory");
+    let _ = writeln!(
+        s,
+        "  weights           {:>12} f32   {:>12} bf16   {:>12} fp8",
+        human(r.weights.bytes_f32 as f64, "B"),
+        human(r.weights.bytes_bf16 as f64, "B"),
+        human(r.weights.bytes_fp8 as f64, "B")
+    );
+    let _ = writeln!(
+        s,
+        "  KV cache/token    {:>12} reference   {:>12} compact   ({} entries: prelude + {} loops + coda)",
+        human(r.kv_cache.bytes_per_token as f64, "B"),
+        human(r.kv_cache.compact_bytes_per_token as f64, "B"),
+        r.kv_cache.entries,
+        r.loops
+    );
+    let _ = writeln!(s, "  KV cache at {:<6}{:>12} compact", r.seq, human(r.kv_cache.compact_bytes_at_seq as f64, "B"));
+    let _ = writeln!(s, "\ndecode at batch 1 (memory bound)");
+    let _ = writeln!(s, "  weights read/tok  {:>12}", human(r.decode.weight_bytes_per_token as f64, "B"));
+    let _ = writeln!(s, "  KV read/tok       {:>12}   (context {})", human(r.decode.kv_bytes_per_token as f64, "B"), r.seq);
+    let _ = writeln!(
+        s,
+        "  ceiling           {:>12}   at {}/s",
+        format!("{:.1} tok/s", r.decode.tokens_per_s_ceiling),
+        human(r.decode.bandwidth, "B")
+    );
+    s
+}
+
+/// Order of components in tables: embedding, prelude, loop, coda, head.
+fn component_order(name: &str) -> (u8, String) {
+    let rank = match name.split('.').next().unwrap_or("") {
+        "embedding" => 0,
+        "prelude" => 1,
+        "loop" => 2,
+        "coda" => 3,
+        "final_norm" => 4,
+        "head" => 5,
+        _ => 6,
+    };
+    // Numbers sort numerically: prelude.10 after prelude.9.
+    let key = name
+        .split('.')
+        .map(|p| p.parse::<u64>().map_or(p.to_string(), |n| format!("{n:08}")))
+        .collect::<Vec<_>>()
+        .join(".");
+    (rank, key)
+}
+
+/// `1,064,028,034`.
+fn group(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `1.06 G`, `3.35 TB`.
+fn human(v: f64, unit: &str) -> String {
+    if v == 0.0 {
+        return "-".to_string();
+    }
+    if v.abs() < 1000.0 && v.fract() == 0.0 {
+        let sep = if unit.is_empty() { "" } else { " " };
+        return format!("{v}{sep}{unit}");
+    }
+    let (scaled, prefix) = [(1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")]
+        .iter()
+        .find(|(f, _)| v.abs() >= *f)
+        .map_or((v, ""), |&(f, p)| (v / f, p));
+    let sep = if unit.is_empty() && prefix.is_empty() { "" } else { " " };
+    format!("{scaled:.2}{sep}{prefix}{unit}")
+}

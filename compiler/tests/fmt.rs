@@ -130,8 +130,8 @@ fn check_layout(name: &str, out: &str) {
     let lines: Vec<&str> = out.lines().collect();
     for (i, line) in lines.iter().enumerate() {
         assert_eq!(line.trim_end(), *line, "{name}:{}: trailing whitespace", i + 1);
-        assert!(!line.contains('\t'), "{name}:{}: a tab", i + 1);
-        let indent = line.len() - line.trim_start().len();
+        let indent = line.len() - line.trim_start_matches(' ').len();
+        assert!(!line[indent..].starts_with('\t'), "{name}:{}: a tab in indentation", i + 1);
         assert!(indent % 2 == 0, "{name}:{}: odd indentation", i + 1);
         if line.is_empty() {
             let prev = lines[i - 1];
@@ -246,18 +246,86 @@ fn mangled_layouts_format_like_the_originals() {
     }
 }
 
-/// Every prefix of the example files: the formatter never panics, and every
+/// The offsets just after each code character (outside comments and not
+/// whitespace): cutting a file anywhere else gives the same tokens as one of
+/// these cuts, so the prefix test skips them to stay fast.
+fn code_cuts(text: &str) -> Vec<usize> {
+    let mut cuts = Vec::new();
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let mut in_string = false;
+        for (i, ch) in line.char_indices() {
+            match ch {
+                '"' => in_string = !in_string,
+                '#' if !in_string => break,
+                _ => {}
+            }
+            if !ch.is_whitespace() {
+                cuts.push(offset + i + ch.len_utf8());
+            }
+        }
+        offset += line.len();
+    }
+    cuts
+}
+
+/// Prefixes of the example files: the formatter never panics, and every
 /// prefix that parses (a file cut between items) satisfies the properties.
 #[test]
 fn prefixes_never_panic() {
     for (name, text) in specs_in("examples", "").into_iter().chain(specs_in("tests/ui", "ok-")) {
-        for (cut, _) in text.char_indices() {
+        for cut in code_cuts(&text) {
             let prefix = &text[..cut];
             if fmt(prefix).is_ok() {
                 check_properties(&format!("{name}[..{cut}]"), prefix);
             }
         }
     }
+}
+
+/// A small deterministic pseudo-random generator (xorshift64), so that the
+/// mutation test needs no dependency and fails the same way every run.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+/// Random insertions of whitespace, commas and comments (own-line, trailing,
+/// inside expressions and headers) into the repository's specs: whenever the
+/// result still parses, the properties hold.
+#[test]
+fn random_comment_and_whitespace_insertions() {
+    const PIECES: &[&str] = &[" ", "\n", "\n\n", "\t", ",", "# c\n", " # trailing\n", "\n# own\n\n", "#\n"];
+    let seed = std::env::var("FMT_MUTATION_SEED").ok().and_then(|r| r.parse().ok());
+    let mut rng = Rng(seed.unwrap_or(0x9E37_79B9_7F4A_7C15));
+    let mut checked = 0;
+    for (name, text) in corpus() {
+        if fmt(&text).is_err() {
+            continue;
+        }
+        let rounds = std::env::var("FMT_MUTATION_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(40);
+        for round in 0..rounds {
+            let mut mutant = text.clone();
+            for _ in 0..1 + rng.below(4) {
+                let mut at = rng.below(mutant.len() + 1);
+                while !mutant.is_char_boundary(at) {
+                    at -= 1;
+                }
+                mutant.insert_str(at, PIECES[rng.below(PIECES.len())]);
+            }
+            if fmt(&mutant).is_ok() {
+                check_properties(&format!("{name} (mutant {round})\n{mutant}\n"), &mutant);
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 300, "only {checked} mutants parsed");
 }
 
 // ------------------------------------------------------------- exact output
@@ -301,9 +369,9 @@ model m extends base {
 
 #[test]
 fn expressions_keep_parentheses_and_literal_text() {
-    let input = "let a = - x +(-( 1e-6 ))*2.5E3// 3 %- - y\nlet b = ((true))\nlet c=1_0_0/500000.0-false";
+    let input = "let a = - v +(-( 1e-6 ))*2.5E3// 3 %- - y\nlet b = ((true))\nlet c=1_0_0/500000.0-false";
     let expected = "\
-let a = -x + (-(1e-6)) * 2.5E3 // 3 % --y
+let a = -v + (-(1e-6)) * 2.5E3 // 3 % --y
 let b = ((true))
 let c = 1_0_0 / 500000.0 - false
 ";
@@ -378,7 +446,7 @@ model m {
   }
 
 }
-let x = 1
+let w = 1
 ";
     let expected = "\
 import \"a.mythos\"
@@ -394,7 +462,7 @@ model m {
     inject none
   }
 }
-let x = 1
+let w = 1
 ";
     assert_eq!(fmt_ok(input), expected);
 }
@@ -479,7 +547,7 @@ import \"#not a comment.mythos\" # but this is
 fn syntax_errors_are_returned_not_formatted() {
     let diags = fmt("model m { vocab = }").unwrap_err();
     assert_eq!(diags[0].code.as_str(), "E0001");
-    let diags = fmt("let x = 99999999999999999999").unwrap_err();
+    let diags = fmt("let w = 99999999999999999999").unwrap_err();
     assert_eq!(diags[0].code.as_str(), "E0006");
 }
 

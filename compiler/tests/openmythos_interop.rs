@@ -76,7 +76,10 @@ fn codes(diags: &[Diagnostic]) -> Vec<&'static str> {
 fn edited(field: &str, value: Option<&str>) -> String {
     let mut out = Vec::new();
     for line in fixture("mythos_1b").lines() {
-        match (line.trim_start().starts_with(&format!("\"{field}\":")), value) {
+        match (
+            line.trim_start().starts_with(&format!("\"{field}\":")),
+            value,
+        ) {
             (false, _) => out.push(line.to_string()),
             (true, Some(v)) => {
                 let comma = if line.ends_with(',') { "," } else { "" };
@@ -98,7 +101,11 @@ fn round_trip(name: &str) -> Imported {
     let model = check_spec(&imported.spec);
     assert_eq!(model.name, name);
     let exported = export(&model).unwrap_or_else(|d| panic!("{d:?}"));
-    assert_eq!(exported, json, "{name}: export differs; spec:\n{}", imported.spec);
+    assert_eq!(
+        exported, json,
+        "{name}: export differs; spec:\n{}",
+        imported.spec
+    );
     imported
 }
 
@@ -106,7 +113,11 @@ fn round_trip(name: &str) -> Imported {
 fn presets_round_trip_exactly() {
     for name in PRESETS {
         let imported = round_trip(name);
-        assert!(imported.warnings.is_empty(), "{name}: {:?}", imported.warnings);
+        assert!(
+            imported.warnings.is_empty(),
+            "{name}: {:?}",
+            imported.warnings
+        );
     }
 }
 
@@ -114,17 +125,28 @@ fn presets_round_trip_exactly() {
 fn gqa_and_edge_configs_round_trip_exactly() {
     let imported = round_trip("gqa_small");
     assert!(imported.warnings.is_empty());
-    assert!(imported.spec.contains("attention gqa { heads = 8, kv_heads = 2 }"));
-    assert!(imported.spec.contains("prelude 1 x block(attention, dense)"));
+    assert!(imported
+        .spec
+        .contains("attention gqa { heads = 8, kv_heads = 2 }"));
+    assert!(imported
+        .spec
+        .contains("prelude 1 x block(attention, dense)"));
     assert!(!imported.spec.contains("coda"), "{}", imported.spec);
     assert!(imported.spec.contains("lora { rank = 0 }"));
 
     let imported = round_trip("edge_floats");
-    assert!(imported.spec.contains("rope_theta = 1e+16"), "{}", imported.spec);
+    assert!(
+        imported.spec.contains("rope_theta = 1e+16"),
+        "{}",
+        imported.spec
+    );
     assert!(imported.spec.contains("threshold = 1e-05"));
     assert!(imported.spec.contains("dropout = 0.0001"));
     assert!(!imported.spec.contains("prelude"));
-    assert!(!imported.spec.contains("ffn dense"), "unused dense FFN written");
+    assert!(
+        !imported.spec.contains("ffn dense"),
+        "unused dense FFN written"
+    );
 }
 
 #[test]
@@ -150,9 +172,16 @@ fn imported_1b_is_the_shipped_spec() {
 #[test]
 fn exporting_the_shipped_1b_spec_gives_the_1b_config() {
     let mut loader = Loader::new();
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/openmythos-1b.mythos");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../models/openmythos-1b.mythos"
+    );
     let checked = sema::check_file(&mut loader, path);
-    assert!(!checked.has_errors(), "{}", render(&loader.sources, &checked.diagnostics));
+    assert!(
+        !checked.has_errors(),
+        "{}",
+        render(&loader.sources, &checked.diagnostics)
+    );
     let model = sema::select(&checked, None, path).unwrap();
     assert_eq!(export(model).unwrap(), fixture("mythos_1b"));
 }
@@ -161,8 +190,13 @@ fn exporting_the_shipped_1b_spec_gives_the_1b_config() {
 fn model_names_become_spec_names() {
     let imported = import_ok("x", &fixture("mythos_1b"));
     let mut sources = SourceMap::new();
-    let renamed = import(&mut sources, "c.json", &fixture("mythos_1b"), "openmythos-1b")
-        .unwrap_or_else(|_| panic!("import failed"));
+    let renamed = import(
+        &mut sources,
+        "c.json",
+        &fixture("mythos_1b"),
+        "openmythos-1b",
+    )
+    .unwrap_or_else(|_| panic!("import failed"));
     assert!(renamed.spec.contains("model openmythos_1b {"));
     assert_eq!(
         check_spec(&renamed.spec),
@@ -209,7 +243,10 @@ fn ints_are_accepted_for_floats() {
     let json = fixture("mythos_1b");
     let mut lines: Vec<&str> = json.lines().collect();
     let (first, last) = (lines.remove(0), lines.pop().unwrap());
-    let mut body: Vec<String> = lines.iter().map(|l| l.trim_end_matches(',').to_string()).collect();
+    let mut body: Vec<String> = lines
+        .iter()
+        .map(|l| l.trim_end_matches(',').to_string())
+        .collect();
     body.reverse();
     let shuffled = format!("{first}\n{}\n{last}", body.join(",\n"));
     let imported = import_ok("c", &shuffled);
@@ -228,13 +265,16 @@ fn invalid_json_points_at_the_byte() {
     // serde_json counts bytes; the label is at the byte, rendered columns count characters.
     let (diags, text) = import_err("{\"é\": 1, \"ü\": x}");
     assert_eq!(codes(&diags), ["E0401"]);
-    assert_eq!(diags[0].labels[0].span.start as usize, "{\"é\": 1, \"ü\": ".len());
+    assert_eq!(
+        diags[0].labels[0].span.start as usize,
+        "{\"é\": 1, \"ü\": ".len()
+    );
     assert!(text.contains("cfg.json:1:15"), "{text}");
 
     let (diags, text) = import_err("{\n  \"dim\": 2048,\n}");
     assert_eq!(codes(&diags), ["E0401"]);
     assert!(text.contains("trailing comma"), "{text}");
-    assert!(text.contains("cfg.json:3:1"), "{text}");
+    assert!(text.contains("cfg.json:2:14"), "at the comma: {text}");
 
     let (diags, text) = import_err("{\n  \"dim\": 2048\n");
     assert_eq!(codes(&diags), ["E0401"]);
@@ -264,7 +304,10 @@ fn missing_field_points_at_the_object() {
     assert_eq!(codes(&diags), ["E0402"]);
     assert!(diags[0].message.contains("`lora_rank` is missing"));
     assert!(text.contains("cfg.json:1:1"), "{text}");
-    assert!(text.contains("\"lora_rank\": 16"), "help gives the default: {text}");
+    assert!(
+        text.contains("\"lora_rank\": 16"),
+        "help gives the default: {text}"
+    );
 
     let (diags, _) = import_err("{}");
     assert_eq!(diags.len(), 23);
@@ -275,7 +318,9 @@ fn missing_field_points_at_the_object() {
 fn wrong_types_point_at_the_value() {
     let (diags, text) = import_err(&edited("dim", Some("\"2048\"")));
     assert_eq!(codes(&diags), ["E0402"]);
-    assert!(diags[0].message.contains("`dim` must be an integer, found a string"));
+    assert!(diags[0]
+        .message
+        .contains("`dim` must be an integer, found a string"));
     assert!(text.contains("cfg.json:3:10"), "{text}");
     assert!(text.contains("remove the quotes"), "{text}");
 
@@ -309,14 +354,18 @@ fn all_problems_are_reported_at_once() {
         .replace("\"act_threshold\": 0.99", "\"act_threshold\": \"high\"");
     let (diags, text) = import_err(&json);
     assert_eq!(codes(&diags), ["E0402"; 4], "{text}");
-    assert!(text.contains("`n_head` is not a MythosConfig field"), "{text}");
+    assert!(
+        text.contains("`n_head` is not a MythosConfig field"),
+        "{text}"
+    );
     assert!(text.contains("did you mean `n_heads`?"), "{text}");
     assert!(text.contains("cfg.json:4:3"), "the unknown key: {text}");
     assert!(text.contains("`n_heads` is missing"), "{text}");
     assert!(text.contains("`dim` must be an integer"), "{text}");
     assert!(text.contains("`act_threshold` must be a number"), "{text}");
 
-    let (diags, text) = import_err(&json.replacen("\"dim\": 2048.5,", "\"dim\": 2048.5,\n  \"dim\": 1,", 1));
+    let (diags, text) =
+        import_err(&json.replacen("\"dim\": 2048.5,", "\"dim\": 2048.5,\n  \"dim\": 1,", 1));
     assert!(text.contains("`dim` is given twice"), "{text}");
     assert_eq!(diags.len(), 5);
 }
@@ -330,8 +379,14 @@ fn checker_errors_point_at_the_config_values() {
     let (diags, text) = import_err(&json);
     assert_eq!(codes(&diags), ["E0301"], "{text}");
     assert!(text.contains("cfg.json:4:14"), "at n_heads: {text}");
-    assert!(text.contains("3 |   \"dim\": 2050,"), "secondary at dim: {text}");
-    assert!(text.contains("---- `dim` is 2050"), "secondary at dim: {text}");
+    assert!(
+        text.contains("3 |   \"dim\": 2050,"),
+        "secondary at dim: {text}"
+    );
+    assert!(
+        text.contains("---- `dim` is 2050"),
+        "secondary at dim: {text}"
+    );
     assert!(text.contains("config's `n_heads`"), "{text}");
     assert!(!text.contains("imported.mythos"), "{text}");
 
@@ -342,7 +397,11 @@ fn checker_errors_point_at_the_config_values() {
         .replace("\"n_experts_per_tok\": 4", "\"n_experts_per_tok\": 65")
         .replace("\"act_threshold\": 0.99", "\"act_threshold\": 1.5");
     let (diags, text) = import_err(&json);
-    assert_eq!(codes(&diags), ["E0204", "E0303", "E0304", "E0306"], "{text}");
+    assert_eq!(
+        codes(&diags),
+        ["E0204", "E0303", "E0304", "E0306"],
+        "{text}"
+    );
     assert!(text.contains("cfg.json:2:17"), "{text}");
     assert!(text.contains("cfg.json:13:23"), "{text}");
 
@@ -365,10 +424,18 @@ fn export_rejects_models_openmythos_cannot_build() {
     let mut loader = Loader::in_memory();
     loader.add_virtual("huginn.mythos", spec.as_bytes().to_vec());
     let checked = sema::check_file(&mut loader, "huginn.mythos");
-    assert!(!checked.has_errors(), "{}", render(&loader.sources, &checked.diagnostics));
+    assert!(
+        !checked.has_errors(),
+        "{}",
+        render(&loader.sources, &checked.diagnostics)
+    );
     let diags = export(&checked.models[0]).unwrap_err();
     assert_eq!(codes(&diags), ["E0403"]);
-    assert!(diags[0].message.contains("inject concat"), "{}", diags[0].message);
+    assert!(
+        diags[0].message.contains("inject concat"),
+        "{}",
+        diags[0].message
+    );
     let text = render(&loader.sources, &diags);
     assert!(text.contains("huginn.mythos:1:7"), "{text}");
     assert!(text.contains("help: write `inject lti`"), "{text}");
@@ -378,13 +445,19 @@ fn export_rejects_models_openmythos_cannot_build() {
     let mut loader = Loader::in_memory();
     loader.add_virtual("odd.mythos", spec.as_bytes().to_vec());
     let checked = sema::check_file(&mut loader, "odd.mythos");
-    assert!(!checked.has_errors(), "{}", render(&loader.sources, &checked.diagnostics));
+    assert!(
+        !checked.has_errors(),
+        "{}",
+        render(&loader.sources, &checked.diagnostics)
+    );
     let diags = export(&checked.models[0]).unwrap_err();
     let text = render(&loader.sources, &diags);
     // attentions differ, MHA, prelude MoE, coda hidden, 2 loop blocks, dense loop
     // block, no lti, no halt, no loop embedding, untied, norm_eps.
     assert_eq!(diags.len(), 11, "{text}");
-    assert!(diags.iter().all(|d| d.code == Code::NotExportable && d.help.len() == 1));
+    assert!(diags
+        .iter()
+        .all(|d| d.code == Code::NotExportable && d.help.len() == 1));
     assert!(text.contains("odd.mythos:1:7"), "{text}");
 
     // An MoE block with OpenMythos's shape except for the shared experts and router.
@@ -405,4 +478,79 @@ fn fixture_spec_with(from: &str, to: &str) -> String {
     .unwrap();
     assert!(shipped.contains(from));
     shipped.replace(from, to)
+}
+
+#[test]
+fn odd_values_never_panic_and_always_point_into_the_config() {
+    const FIELDS: [&str; 23] = [
+        "vocab_size",
+        "dim",
+        "n_heads",
+        "n_kv_heads",
+        "max_seq_len",
+        "max_loop_iters",
+        "prelude_layers",
+        "coda_layers",
+        "attn_type",
+        "kv_lora_rank",
+        "q_lora_rank",
+        "qk_rope_head_dim",
+        "qk_nope_head_dim",
+        "v_head_dim",
+        "n_experts",
+        "n_shared_experts",
+        "n_experts_per_tok",
+        "expert_dim",
+        "act_threshold",
+        "rope_theta",
+        "lora_rank",
+        "max_output_tokens",
+        "dropout",
+    ];
+    const VALUES: [&str; 16] = [
+        "-1",
+        "0",
+        "1",
+        "3",
+        "-9223372036854775808",
+        "9223372036854775807",
+        "1e308",
+        "-0.0",
+        "0.5",
+        "\"x\"",
+        "\"gqa\"",
+        "null",
+        "[]",
+        "{}",
+        "true",
+        "1E-3",
+    ];
+    for field in FIELDS {
+        for value in VALUES {
+            let json = edited(field, Some(value));
+            let mut sources = SourceMap::new();
+            match import(&mut sources, "cfg.json", &json, "cfg") {
+                Ok(imported) => {
+                    let model = check_spec(&imported.spec);
+                    export(&model).unwrap_or_else(|d| panic!("{field} = {value}: {d:?}"));
+                }
+                Err(diags) => {
+                    assert!(diags.iter().any(|d| d.is_error()));
+                    let text = render(&sources, &diags);
+                    assert!(
+                        !text.contains("imported.mythos"),
+                        "{field} = {value}:\n{text}"
+                    );
+                    for d in &diags {
+                        assert!(!d.labels.is_empty() && !d.help.is_empty(), "{d:?}");
+                    }
+                }
+            }
+        }
+    }
+    let json = fixture("mythos_1b");
+    for end in 0..json.trim_end().len() {
+        let (diags, _) = import_err(&json[..end]);
+        assert_eq!(codes(&diags), ["E0401"]);
+    }
 }

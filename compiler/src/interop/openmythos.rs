@@ -193,7 +193,9 @@ pub fn import(
             ),
         )
         .label(whole, "expected `{ \"vocab_size\": ..., ... }`")
-        .help("write the config with `json.dump(dataclasses.asdict(config), f, indent=2)`")]);
+        .help(
+            "write the config with `json.dump(dataclasses.asdict(config), f, indent=2)`",
+        )]);
     }
 
     let mut diags = Vec::new();
@@ -256,19 +258,33 @@ impl Config {
 
 /// E0401 at the byte where serde_json gave up.
 fn invalid_json(file: FileId, text: &str, e: &serde_json::Error) -> Diagnostic {
-    let offset = byte_offset(text, e.line(), e.column());
-    let end = text[offset..]
-        .chars()
-        .next()
-        .map_or(offset, |c| offset + c.len_utf8());
     let full = e.to_string();
     let message = match full.rfind(" at line ") {
         Some(i) => &full[..i],
         None => full.as_str(),
     };
+    let mut offset = if e.is_eof() {
+        text.len()
+    } else {
+        byte_offset(text, e.line(), e.column())
+    };
+    let trailing_comma = message.contains("trailing comma");
+    if trailing_comma {
+        // serde_json stops at the `}` or `]`; the comma before it is the mistake.
+        if let Some(comma) = text[..offset].trim_end().strip_suffix(',') {
+            offset = comma.len();
+        }
+    }
+    let end = text[offset..]
+        .chars()
+        .next()
+        .map_or(offset, |c| offset + c.len_utf8());
     let rest = &text[offset..];
-    let help = if message.contains("trailing comma") {
+    let help = if trailing_comma {
         "JSON allows no comma after the last item of an object or array".to_string()
+    } else if text.trim().is_empty() {
+        "the file is empty; an OpenMythos config is a JSON object of MythosConfig fields"
+            .to_string()
     } else if e.is_eof() {
         "the text ends before the JSON is complete; is a closing `}` missing?".to_string()
     } else if rest.starts_with('\'') {
@@ -278,7 +294,10 @@ fn invalid_json(file: FileId, text: &str, e: &serde_json::Error) -> Diagnostic {
         .any(|w| rest.starts_with(w))
     {
         "JSON has no NaN or Infinity; every MythosConfig number must be finite".to_string()
-    } else if ["True", "False", "None"].iter().any(|w| rest.starts_with(w)) {
+    } else if ["True", "False", "None"]
+        .iter()
+        .any(|w| rest.starts_with(w))
+    {
         "this is Python syntax, not JSON; write the config with `json.dump(dataclasses.asdict(config), f, indent=2)`".to_string()
     } else if message.contains("key must be a string") {
         "object keys are double-quoted strings: `\"dim\": 2048`".to_string()
@@ -286,7 +305,9 @@ fn invalid_json(file: FileId, text: &str, e: &serde_json::Error) -> Diagnostic {
         "an OpenMythos config file is the JSON of `dataclasses.asdict(MythosConfig(...))`"
             .to_string()
     };
-    let label = if e.is_eof() {
+    let label = if trailing_comma {
+        "remove this comma"
+    } else if e.is_eof() {
         "the text ends here"
     } else {
         "JSON parsing stops here"
@@ -431,7 +452,11 @@ fn read_fields(file: FileId, json: &str, whole: Span, diags: &mut Vec<Diagnostic
                     format!("`{key}` is not a MythosConfig field"),
                 )
                 .label(key_span, "unknown field")
-                .help(suggest::help_for(&key, "MythosConfig fields", field_names())),
+                .help(suggest::help_for(
+                    &key,
+                    "MythosConfig fields",
+                    field_names(),
+                )),
             );
             continue;
         };
@@ -482,7 +507,10 @@ fn read_fields(file: FileId, json: &str, whole: Span, diags: &mut Vec<Diagnostic
             diags.push(
                 Diagnostic::error(
                     Code::OutOfRange,
-                    format!("`{}` must be from 0 to {MAX_LAYERS}, found {n}", FIELDS[i].name),
+                    format!(
+                        "`{}` must be from 0 to {MAX_LAYERS}, found {n}",
+                        FIELDS[i].name
+                    ),
                 )
                 .label(config.span(i), "layer count out of range")
                 .help(format!(
@@ -682,7 +710,11 @@ fn generate(c: &Config, model_name: &str, file_name: &str) -> SpecText {
         ("dim", DIM, int(DIM)),
         ("max_seq", MAX_SEQ_LEN, int(MAX_SEQ_LEN)),
         ("rope_theta", ROPE_THETA, float(ROPE_THETA)),
-        ("max_output_tokens", MAX_OUTPUT_TOKENS, int(MAX_OUTPUT_TOKENS)),
+        (
+            "max_output_tokens",
+            MAX_OUTPUT_TOKENS,
+            int(MAX_OUTPUT_TOKENS),
+        ),
         ("dropout", DROPOUT, float(DROPOUT)),
     ] {
         s.push("  ");
@@ -886,7 +918,10 @@ pub fn export(model: &Model) -> Result<String, Vec<Diagnostic>> {
     let mut not = |message: String, help: String| {
         errors.push(
             Diagnostic::error(Code::NotExportable, message)
-                .label(model.span, "this model is not expressible as a MythosConfig")
+                .label(
+                    model.span,
+                    "this model is not expressible as a MythosConfig",
+                )
                 .help(help),
         );
     };
@@ -947,7 +982,10 @@ pub fn export(model: &Model) -> Result<String, Vec<Diagnostic>> {
     // One looped MoE block.
     if rec.body.len() != 1 {
         not(
-            format!("the loop has {} blocks; OpenMythos loops exactly one", rec.body.len()),
+            format!(
+                "the loop has {} blocks; OpenMythos loops exactly one",
+                rec.body.len()
+            ),
             "loop one block: `block(attention, moe)`".to_string(),
         );
     }
@@ -992,7 +1030,10 @@ pub fn export(model: &Model) -> Result<String, Vec<Diagnostic>> {
 
     if rec.inject != Injection::Lti {
         not(
-            format!("the loop uses `inject {}`; OpenMythos injects the input with `lti`", rec.inject.name()),
+            format!(
+                "the loop uses `inject {}`; OpenMythos injects the input with `lti`",
+                rec.inject.name()
+            ),
             "write `inject lti` in the loop".to_string(),
         );
     }
@@ -1014,13 +1055,20 @@ pub fn export(model: &Model) -> Result<String, Vec<Diagnostic>> {
         Some(e) => {
             if e.channels != dim / 8 {
                 not(
-                    format!("the loop embedding has {} channels; OpenMythos uses dim // 8 = {}", e.channels, dim / 8),
+                    format!(
+                        "the loop embedding has {} channels; OpenMythos uses dim // 8 = {}",
+                        e.channels,
+                        dim / 8
+                    ),
                     "write `loop_embedding { channels = dim // 8 }`".to_string(),
                 );
             }
             if e.theta != LOOP_EMBEDDING_THETA {
                 not(
-                    format!("the loop embedding has theta = {}; OpenMythos uses 10000.0", py_float(e.theta)),
+                    format!(
+                        "the loop embedding has theta = {}; OpenMythos uses 10000.0",
+                        py_float(e.theta)
+                    ),
                     "remove `theta` from `loop_embedding` (it defaults to 10000.0)".to_string(),
                 );
             }
@@ -1034,7 +1082,10 @@ pub fn export(model: &Model) -> Result<String, Vec<Diagnostic>> {
     }
     if model.norm_eps != NORM_EPS {
         not(
-            format!("`norm_eps` is {}; OpenMythos's RMSNorm uses 1e-6", py_float(model.norm_eps)),
+            format!(
+                "`norm_eps` is {}; OpenMythos's RMSNorm uses 1e-6",
+                py_float(model.norm_eps)
+            ),
             "remove `norm_eps` (it defaults to 1e-6)".to_string(),
         );
     }

@@ -1,0 +1,317 @@
+//! Cost analysis computed from the IR (so it stays true as the language
+//! grows): parameters (total, active per token, by component), FLOPs per token
+//! for prefill and decode, weight memory, KV cache per token (reference and
+//! compact layout), and the decode bandwidth ceiling (`mythos inspect`).
+//!
+//! Conventions (docs/inspect.md): FLOPs count matrix products at 2 per
+//! multiply-add, attention scores and values included; elementwise work
+//! (norms, residual adds, LTI, ACT accumulation) is not counted. Causal
+//! attention at prefill averages `(S+1)/2` keys per token; a decode step
+//! attends to `S` keys. The loop body counts `loops` times (ACT may stop
+//! earlier; this is the upper bound). KV cache: one entry per prelude layer,
+//! per loop iteration and per coda layer.
+
+use crate::ir::{AttnKind, Graph, Module, Op, Weight};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// Storage type for weights and the KV cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageType {
+    F32,
+    Bf16,
+    Fp8,
+}
+
+impl StorageType {
+    pub fn bytes(self) -> u128 {
+        match self {
+            StorageType::F32 => 4,
+            StorageType::Bf16 => 2,
+            StorageType::Fp8 => 1,
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<StorageType> {
+        match s {
+            "f32" => Some(StorageType::F32),
+            "bf16" => Some(StorageType::Bf16),
+            "fp8" => Some(StorageType::Fp8),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// Sequence length for prefill, context length for decode.
+    pub seq: u64,
+    /// Loop iterations (default: the model's max).
+    pub loops: Option<u64>,
+    pub dtype: StorageType,
+    /// Memory bandwidth in bytes/s for the decode ceiling.
+    pub bandwidth: f64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            seq: 2048,
+            loops: None,
+            dtype: StorageType::Bf16,
+            bandwidth: 3.35e12,
+        }
+    }
+}
+
+/// The `mythos inspect --json` document (schema `mythos.inspect/1`, docs/inspect.md).
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub schema: &'static str,
+    pub model: String,
+    pub seq: u64,
+    pub loops: u64,
+    pub max_loops: u64,
+    pub dtype: StorageType,
+    pub params: Params,
+    pub flops: Flops,
+    pub weights: WeightMemory,
+    pub kv_cache: KvCache,
+    pub decode: Decode,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Params {
+    pub total: u64,
+    pub active_per_token: u64,
+    /// Non-parameter state (`router_bias`), not in `total`.
+    pub buffers: u64,
+    pub by_component: BTreeMap<String, u64>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Flops {
+    pub prefill_per_token: f64,
+    pub decode_per_token: f64,
+    /// `prefill_per_token * seq`.
+    pub prefill_total: f64,
+    pub by_component: BTreeMap<String, ComponentFlops>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct ComponentFlops {
+    pub prefill_per_token: f64,
+    pub decode_per_token: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct WeightMemory {
+    /// Parameters and buffers at `dtype`.
+    pub bytes: u64,
+    pub bytes_f32: u64,
+    pub bytes_bf16: u64,
+    pub bytes_fp8: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct KvCache {
+    /// Cache entries (prelude layers + loops x looped attentions + coda layers).
+    pub entries: u64,
+    /// Reference layout (OpenMythos: MLA rope key stored per head), at `dtype`.
+    pub bytes_per_token: u64,
+    /// Compact layout (MLA rope key stored once), at `dtype`.
+    pub compact_bytes_per_token: u64,
+    /// Compact layout for a whole `seq`-token sequence.
+    pub compact_bytes_at_seq: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Decode {
+    /// Weight bytes read for one token at batch 1 (loop weights once per
+    /// iteration, only the active experts, one embedding row).
+    pub weight_bytes_per_token: u64,
+    /// KV cache bytes read for one token at context `seq` (compact layout).
+    pub kv_bytes_per_token: u64,
+    pub bandwidth: f64,
+    /// `bandwidth / (weight + kv bytes)`: the memory-bound ceiling at batch 1.
+    pub tokens_per_s_ceiling: f64,
+}
+
+pub fn analyze(module: &Module, opts: &Options) -> Report {
+    let (max_loops, _) = loop_info(&module.graph).unwrap_or((1, 0));
+    let loops = opts.loops.unwrap_or(max_loops);
+    let mut params = Params::default();
+    let mut all_numel: u128 = 0;
+    for w in &module.weights {
+        let n = w.numel();
+        all_numel += n;
+        if w.buffer {
+            params.buffers += sat(n);
+            continue;
+        }
+        params.total += sat(n);
+        params.active_per_token += sat(active_numel(w));
+        *params.by_component.entry(w.component.clone()).or_default() += sat(n);
+    }
+    let mut walk = Walk {
+        module,
+        seq: opts.seq as f64,
+        dtype: opts.dtype.bytes(),
+        flops: Flops::default(),
+        kv: KvCache::default(),
+        kv_ref_elems: 0,
+        kv_compact_elems: 0,
+        weight_read: 0,
+    };
+    walk.graph(&module.graph, 1, loops);
+    let mut flops = walk.flops;
+    flops.prefill_total = flops.prefill_per_token * opts.seq as f64;
+    let dt = opts.dtype.bytes();
+    let mut kv = walk.kv;
+    kv.bytes_per_token = sat(walk.kv_ref_elems * dt);
+    kv.compact_bytes_per_token = sat(walk.kv_compact_elems * dt);
+    kv.compact_bytes_at_seq = sat(walk.kv_compact_elems * dt * opts.seq as u128);
+    let weight_bytes = sat(walk.weight_read * dt);
+    let kv_read = kv.compact_bytes_at_seq;
+    let total_read = weight_bytes as f64 + kv_read as f64;
+    Report {
+        schema: "mythos.inspect/1",
+        model: module.name.clone(),
+        seq: opts.seq,
+        loops,
+        max_loops,
+        dtype: opts.dtype,
+        params,
+        flops,
+        weights: WeightMemory {
+            bytes: sat(all_numel * dt),
+            bytes_f32: sat(all_numel * 4),
+            bytes_bf16: sat(all_numel * 2),
+            bytes_fp8: sat(all_numel),
+        },
+        kv_cache: kv,
+        decode: Decode {
+            weight_bytes_per_token: weight_bytes,
+            kv_bytes_per_token: kv_read,
+            bandwidth: opts.bandwidth,
+            tokens_per_s_ceiling: if total_read > 0.0 { opts.bandwidth / total_read } else { 0.0 },
+        },
+    }
+}
+
+fn sat(v: u128) -> u64 {
+    u64::try_from(v).unwrap_or(u64::MAX)
+}
+
+/// Elements of a weight used per token: routed experts count `active / count`.
+fn active_numel(w: &Weight) -> u128 {
+    match w.stacked {
+        Some(s) => w.numel() / s.count as u128 * s.active as u128,
+        None => w.numel(),
+    }
+}
+
+/// `(max_iters, looped attention count)` of the graph's loop.
+fn loop_info(g: &Graph) -> Option<(u64, u64)> {
+    g.nodes().find_map(|n| match g.op(n) {
+        Op::Loop(r) => Some((r.max_iters, 0)),
+        _ => None,
+    })
+}
+
+struct Walk<'m> {
+    module: &'m Module,
+    seq: f64,
+    dtype: u128,
+    flops: Flops,
+    kv: KvCache,
+    kv_ref_elems: u128,
+    kv_compact_elems: u128,
+    /// Weight elements read per decoded token.
+    weight_read: u128,
+}
+
+impl Walk<'_> {
+    fn graph(&mut self, g: &Graph, times: u64, loops: u64) {
+        let _ = self.dtype;
+        for n in g.nodes() {
+            let op = g.op(n);
+            if let Op::Loop(region) = op {
+                self.graph(&region.body, times * loops, loops);
+                continue;
+            }
+            let weights: Vec<&Weight> = g
+                .operands(n)
+                .into_iter()
+                .filter_map(|o| match g.op(o) {
+                    Op::Weight(id) => Some(self.module.weight(*id)),
+                    _ => None,
+                })
+                .collect();
+            let component = match op {
+                Op::Head => "head".to_string(),
+                _ => weights.first().map_or_else(|| "other".to_string(), |w| w.component.clone()),
+            };
+            let d = self.module.dim as f64;
+            let t = times as f64;
+            let (prefill, decode) = match op {
+                Op::Linear => {
+                    let f = 2.0 * weights[0].numel() as f64;
+                    (f, f)
+                }
+                Op::Head => {
+                    let f = 2.0 * d * self.module.vocab as f64;
+                    (f, f)
+                }
+                Op::SwiGlu => {
+                    let f: f64 = weights.iter().map(|w| 2.0 * w.numel() as f64).sum();
+                    (f, f)
+                }
+                Op::Moe(m) => {
+                    let f = 2.0 * d * m.experts as f64
+                        + m.top_k as f64 * 6.0 * d * m.expert_dim as f64
+                        + m.shared as f64 * 6.0 * d * m.shared_dim as f64;
+                    (f, f)
+                }
+                Op::Lora { rank, .. } => {
+                    let f = 4.0 * d * *rank as f64;
+                    (f, f)
+                }
+                Op::ActHalt => (2.0 * d, 2.0 * d),
+                Op::Attention(a) => {
+                    let proj: f64 = weights.iter().filter(|w| w.shape.len() == 2).map(|w| 2.0 * w.numel() as f64).sum();
+                    let (per_key, ref_elems, compact_elems) = match a.kind {
+                        AttnKind::Gqa { heads, kv_heads, head_dim } => {
+                            let kv = 2 * kv_heads * head_dim;
+                            (4.0 * (heads * head_dim) as f64, kv, kv)
+                        }
+                        AttnKind::Mla { heads, kv_rank, rope_dim, nope_dim, v_dim, .. } => (
+                            2.0 * (heads * (nope_dim + rope_dim)) as f64 + 2.0 * (heads * v_dim) as f64,
+                            kv_rank + heads * rope_dim,
+                            kv_rank + rope_dim,
+                        ),
+                    };
+                    self.kv.entries += times;
+                    self.kv_ref_elems += ref_elems as u128 * times as u128;
+                    self.kv_compact_elems += compact_elems as u128 * times as u128;
+                    (proj + per_key * (self.seq + 1.0) / 2.0, proj + per_key * self.seq)
+                }
+                _ => (0.0, 0.0),
+            };
+            // Bytes read per decoded token.
+            let read: u128 = match op {
+                Op::Embedding => self.module.dim as u128,
+                _ => weights.iter().map(|w| active_numel(w)).sum(),
+            };
+            self.weight_read += read * times as u128;
+            if prefill > 0.0 || decode > 0.0 {
+                let c = self.flops.by_component.entry(component).or_default();
+                c.prefill_per_token += prefill * t;
+                c.decode_per_token += decode * t;
+                self.flops.prefill_per_token += prefill * t;
+                self.flops.decode_per_token += decode * t;
+            }
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! The IR verifier: run after lowering and after every pass in tests
+//! (`--verify-each` later). It re-derives every type from the typing rules
+//! and checks the structural invariants listed in `ir/mod.rs`.
+
+use super::*;
+use std::collections::HashSet;
+
+/// One broken invariant, with the node it was found at.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{graph} %{node} ({label}): {message}")]
+pub struct VerifyError {
+    /// `main` or `loop body`.
+    pub graph: &'static str,
+    pub node: usize,
+    pub label: String,
+    pub message: String,
+}
+
+/// Checks the module; returns every problem found (empty = valid).
+pub fn verify(module: &Module) -> Vec<VerifyError> {
+    let mut errors = Vec::new();
+    let mut used = HashSet::new();
+    verify_graph(module, &module.graph, "main", None, &mut used, &mut errors);
+    if module.graph.outputs.len() != 1 {
+        errors.push(VerifyError {
+            graph: "main",
+            node: 0,
+            label: "module".into(),
+            message: format!("the module must have one output (logits), has {}", module.graph.outputs.len()),
+        });
+    }
+    for (i, w) in module.weights.iter().enumerate() {
+        if !used.contains(&WeightId(i as u32)) {
+            errors.push(VerifyError {
+                graph: "main",
+                node: 0,
+                label: w.name.clone(),
+                message: format!("weight w{i} `{}` is never used", w.name),
+            });
+        }
+    }
+    errors
+}
+
+fn verify_graph(
+    module: &Module,
+    g: &Graph,
+    name: &'static str,
+    loop_dim: Option<u64>,
+    used: &mut HashSet<WeightId>,
+    errors: &mut Vec<VerifyError>,
+) {
+    let at = |n: NodeId, message: String| VerifyError {
+        graph: name,
+        node: n.index(),
+        label: g.node(n).label.clone(),
+        message,
+    };
+    if g.outputs.is_empty() {
+        errors.push(VerifyError {
+            graph: name,
+            node: 0,
+            label: "graph".into(),
+            message: "graph has no outputs".into(),
+        });
+    }
+    for &o in &g.outputs {
+        if !g.contains(o) {
+            errors.push(VerifyError {
+                graph: name,
+                node: o.index(),
+                label: "output".into(),
+                message: "output is not a node of this graph".into(),
+            });
+        }
+    }
+    if let Err(n) = g.topo_order() {
+        errors.push(at(n, "the graph has a cycle through this node".into()));
+        return;
+    }
+    let mut nested = Vec::new();
+    for n in g.nodes() {
+        let positions = g.operand_positions(n);
+        if positions.iter().enumerate().any(|(i, &p)| i != p) {
+            errors.push(at(n, format!("operand positions are {positions:?}, not 0..{}", positions.len())));
+            continue;
+        }
+        let op = g.op(n);
+        let inferred = match op {
+            Op::Param(i) => match loop_dim {
+                Some(d) if *i < 3 => Ok(param_type(*i, d)),
+                Some(_) => Err(TypeError(format!("loop bodies have params 0..3, not {i}"))),
+                None => Err(TypeError("`param` outside a loop body".into())),
+            },
+            _ => {
+                let operands = g.operands(n);
+                let types: Vec<&TensorType> = operands.iter().map(|&o| g.ty(o)).collect();
+                infer(op, &types, &module.weights)
+            }
+        };
+        match inferred {
+            Err(e) => errors.push(at(n, e.0)),
+            Ok(t) if &t != g.ty(n) => errors.push(at(n, format!("recorded type {} but the rules give {t}", g.ty(n)))),
+            Ok(_) => {}
+        }
+        match op {
+            Op::Weight(id) => {
+                used.insert(*id);
+            }
+            Op::Loop(region) => nested.push(region),
+            Op::Input if loop_dim.is_some() => errors.push(at(n, "`input` inside a loop body".into())),
+            _ => {}
+        }
+    }
+    for region in nested {
+        verify_graph(module, &region.body, "loop body", Some(module.dim), used, errors);
+        if region.max_iters == 0 {
+            errors.push(VerifyError {
+                graph: name,
+                node: 0,
+                label: "loop".into(),
+                message: "loop with max_iters 0".into(),
+            });
+        }
+    }
+}
