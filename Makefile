@@ -22,9 +22,10 @@ deps: ## Install missing system packages (LLVM/MLIR 22, zstd, z3, libxml2); chec
 build: deps ## Build the release binary (target/release/mythos)
 	cargo build --release --locked
 
-run: build ## Check every preset spec and show the structure of @openmythos-1b
+run: build ## Check every preset, show the structure and cost of @openmythos-1b
 	$(MYTHOS) check models/*.mythos
 	$(MYTHOS) show @openmythos-1b
+	$(MYTHOS) inspect @openmythos-1b
 
 # Tests use cargo's default job count, whatever CARGO_BUILD_JOBS says; fmt and clippy
 # run when those components are installed (rustup component add rustfmt clippy).

@@ -129,8 +129,9 @@ fn inspect_prints_tables_and_stable_json() {
     assert_eq!(v["weights"]["bytes"], v["weights"]["bytes_f32"]);
     // Bad options are clean errors.
     let out = mythos(&["inspect", "@openmythos-1b", "--seq", "0"]);
-    assert_eq!(out.status.code(), Some(2), "clap usage error");
-    let out = mythos(&["inspect", "@openmythos-1b", "--bandwidth", "-1"]);
+    assert_eq!(out.status.code(), Some(1), "usage errors exit with 1");
+    assert!(text(&out.stderr).contains("--seq"));
+    let out = mythos(&["inspect", "@openmythos-1b", "--bandwidth=-1"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("--bandwidth must be a positive number"));
 }

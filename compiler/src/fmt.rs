@@ -470,7 +470,11 @@ impl<'a> Printer<'a> {
             .iter()
             .enumerate()
             .map(|(i, b)| {
-                let lead = if i == 0 { format!("{keyword} ") } else { CONTINUATION.to_string() };
+                let lead = if i == 0 {
+                    format!("{keyword} ")
+                } else {
+                    CONTINUATION.to_string()
+                };
                 let comma = if i < last { "," } else { "" };
                 // The first line gets the item indentation from `lines`; the
                 // others are pushed at the same indentation plus CONTINUATION.

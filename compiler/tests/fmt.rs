@@ -35,7 +35,10 @@ fn specs_in(dir: &str, prefix: &str) -> Vec<(String, String)> {
         .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
         .filter_map(|p| {
             let text = std::fs::read_to_string(&p).ok()?;
-            Some((format!("{dir}/{}", p.file_name().unwrap().to_string_lossy()), text))
+            Some((
+                format!("{dir}/{}", p.file_name().unwrap().to_string_lossy()),
+                text,
+            ))
         })
         .collect();
     files.sort();
@@ -115,7 +118,11 @@ fn check_properties(name: &str, input: &str) -> String {
         ast_without_spans(input),
         "{name}: the output means something else:\n{out}"
     );
-    assert_eq!(comments(&out), comments(input), "{name}: comments changed:\n{out}");
+    assert_eq!(
+        comments(&out),
+        comments(input),
+        "{name}: comments changed:\n{out}"
+    );
     check_layout(name, &out);
     out
 }
@@ -125,19 +132,35 @@ fn check_layout(name: &str, out: &str) {
     if out.is_empty() {
         return;
     }
-    assert!(out.ends_with('\n') && !out.ends_with("\n\n"), "{name}: must end with one newline");
+    assert!(
+        out.ends_with('\n') && !out.ends_with("\n\n"),
+        "{name}: must end with one newline"
+    );
     assert!(!out.starts_with('\n'), "{name}: starts with a blank line");
     let lines: Vec<&str> = out.lines().collect();
     for (i, line) in lines.iter().enumerate() {
-        assert_eq!(line.trim_end(), *line, "{name}:{}: trailing whitespace", i + 1);
+        assert_eq!(
+            line.trim_end(),
+            *line,
+            "{name}:{}: trailing whitespace",
+            i + 1
+        );
         let indent = line.len() - line.trim_start_matches(' ').len();
-        assert!(!line[indent..].starts_with('\t'), "{name}:{}: a tab in indentation", i + 1);
+        assert!(
+            !line[indent..].starts_with('\t'),
+            "{name}:{}: a tab in indentation",
+            i + 1
+        );
         assert!(indent % 2 == 0, "{name}:{}: odd indentation", i + 1);
         if line.is_empty() {
             let prev = lines[i - 1];
             let next = lines.get(i + 1).copied().unwrap_or("x");
             assert!(!prev.is_empty(), "{name}:{}: two blank lines", i + 1);
-            assert!(!prev.trim_end().ends_with('{') || prev.contains('#'), "{name}:{}: blank after {{", i + 1);
+            assert!(
+                !prev.trim_end().ends_with('{') || prev.contains('#'),
+                "{name}:{}: blank after {{",
+                i + 1
+            );
             assert!(next.trim() != "}", "{name}:{}: blank line before }}", i + 1);
         }
     }
@@ -175,30 +198,62 @@ fn one_token_per_line(text: &str) -> String {
 const KNOWN_NOT_CANONICAL: &[(&str, &str)] = &[
     // `attention mla { ... }` lines of 110 to 121 columns: longer than
     // MAX_WIDTH, so the formatter puts one field per line.
-    ("models/openmythos-100b.mythos", "mla field list longer than 100 columns"),
-    ("models/openmythos-10b.mythos", "mla field list longer than 100 columns"),
-    ("models/openmythos-1b.mythos", "mla field list longer than 100 columns"),
-    ("models/openmythos-1t.mythos", "mla field list longer than 100 columns"),
-    ("models/openmythos-3b.mythos", "mla field list longer than 100 columns"),
-    ("models/openmythos-500b.mythos", "mla field list longer than 100 columns"),
-    ("models/openmythos-50b.mythos", "mla field list longer than 100 columns"),
-    ("models/tiny-mla.mythos", "mla field list longer than 100 columns"),
+    (
+        "models/openmythos-100b.mythos",
+        "mla field list longer than 100 columns",
+    ),
+    (
+        "models/openmythos-10b.mythos",
+        "mla field list longer than 100 columns",
+    ),
+    (
+        "models/openmythos-1b.mythos",
+        "mla field list longer than 100 columns",
+    ),
+    (
+        "models/openmythos-1t.mythos",
+        "mla field list longer than 100 columns",
+    ),
+    (
+        "models/openmythos-3b.mythos",
+        "mla field list longer than 100 columns",
+    ),
+    (
+        "models/openmythos-500b.mythos",
+        "mla field list longer than 100 columns",
+    ),
+    (
+        "models/openmythos-50b.mythos",
+        "mla field list longer than 100 columns",
+    ),
+    (
+        "models/tiny-mla.mythos",
+        "mla field list longer than 100 columns",
+    ),
     // Trailing comments aligned in a column with several spaces; the
     // canonical form has one space before a trailing comment.
-    ("examples/my-first-rdt.mythos", "trailing comments aligned with extra spaces"),
+    (
+        "examples/my-first-rdt.mythos",
+        "trailing comments aligned with extra spaces",
+    ),
 ];
 
 #[test]
 fn presets_and_examples_are_canonical() {
     let mut not_canonical = Vec::new();
-    for (name, text) in specs_in("models", "").into_iter().chain(specs_in("examples", "")) {
+    for (name, text) in specs_in("models", "")
+        .into_iter()
+        .chain(specs_in("examples", ""))
+    {
         let out = fmt_ok(&text);
         let known = KNOWN_NOT_CANONICAL.iter().any(|(n, _)| *n == name);
         if out != text && !known {
             not_canonical.push(format!("--- {name} formats to:\n{out}"));
         }
         if out == text && known {
-            not_canonical.push(format!("{name} is canonical now: remove it from KNOWN_NOT_CANONICAL"));
+            not_canonical.push(format!(
+                "{name} is canonical now: remove it from KNOWN_NOT_CANONICAL"
+            ));
         }
     }
     assert!(not_canonical.is_empty(), "{}", not_canonical.join("\n"));
@@ -234,7 +289,15 @@ fn mangled_layouts_format_like_the_originals() {
         let out = check_properties(&format!("{name} (blank lines tripled)"), &spaced);
         let mut blank_everywhere = fmt_ok(&text);
         blank_everywhere = blank_everywhere.replace("\n\n", "\n");
-        assert_eq!(out.replace("\n\n", "\n"), blank_everywhere, "{name}: tripled blank lines");
+        assert_eq!(
+            out.replace("\n\n", "\n"),
+            blank_everywhere,
+            "{name}: tripled blank lines"
+        );
+        // Windows line endings change nothing.
+        let crlf = text.replace('\n', "\r\n");
+        let out = check_properties(&format!("{name} (CRLF)"), &crlf);
+        assert_eq!(out, fmt_ok(&text), "{name}: CRLF");
         // Reformatting the output of the original with squeezed indentation
         // gives the same output back: indentation is never taken from input.
         let flat: String = fmt_ok(&text)
@@ -273,7 +336,10 @@ fn code_cuts(text: &str) -> Vec<usize> {
 /// prefix that parses (a file cut between items) satisfies the properties.
 #[test]
 fn prefixes_never_panic() {
-    for (name, text) in specs_in("examples", "").into_iter().chain(specs_in("tests/ui", "ok-")) {
+    for (name, text) in specs_in("examples", "")
+        .into_iter()
+        .chain(specs_in("tests/ui", "ok-"))
+    {
         for cut in code_cuts(&text) {
             let prefix = &text[..cut];
             if fmt(prefix).is_ok() {
@@ -301,15 +367,30 @@ impl Rng {
 /// result still parses, the properties hold.
 #[test]
 fn random_comment_and_whitespace_insertions() {
-    const PIECES: &[&str] = &[" ", "\n", "\n\n", "\t", ",", "# c\n", " # trailing\n", "\n# own\n\n", "#\n"];
-    let seed = std::env::var("FMT_MUTATION_SEED").ok().and_then(|r| r.parse().ok());
+    const PIECES: &[&str] = &[
+        " ",
+        "\n",
+        "\n\n",
+        "\t",
+        ",",
+        "# c\n",
+        " # trailing\n",
+        "\n# own\n\n",
+        "#\n",
+    ];
+    let seed = std::env::var("FMT_MUTATION_SEED")
+        .ok()
+        .and_then(|r| r.parse().ok());
     let mut rng = Rng(seed.unwrap_or(0x9E37_79B9_7F4A_7C15));
     let mut checked = 0;
     for (name, text) in corpus() {
         if fmt(&text).is_err() {
             continue;
         }
-        let rounds = std::env::var("FMT_MUTATION_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(40);
+        let rounds = std::env::var("FMT_MUTATION_ROUNDS")
+            .ok()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(40);
         for round in 0..rounds {
             let mut mutant = text.clone();
             for _ in 0..1 + rng.below(4) {
@@ -369,7 +450,8 @@ model m extends base {
 
 #[test]
 fn expressions_keep_parentheses_and_literal_text() {
-    let input = "let a = - v +(-( 1e-6 ))*2.5E3// 3 %- - y\nlet b = ((true))\nlet c=1_0_0/500000.0-false";
+    let input =
+        "let a = - v +(-( 1e-6 ))*2.5E3// 3 %- - y\nlet b = ((true))\nlet c=1_0_0/500000.0-false";
     let expected = "\
 let a = -v + (-(1e-6)) * 2.5E3 // 3 % --y
 let b = ((true))
@@ -470,8 +552,14 @@ let w = 1
 #[test]
 fn empty_bodies() {
     assert_eq!(fmt_ok("model m{ }"), "model m {}\n");
-    assert_eq!(fmt_ok("model m { loop max 2 { } }"), "model m {\n  loop max 2 {}\n}\n");
-    assert_eq!(fmt_ok("model m { loop { lora none halt } }"), "model m {\n  loop {\n    lora none\n    halt\n  }\n}\n");
+    assert_eq!(
+        fmt_ok("model m { loop max 2 { } }"),
+        "model m {\n  loop max 2 {}\n}\n"
+    );
+    assert_eq!(
+        fmt_ok("model m { loop { lora none halt } }"),
+        "model m {\n  loop {\n    lora none\n    halt\n  }\n}\n"
+    );
     assert_eq!(fmt_ok(""), "");
     assert_eq!(fmt_ok("\n\n  \n"), "");
     assert_eq!(fmt_ok("# only a comment"), "# only a comment\n");
@@ -553,14 +641,22 @@ fn syntax_errors_are_returned_not_formatted() {
 
 #[test]
 fn snapshot_ok_comments_and_commas() {
-    let text = std::fs::read_to_string(repo_root().join("tests/ui/ok-comments-and-commas.mythos")).unwrap();
-    insta::assert_snapshot!("ok_comments_and_commas", check_properties("ok-comments", &text));
+    let text = std::fs::read_to_string(repo_root().join("tests/ui/ok-comments-and-commas.mythos"))
+        .unwrap();
+    insta::assert_snapshot!(
+        "ok_comments_and_commas",
+        check_properties("ok-comments", &text)
+    );
 }
 
 #[test]
 fn snapshot_ok_counts_and_aliases() {
-    let text = std::fs::read_to_string(repo_root().join("tests/ui/ok-counts-and-aliases.mythos")).unwrap();
-    insta::assert_snapshot!("ok_counts_and_aliases", check_properties("ok-counts", &text));
+    let text =
+        std::fs::read_to_string(repo_root().join("tests/ui/ok-counts-and-aliases.mythos")).unwrap();
+    insta::assert_snapshot!(
+        "ok_counts_and_aliases",
+        check_properties("ok-counts", &text)
+    );
 }
 
 #[test]
