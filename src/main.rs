@@ -6,7 +6,9 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use mythos_compiler::diag::{self, Code};
 use mythos_compiler::sema::{self, Loader};
-use mythos_compiler::{analysis, fmt, interop::openmythos, ir, presets, report, Diagnostic, SourceMap};
+use mythos_compiler::{
+    analysis, fmt, interop::openmythos, ir, presets, report, Diagnostic, SourceMap,
+};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -137,7 +139,11 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            let code = if e.use_stderr() { ExitCode::FAILURE } else { ExitCode::SUCCESS };
+            let code = if e.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
             let _ = e.print();
             return code;
         }
@@ -222,7 +228,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Presets => {
             for p in presets::PRESETS {
-                let first = p.source.lines().next().unwrap_or("").trim_start_matches("# ");
+                let first = p
+                    .source
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .trim_start_matches("# ");
                 println!("@{:<18} {first}", p.name);
             }
             Ok(ExitCode::SUCCESS)
@@ -347,8 +358,11 @@ fn import(config: &PathBuf, output: &PathBuf, name: Option<String>) -> Result<Ex
     let text = match std::fs::read_to_string(config) {
         Ok(t) => t,
         Err(e) => {
-            let d = Diagnostic::error(Code::CannotRead, format!("cannot read `{config_name}`: {e}"))
-                .help("pass the path of a JSON file written from dataclasses.asdict(MythosConfig)");
+            let d = Diagnostic::error(
+                Code::CannotRead,
+                format!("cannot read `{config_name}`: {e}"),
+            )
+            .help("pass the path of a JSON file written from dataclasses.asdict(MythosConfig)");
             report(&sources, &[d]);
             return Ok(ExitCode::FAILURE);
         }
@@ -363,7 +377,7 @@ fn import(config: &PathBuf, output: &PathBuf, name: Option<String>) -> Result<Ex
             report(&sources, &imported.warnings);
             std::fs::write(output, &imported.spec)
                 .with_context(|| format!("writing {}", output.display()))?;
-            eprintln!("wrote {} (model `{model_name}`)", output.display());
+            eprintln!("wrote {}", output.display());
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -404,7 +418,8 @@ fn export(spec: &str, model: Option<&str>, output: &PathBuf) -> Result<ExitCode>
             Ok(ExitCode::FAILURE)
         }
         Ok(json) => {
-            std::fs::write(output, json).with_context(|| format!("writing {}", output.display()))?;
+            std::fs::write(output, json)
+                .with_context(|| format!("writing {}", output.display()))?;
             eprintln!("wrote {}", output.display());
             Ok(ExitCode::SUCCESS)
         }
@@ -419,10 +434,15 @@ fn explain(code: Option<&str>) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Some(code) => match Code::ALL.iter().find(|c| c.as_str().eq_ignore_ascii_case(code)) {
+        Some(code) => match Code::ALL
+            .iter()
+            .find(|c| c.as_str().eq_ignore_ascii_case(code))
+        {
             Some(c) => {
                 println!("{c}: {}", c.summary());
-                println!("See the diagnostics table in docs/language.md for an example and the fix.");
+                println!(
+                    "See the diagnostics table in docs/language.md for an example and the fix."
+                );
                 Ok(ExitCode::SUCCESS)
             }
             None => {

@@ -27,7 +27,13 @@ fn check_accepts_every_preset_and_example() {
     args.extend(files.iter().map(|s| s.as_str()));
     let out = mythos(&args);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert_eq!(text(&out.stdout).lines().filter(|l| l.starts_with("ok ")).count(), files.len());
+    assert_eq!(
+        text(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with("ok "))
+            .count(),
+        files.len()
+    );
 }
 
 #[test]
@@ -36,7 +42,10 @@ fn check_reports_errors_with_location_and_exit_1() {
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(err.contains("error[E0301]"), "{err}");
-    assert!(err.contains("--> tests/ui/e0301-dim-not-divisible-by-heads.mythos:"), "{err}");
+    assert!(
+        err.contains("--> tests/ui/e0301-dim-not-divisible-by-heads.mythos:"),
+        "{err}"
+    );
     assert!(err.contains("help:"), "{err}");
 }
 
@@ -44,7 +53,9 @@ fn check_reports_errors_with_location_and_exit_1() {
 fn missing_file_and_unknown_preset_are_clean_errors() {
     let out = mythos(&["check", "no/such/file.mythos"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("error[E0004]: cannot read `no/such/file.mythos`: no such file"));
+    assert!(
+        text(&out.stderr).contains("error[E0004]: cannot read `no/such/file.mythos`: no such file")
+    );
     let out = mythos(&["show", "@openmythos-1x"]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
@@ -68,11 +79,22 @@ fn show_json_and_model_selection() {
     let out = mythos(&["show", "examples/variants.mythos"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("defines several models"));
-    let out = mythos(&["show", "examples/variants.mythos", "--model", "small_rdt_deep", "--json"]);
+    let out = mythos(&[
+        "show",
+        "examples/variants.mythos",
+        "--model",
+        "small_rdt_deep",
+        "--json",
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["name"], "small_rdt_deep");
-    let out = mythos(&["show", "examples/variants.mythos", "--model", "small_rdt_dep"]);
+    let out = mythos(&[
+        "show",
+        "examples/variants.mythos",
+        "--model",
+        "small_rdt_dep",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("did you mean `small_rdt_deep`?"));
 }
@@ -82,14 +104,20 @@ fn binary_garbage_is_an_error_not_a_panic() {
     let dir = std::env::temp_dir().join(format!("mythos-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let garbage = dir.join("garbage.mythos");
-    let bytes: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let bytes: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     std::fs::write(&garbage, bytes).unwrap();
     let deep = dir.join("deep.mythos");
     std::fs::write(&deep, "(".repeat(1 << 20)).unwrap();
     for f in [&garbage, &deep] {
         let out = mythos(&["check", f.to_str().unwrap()]);
         assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
-        assert!(text(&out.stderr).contains("error[E"), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains("error[E"),
+            "{}",
+            text(&out.stderr)
+        );
         assert!(!text(&out.stderr).contains("panicked"));
     }
     std::fs::remove_dir_all(&dir).ok();
@@ -113,7 +141,17 @@ fn inspect_prints_tables_and_stable_json() {
     let s = text(&out.stdout);
     assert!(s.contains("1,064,028,034  (1.06 G)"), "{s}");
     assert!(s.contains("loops 16 (max 16)"), "{s}");
-    let out = mythos(&["inspect", "@openmythos-1b", "--json", "--seq", "4096", "--loops", "32", "--dtype", "f32"]);
+    let out = mythos(&[
+        "inspect",
+        "@openmythos-1b",
+        "--json",
+        "--seq",
+        "4096",
+        "--loops",
+        "32",
+        "--dtype",
+        "f32",
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["schema"], "mythos.inspect/1");
@@ -123,7 +161,12 @@ fn inspect_prints_tables_and_stable_json() {
     for key in ["active_per_token", "by_component"] {
         assert!(!v["params"][key].is_null(), "params.{key}");
     }
-    for path in [("flops", "prefill_per_token"), ("flops", "decode_per_token"), ("kv_cache", "bytes_per_token"), ("weights", "bytes")] {
+    for path in [
+        ("flops", "prefill_per_token"),
+        ("flops", "decode_per_token"),
+        ("kv_cache", "bytes_per_token"),
+        ("weights", "bytes"),
+    ] {
         assert!(v[path.0][path.1].is_number(), "{}.{}", path.0, path.1);
     }
     assert_eq!(v["weights"]["bytes"], v["weights"]["bytes_f32"]);
@@ -142,7 +185,10 @@ fn graph_prints_text_and_dot() {
     assert_eq!(out.status.code(), Some(0));
     let s = text(&out.stdout);
     assert!(s.starts_with("module tiny_gqa"), "{s}");
-    assert!(s.contains("loop[max_iters=4 inject=lti halt=act(0.99)]"), "{s}");
+    assert!(
+        s.contains("loop[max_iters=4 inject=lti halt=act(0.99)]"),
+        "{s}"
+    );
     let out = mythos(&["graph", "@tiny-gqa", "--format", "dot"]);
     assert_eq!(out.status.code(), Some(0));
     assert!(text(&out.stdout).starts_with("digraph"));

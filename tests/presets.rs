@@ -39,7 +39,11 @@ fn embedded_presets_match_models_folder() {
     assert_eq!(on_disk, embedded);
     for p in PRESETS {
         let text = std::fs::read_to_string(format!("models/{}.mythos", p.name)).unwrap();
-        assert_eq!(text, p.source, "models/{}.mythos differs from the embedded copy", p.name);
+        assert_eq!(
+            text, p.source,
+            "models/{}.mythos differs from the embedded copy",
+            p.name
+        );
     }
 }
 
@@ -64,25 +68,54 @@ fn openmythos_presets_reproduce_the_reference_configs() {
         let mut loader = Loader::new();
         let checked = sema::check_file(&mut loader, &format!("@{name}"));
         let m = &checked.models[0];
-        assert_eq!((m.dim, m.max_seq, m.vocab, m.max_output_tokens), (v[0], v[3], *vocab, *max_out), "{name}");
+        assert_eq!(
+            (m.dim, m.max_seq, m.vocab, m.max_output_tokens),
+            (v[0], v[3], *vocab, *max_out),
+            "{name}"
+        );
         assert_eq!(m.rope_theta, *rope_theta, "{name}");
-        assert_eq!((m.prelude.len() as u64, m.coda.len() as u64), (v[5], v[6]), "{name}");
+        assert_eq!(
+            (m.prelude.len() as u64, m.coda.len() as u64),
+            (v[5], v[6]),
+            "{name}"
+        );
         let r = &m.recurrence;
-        assert_eq!((r.max_iters, r.lora_rank, r.body.len()), (v[4], v[16], 1), "{name}");
+        assert_eq!(
+            (r.max_iters, r.lora_rank, r.body.len()),
+            (v[4], v[16], 1),
+            "{name}"
+        );
         assert_eq!(r.inject, Injection::Lti);
         assert_eq!(r.halt, Halting::Act { threshold: 0.99 });
         assert_eq!(r.loop_embedding.map(|e| e.channels), Some(v[0] / 8));
         let expect_mla = AttentionKind::Mla {
-            heads: v[1], kv_heads: Some(v[2]), kv_rank: v[7], q_rank: v[8], rope_dim: v[9], nope_dim: v[10], v_dim: v[11],
+            heads: v[1],
+            kv_heads: Some(v[2]),
+            kv_rank: v[7],
+            q_rank: v[8],
+            rope_dim: v[9],
+            nope_dim: v[10],
+            v_dim: v[11],
         };
         for b in m.prelude.iter().chain(&m.coda).chain(&r.body) {
             assert_eq!(b.attention.kind, expect_mla, "{name}");
         }
         for b in m.prelude.iter().chain(&m.coda) {
-            assert_eq!(b.ffn.kind, FfnKind::Dense { hidden: v[0] * 4 / 3 }, "{name}");
+            assert_eq!(
+                b.ffn.kind,
+                FfnKind::Dense {
+                    hidden: v[0] * 4 / 3
+                },
+                "{name}"
+            );
         }
         let expect_moe = FfnKind::Moe {
-            experts: v[12], shared: v[13], top_k: v[14], expert_dim: v[15], shared_dim: v[15] * v[14], router_bias: true,
+            experts: v[12],
+            shared: v[13],
+            top_k: v[14],
+            expert_dim: v[15],
+            shared_dim: v[15] * v[14],
+            router_bias: true,
         };
         assert_eq!(r.body[0].ffn.kind, expect_moe, "{name}");
     }

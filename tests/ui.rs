@@ -25,12 +25,17 @@ fn ui_specs_report_expected_diagnostics() {
         .filter(|p| p.extension().is_some_and(|e| e == "mythos"))
         .collect();
     paths.sort();
-    assert!(paths.len() >= 40, "expected at least 40 UI specs, found {}", paths.len());
+    assert!(
+        paths.len() >= 40,
+        "expected at least 40 UI specs, found {}",
+        paths.len()
+    );
     let mut failures = Vec::new();
     for path in &paths {
         let name = path.to_string_lossy().replace('\\', "/");
-        let expected = expected_codes(path)
-            .unwrap_or_else(|| panic!("{name}: first line must be `# expect: CODES` or `# expect: ok`"));
+        let expected = expected_codes(path).unwrap_or_else(|| {
+            panic!("{name}: first line must be `# expect: CODES` or `# expect: ok`")
+        });
         let mut loader = Loader::new();
         let checked = sema::check_file(&mut loader, &name);
         let got: BTreeSet<String> = checked
@@ -55,5 +60,10 @@ fn ui_specs_report_expected_diagnostics() {
             insta::assert_snapshot!("ui", rendered);
         });
     }
-    assert!(failures.is_empty(), "{} UI specs failed:\n\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} UI specs failed:\n\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

@@ -139,7 +139,7 @@ pub struct Decode {
 }
 
 pub fn analyze(module: &Module, opts: &Options) -> Report {
-    let (max_loops, _) = loop_info(&module.graph).unwrap_or((1, 0));
+    let max_loops = max_iters(&module.graph).unwrap_or(1);
     let loops = opts.loops.unwrap_or(max_loops);
     let mut params = Params::default();
     let mut all_numel: u128 = 0;
@@ -157,7 +157,6 @@ pub fn analyze(module: &Module, opts: &Options) -> Report {
     let mut walk = Walk {
         module,
         seq: opts.seq as f64,
-        dtype: opts.dtype.bytes(),
         flops: Flops::default(),
         kv: KvCache::default(),
         kv_ref_elems: 0,
@@ -195,7 +194,11 @@ pub fn analyze(module: &Module, opts: &Options) -> Report {
             weight_bytes_per_token: weight_bytes,
             kv_bytes_per_token: kv_read,
             bandwidth: opts.bandwidth,
-            tokens_per_s_ceiling: if total_read > 0.0 { opts.bandwidth / total_read } else { 0.0 },
+            tokens_per_s_ceiling: if total_read > 0.0 {
+                opts.bandwidth / total_read
+            } else {
+                0.0
+            },
         },
     }
 }
@@ -212,10 +215,10 @@ fn active_numel(w: &Weight) -> u128 {
     }
 }
 
-/// `(max_iters, looped attention count)` of the graph's loop.
-fn loop_info(g: &Graph) -> Option<(u64, u64)> {
+/// The `max_iters` of the graph's loop.
+fn max_iters(g: &Graph) -> Option<u64> {
     g.nodes().find_map(|n| match g.op(n) {
-        Op::Loop(r) => Some((r.max_iters, 0)),
+        Op::Loop(r) => Some(r.max_iters),
         _ => None,
     })
 }
@@ -223,7 +226,6 @@ fn loop_info(g: &Graph) -> Option<(u64, u64)> {
 struct Walk<'m> {
     module: &'m Module,
     seq: f64,
-    dtype: u128,
     flops: Flops,
     kv: KvCache,
     kv_ref_elems: u128,
@@ -234,7 +236,6 @@ struct Walk<'m> {
 
 impl Walk<'_> {
     fn graph(&mut self, g: &Graph, times: u64, loops: u64) {
-        let _ = self.dtype;
         for n in g.nodes() {
             let op = g.op(n);
             if let Op::Loop(region) = op {
@@ -251,7 +252,9 @@ impl Walk<'_> {
                 .collect();
             let component = match op {
                 Op::Head => "head".to_string(),
-                _ => weights.first().map_or_else(|| "other".to_string(), |w| w.component.clone()),
+                _ => weights
+                    .first()
+                    .map_or_else(|| "other".to_string(), |w| w.component.clone()),
             };
             let d = self.module.dim as f64;
             let t = times as f64;
@@ -280,14 +283,30 @@ impl Walk<'_> {
                 }
                 Op::ActHalt => (2.0 * d, 2.0 * d),
                 Op::Attention(a) => {
-                    let proj: f64 = weights.iter().filter(|w| w.shape.len() == 2).map(|w| 2.0 * w.numel() as f64).sum();
+                    let proj: f64 = weights
+                        .iter()
+                        .filter(|w| w.shape.len() == 2)
+                        .map(|w| 2.0 * w.numel() as f64)
+                        .sum();
                     let (per_key, ref_elems, compact_elems) = match a.kind {
-                        AttnKind::Gqa { heads, kv_heads, head_dim } => {
+                        AttnKind::Gqa {
+                            heads,
+                            kv_heads,
+                            head_dim,
+                        } => {
                             let kv = 2 * kv_heads * head_dim;
                             (4.0 * (heads * head_dim) as f64, kv, kv)
                         }
-                        AttnKind::Mla { heads, kv_rank, rope_dim, nope_dim, v_dim, .. } => (
-                            2.0 * (heads * (nope_dim + rope_dim)) as f64 + 2.0 * (heads * v_dim) as f64,
+                        AttnKind::Mla {
+                            heads,
+                            kv_rank,
+                            rope_dim,
+                            nope_dim,
+                            v_dim,
+                            ..
+                        } => (
+                            2.0 * (heads * (nope_dim + rope_dim)) as f64
+                                + 2.0 * (heads * v_dim) as f64,
                             kv_rank + heads * rope_dim,
                             kv_rank + rope_dim,
                         ),
@@ -295,7 +314,10 @@ impl Walk<'_> {
                     self.kv.entries += times;
                     self.kv_ref_elems += ref_elems as u128 * times as u128;
                     self.kv_compact_elems += compact_elems as u128 * times as u128;
-                    (proj + per_key * (self.seq + 1.0) / 2.0, proj + per_key * self.seq)
+                    (
+                        proj + per_key * (self.seq + 1.0) / 2.0,
+                        proj + per_key * self.seq,
+                    )
                 }
                 _ => (0.0, 0.0),
             };

@@ -208,7 +208,12 @@ pub fn render(map: &SourceMap, diags: &[Diagnostic]) -> String {
         match term::emit_into_string(&config, &files, &diagnostic) {
             Ok(text) => out.push_str(&text),
             // A span outside its file would be a compiler bug; still say something useful.
-            Err(_) => out.push_str(&format!("{}[{}]: {}\n", severity_word(d), d.code, d.message)),
+            Err(_) => out.push_str(&format!(
+                "{}[{}]: {}\n",
+                severity_word(d),
+                d.code,
+                d.message
+            )),
         }
     }
     out

@@ -223,8 +223,8 @@ impl<'a> Printer<'a> {
         self.lines(&[content.to_string()], src_end);
     }
 
-    /// Prints several lines of code (the first at the current indentation,
-    /// the others already carrying their continuation indentation); the
+    /// Prints several lines of code, each at the current indentation (a
+    /// continuation line carries its extra indentation in its text); the
     /// trailing comment goes after the last one.
     fn lines(&mut self, lines: &[String], src_end: usize) {
         for (i, content) in lines.iter().enumerate() {
@@ -476,8 +476,8 @@ impl<'a> Printer<'a> {
                     CONTINUATION.to_string()
                 };
                 let comma = if i < last { "," } else { "" };
-                // The first line gets the item indentation from `lines`; the
-                // others are pushed at the same indentation plus CONTINUATION.
+                // Every line gets the item indentation from `lines`; the
+                // continuation lines start with CONTINUATION on top of it.
                 format!("{lead}{b}{comma}")
             })
             .collect();

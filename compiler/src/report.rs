@@ -37,17 +37,30 @@ pub fn structure(m: &Model) -> String {
             let _ = writeln!(s, "    halt act (threshold {threshold})");
         }
         Halting::None => {
-            let _ = writeln!(s, "    halt none (always {} iterations unless --loops)", r.max_iters);
+            let _ = writeln!(
+                s,
+                "    halt none (always {} iterations unless --loops)",
+                r.max_iters
+            );
         }
     }
     if r.lora_rank == 0 {
         let _ = writeln!(s, "    lora off");
     } else {
-        let _ = writeln!(s, "    lora rank {} (per-iteration scale, clamped at iteration {})", r.lora_rank, r.max_iters - 1);
+        let _ = writeln!(
+            s,
+            "    lora rank {} (per-iteration scale, clamped at iteration {})",
+            r.lora_rank,
+            r.max_iters - 1
+        );
     }
     match r.loop_embedding {
         Some(e) => {
-            let _ = writeln!(s, "    loop_embedding sincos over {} channels (theta {})", e.channels, e.theta);
+            let _ = writeln!(
+                s,
+                "    loop_embedding sincos over {} channels (theta {})",
+                e.channels, e.theta
+            );
         }
         None => {
             let _ = writeln!(s, "    loop_embedding off");
@@ -74,7 +87,11 @@ fn block_lines(blocks: &[Block]) -> Vec<String> {
     while i < blocks.len() {
         let run = blocks[i..].iter().take_while(|b| **b == blocks[i]).count();
         let b = &blocks[i];
-        lines.push(format!("{run} x block({}, {})", attention(&b.attention), ffn(&b.ffn)));
+        lines.push(format!(
+            "{run} x block({}, {})",
+            attention(&b.attention),
+            ffn(&b.ffn)
+        ));
         i += run;
     }
     lines
@@ -95,7 +112,14 @@ pub fn attention(a: &Attention) -> String {
 pub fn ffn(f: &Ffn) -> String {
     match f.kind {
         FfnKind::Dense { hidden } => format!("dense swiglu: hidden {hidden}"),
-        FfnKind::Moe { experts, shared, top_k, expert_dim, shared_dim, router_bias } => format!(
+        FfnKind::Moe {
+            experts,
+            shared,
+            top_k,
+            expert_dim,
+            shared_dim,
+            router_bias,
+        } => format!(
             "moe: {experts} experts top-{top_k} x {expert_dim}, {shared} shared x {shared_dim}{}",
             if router_bias { ", router bias" } else { "" }
         ),
@@ -119,13 +143,36 @@ pub fn inspect(r: &crate::analysis::Report) -> String {
         }
     );
     let _ = writeln!(s, "\nparameters");
-    let _ = writeln!(s, "  total             {:>20}  ({})", group(r.params.total), human(r.params.total as f64, ""));
-    let _ = writeln!(s, "  active per token  {:>20}  ({})", group(r.params.active_per_token), human(r.params.active_per_token as f64, ""));
+    let _ = writeln!(
+        s,
+        "  total             {:>20}  ({})",
+        group(r.params.total),
+        human(r.params.total as f64, "")
+    );
+    let _ = writeln!(
+        s,
+        "  active per token  {:>20}  ({})",
+        group(r.params.active_per_token),
+        human(r.params.active_per_token as f64, "")
+    );
     if r.params.buffers > 0 {
-        let _ = writeln!(s, "  buffers           {:>20}  (router bias; not parameters)", group(r.params.buffers));
+        let _ = writeln!(
+            s,
+            "  buffers           {:>20}  (router bias; not parameters)",
+            group(r.params.buffers)
+        );
     }
-    let _ = writeln!(s, "\n  {:<18} {:>16} {:>16} {:>16}", "component", "params", "prefill FLOP/tok", "decode FLOP/tok");
-    let mut names: Vec<&String> = r.params.by_component.keys().chain(r.flops.by_component.keys()).collect();
+    let _ = writeln!(
+        s,
+        "\n  {:<18} {:>16} {:>16} {:>16}",
+        "component", "params", "prefill FLOP/tok", "decode FLOP/tok"
+    );
+    let mut names: Vec<&String> = r
+        .params
+        .by_component
+        .keys()
+        .chain(r.flops.by_component.keys())
+        .collect();
     names.sort_by_key(|n| component_order(n));
     names.dedup();
     for name in names {
@@ -140,9 +187,24 @@ pub fn inspect(r: &crate::analysis::Report) -> String {
             human(f.decode_per_token, "")
         );
     }
-    let _ = writeln!(s, "\nFLOPs (matrix products, 2 per multiply-add; loop counted {} times)", r.loops);
-    let _ = writeln!(s, "  prefill per token {:>12}   whole prefill of {} tokens {:>12}", human(r.flops.prefill_per_token, "FLOP"), r.seq, human(r.flops.prefill_total, "FLOP"));
-    let _ = writeln!(s, "  decode per token  {:>12}   (at context {})", human(r.flops.decode_per_token, "FLOP"), r.seq);
+    let _ = writeln!(
+        s,
+        "\nFLOPs (matrix products, 2 per multiply-add; loop counted {} times)",
+        r.loops
+    );
+    let _ = writeln!(
+        s,
+        "  prefill per token {:>12}   whole prefill of {} tokens {:>12}",
+        human(r.flops.prefill_per_token, "FLOP"),
+        r.seq,
+        human(r.flops.prefill_total, "FLOP")
+    );
+    let _ = writeln!(
+        s,
+        "  decode per token  {:>12}   (at context {})",
+        human(r.flops.decode_per_token, "FLOP"),
+        r.seq
+    );
     let _ = writeln!(s, "\nmemory");
     let _ = writeln!(
         s,
@@ -159,10 +221,24 @@ pub fn inspect(r: &crate::analysis::Report) -> String {
         r.kv_cache.entries,
         r.loops
     );
-    let _ = writeln!(s, "  KV cache at {:<6}{:>12} compact", r.seq, human(r.kv_cache.compact_bytes_at_seq as f64, "B"));
+    let _ = writeln!(
+        s,
+        "  KV cache at {:<6}{:>12} compact",
+        r.seq,
+        human(r.kv_cache.compact_bytes_at_seq as f64, "B")
+    );
     let _ = writeln!(s, "\ndecode at batch 1 (memory bound)");
-    let _ = writeln!(s, "  weights read/tok  {:>12}", human(r.decode.weight_bytes_per_token as f64, "B"));
-    let _ = writeln!(s, "  KV read/tok       {:>12}   (context {})", human(r.decode.kv_bytes_per_token as f64, "B"), r.seq);
+    let _ = writeln!(
+        s,
+        "  weights read/tok  {:>12}",
+        human(r.decode.weight_bytes_per_token as f64, "B")
+    );
+    let _ = writeln!(
+        s,
+        "  KV read/tok       {:>12}   (context {})",
+        human(r.decode.kv_bytes_per_token as f64, "B"),
+        r.seq
+    );
     let _ = writeln!(
         s,
         "  ceiling           {:>12}   at {}/s",
@@ -186,7 +262,10 @@ fn component_order(name: &str) -> (u8, String) {
     // Numbers sort numerically: prelude.10 after prelude.9.
     let key = name
         .split('.')
-        .map(|p| p.parse::<u64>().map_or(p.to_string(), |n| format!("{n:08}")))
+        .map(|p| {
+            p.parse::<u64>()
+                .map_or(p.to_string(), |n| format!("{n:08}"))
+        })
         .collect::<Vec<_>>()
         .join(".");
     (rank, key)
@@ -218,6 +297,10 @@ fn human(v: f64, unit: &str) -> String {
         .iter()
         .find(|(f, _)| v.abs() >= *f)
         .map_or((v, ""), |&(f, p)| (v / f, p));
-    let sep = if unit.is_empty() && prefix.is_empty() { "" } else { " " };
+    let sep = if unit.is_empty() && prefix.is_empty() {
+        ""
+    } else {
+        " "
+    };
     format!("{scaled:.2}{sep}{prefix}{unit}")
 }

@@ -11,12 +11,19 @@ fn model(source: &str) -> Model {
     let mut loader = Loader::in_memory();
     loader.add_virtual("test.mythos", source.as_bytes().to_vec());
     let checked = sema::check_file(&mut loader, "test.mythos");
-    assert!(!checked.has_errors(), "{}", diag::render(&loader.sources, &checked.diagnostics));
+    assert!(
+        !checked.has_errors(),
+        "{}",
+        diag::render(&loader.sources, &checked.diagnostics)
+    );
     checked.models.last().expect("a model").clone()
 }
 
 fn preset(name: &str) -> Model {
-    model(&format!("import \"@{name}\"\nmodel m extends {} {{}}\n", name.replace('-', "_")))
+    model(&format!(
+        "import \"@{name}\"\nmodel m extends {} {{}}\n",
+        name.replace('-', "_")
+    ))
 }
 
 fn report(m: &Model, opts: Options) -> Report {
@@ -53,11 +60,26 @@ fn parameter_counts_equal_the_pytorch_modules() {
     }
     let base = "import \"@openmythos-1b\"\n";
     let variants = [
-        ("model m extends openmythos_1b { ffn moe { shared = 0 } }", 963_364_738u64),
-        ("model m extends openmythos_1b { ffn moe { top_k = 1 } }", 988_530_562),
-        ("model m extends openmythos_1b { loop { lora { rank = 0 } } }", 1_063_995_138),
-        ("model m extends openmythos_1b { loop { lora none } }", 1_063_995_138),
-        ("model m extends openmythos_1b { loop { loop_embedding none } }", 1_064_028_034),
+        (
+            "model m extends openmythos_1b { ffn moe { shared = 0 } }",
+            963_364_738u64,
+        ),
+        (
+            "model m extends openmythos_1b { ffn moe { top_k = 1 } }",
+            988_530_562,
+        ),
+        (
+            "model m extends openmythos_1b { loop { lora { rank = 0 } } }",
+            1_063_995_138,
+        ),
+        (
+            "model m extends openmythos_1b { loop { lora none } }",
+            1_063_995_138,
+        ),
+        (
+            "model m extends openmythos_1b { loop { loop_embedding none } }",
+            1_064_028_034,
+        ),
     ];
     for (spec, expected) in variants {
         assert_eq!(params(&model(&format!("{base}{spec}"))), expected, "{spec}");
@@ -75,7 +97,10 @@ fn active_parameters_count_top_k_routed_experts() {
     let r = report(&preset("openmythos-1b"), Options::default());
     // Routed experts: 64 x 3 x 2048 x 2048 = 805,306,368 of which 4/64 are active.
     let routed = 64u64 * 3 * 2048 * 2048;
-    assert_eq!(r.params.total - r.params.active_per_token, routed - routed / 64 * 4);
+    assert_eq!(
+        r.params.total - r.params.active_per_token,
+        routed - routed / 64 * 4
+    );
     assert_eq!(r.params.buffers, 64, "router_bias is a buffer");
     let sum: u64 = r.params.by_component.values().sum();
     assert_eq!(sum, r.params.total);
@@ -105,7 +130,13 @@ fn flops_match_a_hand_derivation() {
     assert_eq!(r.flops.decode_per_token, 461_056.0);
     assert_eq!(r.flops.prefill_total, 455_680.0 * 8.0);
     // Twice the loops: the loop's share doubles, the rest stays.
-    let r8 = report(&preset("tiny-gqa"), Options { loops: Some(8), ..opts });
+    let r8 = report(
+        &preset("tiny-gqa"),
+        Options {
+            loops: Some(8),
+            ..opts
+        },
+    );
     assert_eq!(r8.flops.prefill_per_token, 455_680.0 + 4.0 * 76_544.0);
 }
 
@@ -128,7 +159,14 @@ fn kv_cache_reference_and_compact_layouts() {
     assert_eq!(mla.bytes_per_token, 6 * (16 + 4 * 8) * 4);
     assert_eq!(mla.compact_bytes_per_token, 6 * (16 + 8) * 4);
     // Loops beyond max add cache entries.
-    let deeper = report(&preset("tiny-mla"), Options { loops: Some(10), ..opts }).kv_cache;
+    let deeper = report(
+        &preset("tiny-mla"),
+        Options {
+            loops: Some(10),
+            ..opts
+        },
+    )
+    .kv_cache;
     assert_eq!(deeper.entries, 12);
 }
 
@@ -144,14 +182,38 @@ fn decode_reads_loop_weights_per_iteration_and_active_experts_only() {
     // (the tied table is read in full by the head).
     let m = preset("tiny-huginn");
     let r = report(&m, one);
-    assert_eq!(r.decode.weight_bytes_per_token, (r.params.total + m.dim) * 2);
-    let loop_params: u64 = r.params.by_component.iter().filter(|(k, _)| k.starts_with("loop")).map(|(_, v)| v).sum();
-    let r3 = report(&m, Options { loops: Some(3), ..one });
-    assert_eq!(r3.decode.weight_bytes_per_token, r.decode.weight_bytes_per_token + 2 * loop_params * 2);
+    assert_eq!(
+        r.decode.weight_bytes_per_token,
+        (r.params.total + m.dim) * 2
+    );
+    let loop_params: u64 = r
+        .params
+        .by_component
+        .iter()
+        .filter(|(k, _)| k.starts_with("loop"))
+        .map(|(_, v)| v)
+        .sum();
+    let r3 = report(
+        &m,
+        Options {
+            loops: Some(3),
+            ..one
+        },
+    );
+    assert_eq!(
+        r3.decode.weight_bytes_per_token,
+        r.decode.weight_bytes_per_token + 2 * loop_params * 2
+    );
     let read = (r3.decode.weight_bytes_per_token + r3.decode.kv_bytes_per_token) as f64;
     assert_eq!(r3.decode.tokens_per_s_ceiling, 2e12 / read);
     // MoE: per iteration only top-k of the routed experts are read.
-    let moe = report(&preset("openmythos-1b"), Options { loops: Some(1), ..one });
+    let moe = report(
+        &preset("openmythos-1b"),
+        Options {
+            loops: Some(1),
+            ..one
+        },
+    );
     let routed = 64u64 * 3 * 2048 * 2048;
     let expected = (moe.params.total + 64 + 2048 - routed + routed / 16) * 2;
     assert_eq!(moe.decode.weight_bytes_per_token, expected);
@@ -161,6 +223,13 @@ fn decode_reads_loop_weights_per_iteration_and_active_experts_only() {
 fn weight_memory_by_storage_type() {
     let r = report(&preset("openmythos-1b"), Options::default());
     let all = 1_064_028_034u64 + 64;
-    assert_eq!((r.weights.bytes_f32, r.weights.bytes_bf16, r.weights.bytes_fp8), (all * 4, all * 2, all));
+    assert_eq!(
+        (
+            r.weights.bytes_f32,
+            r.weights.bytes_bf16,
+            r.weights.bytes_fp8
+        ),
+        (all * 4, all * 2, all)
+    );
     assert_eq!(r.weights.bytes, all * 2, "default storage is bf16");
 }

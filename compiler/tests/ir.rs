@@ -38,7 +38,10 @@ fn tiny_models_ir_snapshots() {
     }
     // The printer is deterministic.
     let m = lower(&preset("tiny-mla"));
-    assert_eq!(ir::print::text(&m), ir::print::text(&lower(&preset("tiny-mla"))));
+    assert_eq!(
+        ir::print::text(&m),
+        ir::print::text(&lower(&preset("tiny-mla")))
+    );
 }
 
 #[test]
@@ -78,7 +81,10 @@ fn openmythos_state_dict_names() {
     ] {
         assert!(names.contains(&expected), "missing {expected}");
     }
-    assert!(!names.contains(&"head.weight"), "the head is tied to embed.weight");
+    assert!(
+        !names.contains(&"head.weight"),
+        "the head is tied to embed.weight"
+    );
 }
 
 #[test]
@@ -98,22 +104,44 @@ fn verifier_reports_broken_modules() {
     });
     let errors = verify(&m);
     assert_eq!(errors.len(), 1);
-    assert!(errors[0].message.contains("`stray.weight` is never used"), "{errors:?}");
+    assert!(
+        errors[0].message.contains("`stray.weight` is never used"),
+        "{errors:?}"
+    );
 
     // A weight whose shape no longer fits its op.
     let mut m = good.clone();
-    let id = m.weights.iter().position(|w| w.name == "prelude.0.attn.wq.weight").unwrap();
+    let id = m
+        .weights
+        .iter()
+        .position(|w| w.name == "prelude.0.attn.wq.weight")
+        .unwrap();
     m.weights[id].shape = vec![64, 63];
     let errors = verify(&m);
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert_eq!(errors[0].label, "prelude.0.attn.wq");
-    assert!(errors[0].message.contains("rules give [64, 63] f32"), "{errors:?}");
+    assert!(
+        errors[0].message.contains("rules give [64, 63] f32"),
+        "{errors:?}"
+    );
     // ... and once the node's recorded type follows, the attention no longer fits.
     let mut m = good.clone();
-    let id = m.weights.iter().position(|w| w.name == "prelude.0.attn.wq.weight").unwrap();
+    let id = m
+        .weights
+        .iter()
+        .position(|w| w.name == "prelude.0.attn.wq.weight")
+        .unwrap();
     m.weights[id].shape = vec![64, 63];
-    let wq = m.graph.nodes().find(|&n| m.graph.node(n).label == "prelude.0.attn.wq").unwrap();
-    let attn = m.graph.nodes().find(|&n| m.graph.node(n).label == "prelude.0.attn").unwrap();
+    let wq = m
+        .graph
+        .nodes()
+        .find(|&n| m.graph.node(n).label == "prelude.0.attn.wq")
+        .unwrap();
+    let attn = m
+        .graph
+        .nodes()
+        .find(|&n| m.graph.node(n).label == "prelude.0.attn")
+        .unwrap();
     let relabelled = m.graph.node(wq).op.clone();
     let operands = m.graph.operands(attn);
     let ty = ir::infer(&relabelled, &[], &m.weights).unwrap();
@@ -124,19 +152,38 @@ fn verifier_reports_broken_modules() {
     let attn_ty = m.graph.ty(attn).clone();
     let _broken = m.graph.add(attn_op, &ops, attn_ty, "broken.attn");
     let errors = verify(&m);
-    assert!(errors.iter().any(|e| e.label == "broken.attn" && e.message.contains("expected shape [64, 64]")), "{errors:?}");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.label == "broken.attn" && e.message.contains("expected shape [64, 64]")),
+        "{errors:?}"
+    );
 
     // An op with the wrong operands.
     let mut m = good.clone();
     let head = m.graph.outputs[0];
     m.graph.node_mut(head).op = Op::Add;
     let errors = verify(&m);
-    assert!(errors.iter().any(|e| e.label == "head" && e.message.contains("add of")), "{errors:?}");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.label == "head" && e.message.contains("add of")),
+        "{errors:?}"
+    );
 
     // A loop-body parameter outside a loop.
     let mut m = good.clone();
-    let input = m.graph.nodes().find(|&n| matches!(m.graph.op(n), Op::Input)).unwrap();
+    let input = m
+        .graph
+        .nodes()
+        .find(|&n| matches!(m.graph.op(n), Op::Input))
+        .unwrap();
     m.graph.node_mut(input).op = Op::Param(0);
     let errors = verify(&m);
-    assert!(errors.iter().any(|e| e.message.contains("outside a loop body")), "{errors:?}");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.message.contains("outside a loop body")),
+        "{errors:?}"
+    );
 }

@@ -210,8 +210,12 @@ pub fn import(
     if diags.iter().any(Diagnostic::is_error) {
         Err(diags)
     } else {
+        // The checked text, laid out as `mythos fmt` would (long field lists
+        // one field per line); formatting cannot fail on text that checked.
+        let spec = crate::fmt::format_source(crate::FileId::default(), &spec_text.text)
+            .unwrap_or(spec_text.text);
         Ok(Imported {
-            spec: spec_text.text,
+            spec,
             warnings: diags,
         })
     }

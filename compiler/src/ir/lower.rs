@@ -23,23 +23,56 @@ pub fn lower(model: &Model) -> Module {
     let mut g = Graph::default();
     let ids = b.node(&mut g, Op::Input, &[], "input_ids");
     g.set_span(ids, model.span);
-    let embed = b.weight(&mut g, "embed.weight", vec![model.vocab, d], normal(), "embedding");
+    let embed = b.weight(
+        &mut g,
+        "embed.weight",
+        vec![model.vocab, d],
+        normal(),
+        "embedding",
+    );
     let mut x = b.node(&mut g, Op::Embedding, &[ids, embed], "embed");
     for (i, block) in model.prelude.iter().enumerate() {
-        x = b.block(&mut g, x, block, &format!("prelude.{i}"), &format!("prelude_{i}"), &format!("prelude.{i}"));
+        x = b.block(
+            &mut g,
+            x,
+            block,
+            &format!("prelude.{i}"),
+            &format!("prelude_{i}"),
+            &format!("prelude.{i}"),
+        );
     }
     let region = b.loop_region();
     let h = b.node(&mut g, Op::Loop(Box::new(region)), &[x, x], "recurrent");
     x = h;
     for (i, block) in model.coda.iter().enumerate() {
-        x = b.block(&mut g, x, block, &format!("coda.{i}"), &format!("coda_{i}"), &format!("coda.{i}"));
+        x = b.block(
+            &mut g,
+            x,
+            block,
+            &format!("coda.{i}"),
+            &format!("coda_{i}"),
+            &format!("coda.{i}"),
+        );
     }
     let norm = b.weight(&mut g, "norm.weight", vec![d], ones(), "final_norm");
-    x = b.node(&mut g, Op::RmsNorm { eps: model.norm_eps }, &[x, norm], "norm");
+    x = b.node(
+        &mut g,
+        Op::RmsNorm {
+            eps: model.norm_eps,
+        },
+        &[x, norm],
+        "norm",
+    );
     let table = if model.tie_embeddings {
         embed
     } else {
-        b.weight(&mut g, "head.weight", vec![model.vocab, d], normal(), "head")
+        b.weight(
+            &mut g,
+            "head.weight",
+            vec![model.vocab, d],
+            normal(),
+            "head",
+        )
     };
     let logits = b.node(&mut g, Op::Head, &[x, table], "head");
     g.outputs = vec![logits];
@@ -72,12 +105,20 @@ impl Builder<'_> {
     /// Adds a node whose type follows from the typing rules.
     fn node(&self, g: &mut Graph, op: Op, operands: &[NodeId], label: &str) -> NodeId {
         let types: Vec<&TensorType> = operands.iter().map(|&o| g.ty(o)).collect();
-        let ty = infer(&op, &types, &self.weights)
-            .unwrap_or_else(|e| panic!("lowering built an ill-typed {label}: {e} (a compiler bug)"));
+        let ty = infer(&op, &types, &self.weights).unwrap_or_else(|e| {
+            panic!("lowering built an ill-typed {label}: {e} (a compiler bug)")
+        });
         g.add(op, operands, ty, label)
     }
 
-    fn weight(&mut self, g: &mut Graph, name: &str, shape: Vec<u64>, init: Init, component: &str) -> NodeId {
+    fn weight(
+        &mut self,
+        g: &mut Graph,
+        name: &str,
+        shape: Vec<u64>,
+        init: Init,
+        component: &str,
+    ) -> NodeId {
         self.weight_full(g, name, shape, init, component, None, false)
     }
 
@@ -106,20 +147,58 @@ impl Builder<'_> {
     }
 
     /// A pre-norm block: `x + attn(norm(x))`, then `+ ffn(norm(.))`.
-    fn block(&mut self, g: &mut Graph, x: NodeId, block: &Block, prefix: &str, cache: &str, component: &str) -> NodeId {
+    fn block(
+        &mut self,
+        g: &mut Graph,
+        x: NodeId,
+        block: &Block,
+        prefix: &str,
+        cache: &str,
+        component: &str,
+    ) -> NodeId {
         let d = self.model.dim;
         let eps = self.model.norm_eps;
-        let w = self.weight(g, &format!("{prefix}.attn_norm.weight"), vec![d], ones(), component);
-        let xn = self.node(g, Op::RmsNorm { eps }, &[x, w], &format!("{prefix}.attn_norm"));
+        let w = self.weight(
+            g,
+            &format!("{prefix}.attn_norm.weight"),
+            vec![d],
+            ones(),
+            component,
+        );
+        let xn = self.node(
+            g,
+            Op::RmsNorm { eps },
+            &[x, w],
+            &format!("{prefix}.attn_norm"),
+        );
         let attn = self.attention(g, xn, &block.attention, prefix, cache, component);
         let x = self.node(g, Op::Add, &[x, attn], &format!("{prefix}.attn_residual"));
-        let w = self.weight(g, &format!("{prefix}.ffn_norm.weight"), vec![d], ones(), component);
-        let xn = self.node(g, Op::RmsNorm { eps }, &[x, w], &format!("{prefix}.ffn_norm"));
+        let w = self.weight(
+            g,
+            &format!("{prefix}.ffn_norm.weight"),
+            vec![d],
+            ones(),
+            component,
+        );
+        let xn = self.node(
+            g,
+            Op::RmsNorm { eps },
+            &[x, w],
+            &format!("{prefix}.ffn_norm"),
+        );
         let f = self.ffn(g, xn, &block.ffn, prefix, component);
         self.node(g, Op::Add, &[x, f], &format!("{prefix}.ffn_residual"))
     }
 
-    fn attention(&mut self, g: &mut Graph, x: NodeId, a: &Attention, prefix: &str, cache: &str, component: &str) -> NodeId {
+    fn attention(
+        &mut self,
+        g: &mut Graph,
+        x: NodeId,
+        a: &Attention,
+        prefix: &str,
+        cache: &str,
+        component: &str,
+    ) -> NodeId {
         let d = self.model.dim;
         let kind = match a.kind {
             AttentionKind::Gqa { heads, kv_heads } => AttnKind::Gqa {
@@ -158,7 +237,13 @@ impl Builder<'_> {
         let mut operands = vec![x];
         for (name, shape) in op.weight_names().iter().zip(op.weight_shapes(d)) {
             let init = if shape.len() == 1 { ones() } else { normal() };
-            operands.push(self.weight(g, &format!("{prefix}.attn.{name}.weight"), shape, init, component));
+            operands.push(self.weight(
+                g,
+                &format!("{prefix}.attn.{name}.weight"),
+                shape,
+                init,
+                component,
+            ));
         }
         self.node(g, Op::Attention(op), &operands, &format!("{prefix}.attn"))
     }
@@ -167,10 +252,33 @@ impl Builder<'_> {
         let d = self.model.dim;
         match f.kind {
             FfnKind::Dense { hidden } => {
-                let gate = self.weight(g, &format!("{prefix}.ffn.gate.weight"), vec![hidden, d], normal(), component);
-                let up = self.weight(g, &format!("{prefix}.ffn.up.weight"), vec![hidden, d], normal(), component);
-                let down = self.weight(g, &format!("{prefix}.ffn.down.weight"), vec![d, hidden], normal(), component);
-                self.node(g, Op::SwiGlu, &[x, gate, up, down], &format!("{prefix}.ffn"))
+                let gate = self.weight(
+                    g,
+                    &format!("{prefix}.ffn.gate.weight"),
+                    vec![hidden, d],
+                    normal(),
+                    component,
+                );
+                let up = self.weight(
+                    g,
+                    &format!("{prefix}.ffn.up.weight"),
+                    vec![hidden, d],
+                    normal(),
+                    component,
+                );
+                let down = self.weight(
+                    g,
+                    &format!("{prefix}.ffn.down.weight"),
+                    vec![d, hidden],
+                    normal(),
+                    component,
+                );
+                self.node(
+                    g,
+                    Op::SwiGlu,
+                    &[x, gate, up, down],
+                    &format!("{prefix}.ffn"),
+                )
             }
             FfnKind::Moe {
                 experts,
@@ -188,21 +296,50 @@ impl Builder<'_> {
                     shared_dim,
                     router_bias,
                 };
-                let router = self.weight(g, &format!("{prefix}.ffn.router.weight"), vec![experts, d], normal(), component);
+                let router = self.weight(
+                    g,
+                    &format!("{prefix}.ffn.router.weight"),
+                    vec![experts, d],
+                    normal(),
+                    component,
+                );
                 let mut operands = vec![x, router];
                 if router_bias {
                     let name = format!("{prefix}.ffn.router_bias");
-                    operands.push(self.weight_full(g, &name, vec![experts], zeros(), component, None, true));
+                    operands.push(self.weight_full(
+                        g,
+                        &name,
+                        vec![experts],
+                        zeros(),
+                        component,
+                        None,
+                        true,
+                    ));
                 }
-                let groups = [("routed_experts", experts, expert_dim, top_k), ("shared_experts", shared, shared_dim, shared)];
+                let groups = [
+                    ("routed_experts", experts, expert_dim, top_k),
+                    ("shared_experts", shared, shared_dim, shared),
+                ];
                 for (group, count, hidden, active) in groups {
                     if count == 0 {
                         continue;
                     }
                     let stacked = Some(Stacked { count, active });
-                    for (proj, shape) in [("gate", [count, hidden, d]), ("up", [count, hidden, d]), ("down", [count, d, hidden])] {
+                    for (proj, shape) in [
+                        ("gate", [count, hidden, d]),
+                        ("up", [count, hidden, d]),
+                        ("down", [count, d, hidden]),
+                    ] {
                         let name = format!("{prefix}.ffn.{group}.{{e}}.{proj}.weight");
-                        operands.push(self.weight_full(g, &name, shape.to_vec(), normal(), component, stacked, false));
+                        operands.push(self.weight_full(
+                            g,
+                            &name,
+                            shape.to_vec(),
+                            normal(),
+                            component,
+                            stacked,
+                            false,
+                        ));
                     }
                 }
                 self.node(g, Op::Moe(op), &operands, &format!("{prefix}.ffn"))
@@ -231,12 +368,29 @@ impl Builder<'_> {
         let mut x = match r.inject {
             Injection::Lti | Injection::Add => {
                 let sum = self.node(&mut g, Op::Add, &[state, e], "recurrent.combine");
-                let w = self.weight(&mut g, "recurrent.norm.weight", vec![d], ones(), "loop.norm");
-                self.node(&mut g, Op::RmsNorm { eps: m.norm_eps }, &[sum, w], "recurrent.norm")
+                let w = self.weight(
+                    &mut g,
+                    "recurrent.norm.weight",
+                    vec![d],
+                    ones(),
+                    "loop.norm",
+                );
+                self.node(
+                    &mut g,
+                    Op::RmsNorm { eps: m.norm_eps },
+                    &[sum, w],
+                    "recurrent.norm",
+                )
             }
             Injection::Concat => {
                 let cat = self.node(&mut g, Op::Concat, &[state, e], "recurrent.concat");
-                let w = self.weight(&mut g, "recurrent.injection.adapter.weight", vec![d, 2 * d], normal(), "loop.injection");
+                let w = self.weight(
+                    &mut g,
+                    "recurrent.injection.adapter.weight",
+                    vec![d, 2 * d],
+                    normal(),
+                    "loop.injection",
+                );
                 self.node(&mut g, Op::Linear, &[cat, w], "recurrent.injection.adapter")
             }
             Injection::None => state,
@@ -253,13 +407,38 @@ impl Builder<'_> {
             } else {
                 format!("recurrent_loop_block_{i}")
             };
-            x = self.block(&mut g, x, block, &prefix, &cache, &format!("loop.block.{i}"));
+            x = self.block(
+                &mut g,
+                x,
+                block,
+                &prefix,
+                &cache,
+                &format!("loop.block.{i}"),
+            );
         }
         if r.lora_rank > 0 {
             let rank = r.lora_rank;
-            let down = self.weight(&mut g, "recurrent.lora.down.weight", vec![rank, d], normal(), "loop.lora");
-            let b = self.weight(&mut g, "recurrent.lora.B", vec![rank, d], normal(), "loop.lora");
-            let scale = self.weight(&mut g, "recurrent.lora.scale.weight", vec![r.max_iters, rank], Init::Normal { std: 1.0 }, "loop.lora");
+            let down = self.weight(
+                &mut g,
+                "recurrent.lora.down.weight",
+                vec![rank, d],
+                normal(),
+                "loop.lora",
+            );
+            let b = self.weight(
+                &mut g,
+                "recurrent.lora.B",
+                vec![rank, d],
+                normal(),
+                "loop.lora",
+            );
+            let scale = self.weight(
+                &mut g,
+                "recurrent.lora.scale.weight",
+                vec![r.max_iters, rank],
+                Init::Normal { std: 1.0 },
+                "loop.lora",
+            );
             let op = Op::Lora {
                 rank,
                 max_iters: r.max_iters,
@@ -268,10 +447,33 @@ impl Builder<'_> {
             x = self.node(&mut g, Op::Add, &[x, delta], "recurrent.lora_residual");
         }
         let next = if r.inject == Injection::Lti {
-            let log_a = self.weight(&mut g, "recurrent.injection.log_A", vec![d], zeros(), "loop.injection");
-            let log_dt = self.weight(&mut g, "recurrent.injection.log_dt", vec![1], zeros(), "loop.injection");
-            let b = self.weight(&mut g, "recurrent.injection.B", vec![d], Init::Const { value: 0.1 }, "loop.injection");
-            self.node(&mut g, Op::LtiUpdate, &[h, e, x, log_a, log_dt, b], "recurrent.injection")
+            let log_a = self.weight(
+                &mut g,
+                "recurrent.injection.log_A",
+                vec![d],
+                zeros(),
+                "loop.injection",
+            );
+            let log_dt = self.weight(
+                &mut g,
+                "recurrent.injection.log_dt",
+                vec![1],
+                zeros(),
+                "loop.injection",
+            );
+            let b = self.weight(
+                &mut g,
+                "recurrent.injection.B",
+                vec![d],
+                Init::Const { value: 0.1 },
+                "loop.injection",
+            );
+            self.node(
+                &mut g,
+                Op::LtiUpdate,
+                &[h, e, x, log_a, log_dt, b],
+                "recurrent.injection",
+            )
         } else {
             x
         };
@@ -279,8 +481,20 @@ impl Builder<'_> {
         let act_threshold = match r.halt {
             Halting::Act { threshold } => {
                 let bound = 1.0 / (d as f64).sqrt();
-                let w = self.weight(&mut g, "recurrent.act.halt.weight", vec![1, d], normal(), "loop.act");
-                let b = self.weight(&mut g, "recurrent.act.halt.bias", vec![1], Init::Uniform { bound }, "loop.act");
+                let w = self.weight(
+                    &mut g,
+                    "recurrent.act.halt.weight",
+                    vec![1, d],
+                    normal(),
+                    "loop.act",
+                );
+                let b = self.weight(
+                    &mut g,
+                    "recurrent.act.halt.bias",
+                    vec![1],
+                    Init::Uniform { bound },
+                    "loop.act",
+                );
                 let p = self.node(&mut g, Op::ActHalt, &[next, w, b], "recurrent.act");
                 g.outputs.push(p);
                 Some(threshold)

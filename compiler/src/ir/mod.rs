@@ -167,7 +167,14 @@ impl AttentionOp {
         match self.kind {
             AttnKind::Gqa { .. } => &["wq", "wk", "wv", "wo"],
             AttnKind::Mla { .. } => &[
-                "q_down", "q_norm", "q_up_nope", "q_up_rope", "kv_down", "kv_norm", "kv_up", "wo",
+                "q_down",
+                "q_norm",
+                "q_up_nope",
+                "q_up_rope",
+                "kv_down",
+                "kv_norm",
+                "kv_up",
+                "wo",
             ],
         }
     }
@@ -254,7 +261,9 @@ pub enum Op {
     /// `table[ids]`: `(ids, table)`.
     Embedding,
     /// `x * rsqrt(mean(x^2) + eps) * w`: `(x, w)`.
-    RmsNorm { eps: f64 },
+    RmsNorm {
+        eps: f64,
+    },
     /// `x @ W^T`: `(x, W)` with `W` as `[out, in]`.
     Linear,
     /// Elementwise sum of two values of one type.
@@ -266,10 +275,16 @@ pub enum Op {
     SwiGlu,
     Moe(MoeOp),
     /// Adds `[sin(t f), cos(t f)][:channels]` to the first channels: `(h, t)`.
-    LoopEmbedding { channels: u64, theta: f64 },
+    LoopEmbedding {
+        channels: u64,
+        theta: f64,
+    },
     /// Depth LoRA delta `(down(x) * scale[min(t, max_iters-1)]) @ B`:
     /// `(x, down, B, scale, t)`.
-    Lora { rank: u64, max_iters: u64 },
+    Lora {
+        rank: u64,
+        max_iters: u64,
+    },
     /// `A*h + B*e + out`, `A = exp(-exp(clamp(log_dt + log_A, -20, 20)))`:
     /// `(h, e, out, log_A, log_dt, B)`.
     LtiUpdate,
@@ -337,7 +352,13 @@ pub struct Graph {
 
 impl Graph {
     /// Adds a node with its operands (in order) and result type.
-    pub fn add(&mut self, op: Op, operands: &[NodeId], ty: TensorType, label: impl Into<String>) -> NodeId {
+    pub fn add(
+        &mut self,
+        op: Op,
+        operands: &[NodeId],
+        ty: TensorType,
+        label: impl Into<String>,
+    ) -> NodeId {
         let id = NodeId(self.g.add_node(Node {
             op,
             label: label.into(),
@@ -431,8 +452,11 @@ impl Graph {
             .nodes()
             .map(|n| (n, self.g.edges_directed(n.0, Direction::Incoming).count()))
             .collect();
-        let mut ready: std::collections::BTreeSet<NodeId> =
-            indegree.iter().filter(|(_, &d)| d == 0).map(|(&n, _)| n).collect();
+        let mut ready: std::collections::BTreeSet<NodeId> = indegree
+            .iter()
+            .filter(|(_, &d)| d == 0)
+            .map(|(&n, _)| n)
+            .collect();
         let mut order = Vec::with_capacity(self.len());
         while let Some(n) = ready.pop_first() {
             order.push(n);
@@ -448,7 +472,10 @@ impl Graph {
         if order.len() == self.len() {
             Ok(order)
         } else {
-            let stuck = self.nodes().find(|n| indegree[n] > 0).expect("a node is left");
+            let stuck = self
+                .nodes()
+                .find(|n| indegree[n] > 0)
+                .expect("a node is left");
             Err(stuck)
         }
     }
@@ -494,23 +521,38 @@ pub struct TypeError(pub String);
 
 /// The result type of `op` given its operand types and the weight table:
 /// the typing rules of the IR, shared by the builder and the verifier.
-pub fn infer(op: &Op, operands: &[&TensorType], weights: &[Weight]) -> Result<TensorType, TypeError> {
+pub fn infer(
+    op: &Op,
+    operands: &[&TensorType],
+    weights: &[Weight],
+) -> Result<TensorType, TypeError> {
     let err = |m: String| Err(TypeError(m));
     let arity = |n: usize| -> Result<(), TypeError> {
         if operands.len() == n {
             Ok(())
         } else {
-            Err(TypeError(format!("{} takes {n} operands, has {}", op.name(), operands.len())))
+            Err(TypeError(format!(
+                "{} takes {n} operands, has {}",
+                op.name(),
+                operands.len()
+            )))
         }
     };
-    let width = |i: usize| operands[i].width().ok_or_else(|| TypeError(format!("operand {i} has no constant width")));
+    let width = |i: usize| {
+        operands[i]
+            .width()
+            .ok_or_else(|| TypeError(format!("operand {i} has no constant width")))
+    };
     let vector = |i: usize| -> Result<Vec<u64>, TypeError> {
         operands[i]
             .shape
             .iter()
             .map(|d| match d {
                 Dim::Const(n) => Ok(*n),
-                _ => Err(TypeError(format!("operand {i} of {} must be a weight", op.name()))),
+                _ => Err(TypeError(format!(
+                    "operand {i} of {} must be a weight",
+                    op.name()
+                ))),
             })
             .collect()
     };
@@ -519,7 +561,10 @@ pub fn infer(op: &Op, operands: &[&TensorType], weights: &[Weight]) -> Result<Te
         if got == want {
             Ok(())
         } else {
-            Err(TypeError(format!("{} operand {i}: expected shape {want:?}, found {got:?}", op.name())))
+            Err(TypeError(format!(
+                "{} operand {i}: expected shape {want:?}, found {got:?}",
+                op.name()
+            )))
         }
     };
     let is_act = |i: usize| operands[i].dtype == DType::F32 && operands[i].shape.len() == 3;
@@ -553,7 +598,10 @@ pub fn infer(op: &Op, operands: &[&TensorType], weights: &[Weight]) -> Result<Te
             }
             let mut shape = operands[0].shape.clone();
             shape.push(Dim::Const(t[1]));
-            Ok(TensorType { dtype: DType::F32, shape })
+            Ok(TensorType {
+                dtype: DType::F32,
+                shape,
+            })
         }
         Op::RmsNorm { .. } => {
             arity(2)?;
@@ -564,7 +612,11 @@ pub fn infer(op: &Op, operands: &[&TensorType], weights: &[Weight]) -> Result<Te
             arity(2)?;
             let w = vector(1)?;
             if w.len() != 2 || w[1] != width(0)? {
-                return err(format!("{}: weight {w:?} does not take width {}", op.name(), width(0)?));
+                return err(format!(
+                    "{}: weight {w:?} does not take width {}",
+                    op.name(),
+                    width(0)?
+                ));
             }
             let mut t = operands[0].clone();
             *t.shape.last_mut().expect("width checked") = Dim::Const(w[0]);
@@ -580,7 +632,9 @@ pub fn infer(op: &Op, operands: &[&TensorType], weights: &[Weight]) -> Result<Te
         Op::Concat => {
             arity(2)?;
             let (a, b) = (operands[0], operands[1]);
-            if a.shape.len() != b.shape.len() || a.shape[..a.shape.len() - 1] != b.shape[..b.shape.len() - 1] {
+            if a.shape.len() != b.shape.len()
+                || a.shape[..a.shape.len() - 1] != b.shape[..b.shape.len() - 1]
+            {
                 return err(format!("concat of {a} and {b}"));
             }
             let mut t = a.clone();

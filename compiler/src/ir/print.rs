@@ -9,7 +9,11 @@ use std::fmt::Write;
 /// The text form of a module.
 pub fn text(module: &Module) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "module {} (dim {}, vocab {}, max_seq {})", module.name, module.dim, module.vocab, module.max_seq);
+    let _ = writeln!(
+        s,
+        "module {} (dim {}, vocab {}, max_seq {})",
+        module.name, module.dim, module.vocab, module.max_seq
+    );
     let _ = writeln!(s, "weights {{");
     for (i, w) in module.weights.iter().enumerate() {
         let shape: Vec<String> = w.shape.iter().map(|d| d.to_string()).collect();
@@ -25,7 +29,13 @@ pub fn text(module: &Module) -> String {
             Init::Uniform { bound } => format!("uniform(+-{bound:.6})"),
             Init::Const { value } => format!("const({value})"),
         };
-        let _ = writeln!(s, "  w{i} {} [{}] init {init}{extra}  # {}", w.name, shape.join(", "), w.component);
+        let _ = writeln!(
+            s,
+            "  w{i} {} [{}] init {init}{extra}  # {}",
+            w.name,
+            shape.join(", "),
+            w.component
+        );
     }
     let _ = writeln!(s, "}}");
     graph_text(module, &module.graph, "main", 0, &mut s);
@@ -45,7 +55,11 @@ fn graph_text(module: &Module, g: &Graph, header: &str, indent: usize, s: &mut S
             .map(|o| number.get(o).map_or("%?".to_string(), |i| format!("%{i}")))
             .collect();
         let attrs = attributes(module, &node.op);
-        let args = if operands.is_empty() { String::new() } else { format!("({})", operands.join(", ")) };
+        let args = if operands.is_empty() {
+            String::new()
+        } else {
+            format!("({})", operands.join(", "))
+        };
         let _ = writeln!(
             s,
             "{pad}  %{} = {}{attrs}{args} : {}  # {}",
@@ -55,10 +69,20 @@ fn graph_text(module: &Module, g: &Graph, header: &str, indent: usize, s: &mut S
             node.label
         );
         if let Op::Loop(region) = &node.op {
-            graph_text(module, &region.body, "body(%h = param 0, %e = param 1, %t = param 2)", indent + 2, s);
+            graph_text(
+                module,
+                &region.body,
+                "body(%h = param 0, %e = param 1, %t = param 2)",
+                indent + 2,
+                s,
+            );
         }
     }
-    let outs: Vec<String> = g.outputs.iter().map(|o| number.get(o).map_or("%?".into(), |i| format!("%{i}"))).collect();
+    let outs: Vec<String> = g
+        .outputs
+        .iter()
+        .map(|o| number.get(o).map_or("%?".into(), |i| format!("%{i}")))
+        .collect();
     let _ = writeln!(s, "{pad}  return {}", outs.join(", "));
     let _ = writeln!(s, "{pad}}}");
 }
@@ -85,8 +109,14 @@ fn attributes(module: &Module, op: &Op) -> String {
         Op::LoopEmbedding { channels, theta } => format!("channels={channels} theta={theta}"),
         Op::Lora { rank, max_iters } => format!("rank={rank} max_iters={max_iters}"),
         Op::Loop(r) => {
-            let halt = r.act_threshold.map_or("none".to_string(), |t| format!("act({t})"));
-            format!("max_iters={} inject={} halt={halt}", r.max_iters, r.inject.name())
+            let halt = r
+                .act_threshold
+                .map_or("none".to_string(), |t| format!("act({t})"));
+            format!(
+                "max_iters={} inject={} halt={halt}",
+                r.max_iters,
+                r.inject.name()
+            )
         }
         _ => return String::new(),
     };
@@ -97,14 +127,17 @@ fn attributes(module: &Module, op: &Op) -> String {
 pub fn dot(module: &Module) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "digraph \"{}\" {{", module.name);
-    let _ = writeln!(s, "  rankdir=TB;\n  node [shape=box, fontname=\"monospace\", fontsize=10];");
+    let _ = writeln!(
+        s,
+        "  rankdir=TB;\n  node [shape=box, fontname=\"monospace\", fontsize=10];"
+    );
     let mut counter = 0usize;
-    dot_graph(module, &module.graph, "g", &mut counter, &mut s);
+    dot_graph(&module.graph, "g", &mut counter, &mut s);
     let _ = writeln!(s, "}}");
     s
 }
 
-fn dot_graph(module: &Module, g: &Graph, prefix: &str, counter: &mut usize, s: &mut String) {
+fn dot_graph(g: &Graph, prefix: &str, counter: &mut usize, s: &mut String) {
     let order = g.topo_order().unwrap_or_else(|_| g.nodes().collect());
     let id = |n: NodeId| format!("{prefix}_{}", n.index());
     for &n in &order {
@@ -118,8 +151,12 @@ fn dot_graph(module: &Module, g: &Graph, prefix: &str, counter: &mut usize, s: &
         if let Op::Loop(region) = &node.op {
             *counter += 1;
             let inner = format!("{prefix}_l{}", *counter);
-            let _ = writeln!(s, "  subgraph cluster_{inner} {{\n  label=\"loop max {}\"; style=dashed;", region.max_iters);
-            dot_graph(module, &region.body, &inner, counter, s);
+            let _ = writeln!(
+                s,
+                "  subgraph cluster_{inner} {{\n  label=\"loop max {}\"; style=dashed;",
+                region.max_iters
+            );
+            dot_graph(&region.body, &inner, counter, s);
             let _ = writeln!(s, "  }}");
             for &o in &region.body.outputs {
                 let _ = writeln!(s, "  {inner}_{} -> {} [style=dotted];", o.index(), id(n));

@@ -26,7 +26,10 @@ pub fn verify(module: &Module) -> Vec<VerifyError> {
             graph: "main",
             node: 0,
             label: "module".into(),
-            message: format!("the module must have one output (logits), has {}", module.graph.outputs.len()),
+            message: format!(
+                "the module must have one output (logits), has {}",
+                module.graph.outputs.len()
+            ),
         });
     }
     for (i, w) in module.weights.iter().enumerate() {
@@ -82,7 +85,13 @@ fn verify_graph(
     for n in g.nodes() {
         let positions = g.operand_positions(n);
         if positions.iter().enumerate().any(|(i, &p)| i != p) {
-            errors.push(at(n, format!("operand positions are {positions:?}, not 0..{}", positions.len())));
+            errors.push(at(
+                n,
+                format!(
+                    "operand positions are {positions:?}, not 0..{}",
+                    positions.len()
+                ),
+            ));
             continue;
         }
         let op = g.op(n);
@@ -100,7 +109,10 @@ fn verify_graph(
         };
         match inferred {
             Err(e) => errors.push(at(n, e.0)),
-            Ok(t) if &t != g.ty(n) => errors.push(at(n, format!("recorded type {} but the rules give {t}", g.ty(n)))),
+            Ok(t) if &t != g.ty(n) => errors.push(at(
+                n,
+                format!("recorded type {} but the rules give {t}", g.ty(n)),
+            )),
             Ok(_) => {}
         }
         match op {
@@ -108,12 +120,21 @@ fn verify_graph(
                 used.insert(*id);
             }
             Op::Loop(region) => nested.push(region),
-            Op::Input if loop_dim.is_some() => errors.push(at(n, "`input` inside a loop body".into())),
+            Op::Input if loop_dim.is_some() => {
+                errors.push(at(n, "`input` inside a loop body".into()))
+            }
             _ => {}
         }
     }
     for region in nested {
-        verify_graph(module, &region.body, "loop body", Some(module.dim), used, errors);
+        verify_graph(
+            module,
+            &region.body,
+            "loop body",
+            Some(module.dim),
+            used,
+            errors,
+        );
         if region.max_iters == 0 {
             errors.push(VerifyError {
                 graph: name,

@@ -37,13 +37,34 @@ pub struct Spec {
 }
 
 const fn int(name: &'static str, default: Absent, min: i64, max: i64, doc: &'static str) -> Spec {
-    Spec { name, ty: Ty::Int, default, min, max, doc }
+    Spec {
+        name,
+        ty: Ty::Int,
+        default,
+        min,
+        max,
+        doc,
+    }
 }
 const fn float(name: &'static str, default: Absent, doc: &'static str) -> Spec {
-    Spec { name, ty: Ty::Float, default, min: 0, max: 0, doc }
+    Spec {
+        name,
+        ty: Ty::Float,
+        default,
+        min: 0,
+        max: 0,
+        doc,
+    }
 }
 const fn boolean(name: &'static str, default: Absent, doc: &'static str) -> Spec {
-    Spec { name, ty: Ty::Bool, default, min: 0, max: 0, doc }
+    Spec {
+        name,
+        ty: Ty::Bool,
+        default,
+        min: 0,
+        max: 0,
+        doc,
+    }
 }
 
 use Absent::{Optional, Required};
@@ -66,10 +87,20 @@ const BIG: i64 = (1 << 31) - 1;
 pub const SETTINGS: &[Spec] = &[
     int("vocab", Required, 1, BIG, "vocabulary size"),
     int("dim", Required, 1, 1 << 20, "model (residual) width"),
-    int("max_seq", Required, 1, BIG, "longest sequence (RoPE table length)"),
+    int(
+        "max_seq",
+        Required,
+        1,
+        BIG,
+        "longest sequence (RoPE table length)",
+    ),
     float("rope_theta", d_f(500000.0), "RoPE base frequency"),
     float("norm_eps", d_f(1e-6), "RMSNorm epsilon"),
-    boolean("tie_embeddings", d_b(true), "output head shares the embedding matrix"),
+    boolean(
+        "tie_embeddings",
+        d_b(true),
+        "output head shares the embedding matrix",
+    ),
     float("dropout", d_f(0.0), "dropout probability (training only)"),
     int("max_output_tokens", d_i(4096), 1, BIG, "generation limit"),
 ];
@@ -87,10 +118,13 @@ pub const SETTING_NAMES: &[&str] = &[
 
 /// Default value of a model setting, for expressions that name it.
 pub fn setting_default(name: &str) -> Option<Value> {
-    SETTINGS.iter().find(|s| s.name == name).and_then(|s| match s.default {
-        Absent::Value(v) => Some(v),
-        _ => None,
-    })
+    SETTINGS
+        .iter()
+        .find(|s| s.name == name)
+        .and_then(|s| match s.default {
+            Absent::Value(v) => Some(v),
+            _ => None,
+        })
 }
 
 const GQA: &[Spec] = &[
@@ -100,38 +134,117 @@ const GQA: &[Spec] = &[
 const MHA: &[Spec] = &[int("heads", Required, 1, 1 << 14, "heads")];
 const MLA: &[Spec] = &[
     int("heads", Required, 1, 1 << 14, "query heads"),
-    int("kv_heads", Optional, 1, 1 << 14, "ignored by MLA (kept for OpenMythos export)"),
-    int("q_rank", Required, 1, SIZE, "query latent rank (q_lora_rank)"),
-    int("kv_rank", Required, 1, SIZE, "key/value latent rank (kv_lora_rank)"),
-    int("rope_dim", Required, 1, SIZE, "per-head dims with RoPE (qk_rope_head_dim)"),
-    int("nope_dim", Required, 1, SIZE, "per-head dims without RoPE (qk_nope_head_dim)"),
-    int("v_dim", Required, 1, SIZE, "per-head value dims (v_head_dim)"),
+    int(
+        "kv_heads",
+        Optional,
+        1,
+        1 << 14,
+        "ignored by MLA (kept for OpenMythos export)",
+    ),
+    int(
+        "q_rank",
+        Required,
+        1,
+        SIZE,
+        "query latent rank (q_lora_rank)",
+    ),
+    int(
+        "kv_rank",
+        Required,
+        1,
+        SIZE,
+        "key/value latent rank (kv_lora_rank)",
+    ),
+    int(
+        "rope_dim",
+        Required,
+        1,
+        SIZE,
+        "per-head dims with RoPE (qk_rope_head_dim)",
+    ),
+    int(
+        "nope_dim",
+        Required,
+        1,
+        SIZE,
+        "per-head dims without RoPE (qk_nope_head_dim)",
+    ),
+    int(
+        "v_dim",
+        Required,
+        1,
+        SIZE,
+        "per-head value dims (v_head_dim)",
+    ),
 ];
-const DENSE: &[Spec] = &[int("hidden", Optional, 1, SIZE, "SwiGLU hidden size (default dim * 4 // 3)")];
+const DENSE: &[Spec] = &[int(
+    "hidden",
+    Optional,
+    1,
+    SIZE,
+    "SwiGLU hidden size (default dim * 4 // 3)",
+)];
 const MOE: &[Spec] = &[
     int("experts", Required, 1, 1 << 16, "routed experts"),
-    int("shared", d_i(0), 0, 1 << 16, "shared (always active) experts"),
+    int(
+        "shared",
+        d_i(0),
+        0,
+        1 << 16,
+        "shared (always active) experts",
+    ),
     int("top_k", Required, 1, 1 << 16, "experts chosen per token"),
-    int("expert_dim", Required, 1, SIZE, "hidden size of each routed expert"),
-    int("shared_dim", Optional, 1, SIZE, "hidden size of each shared expert (default expert_dim * top_k)"),
+    int(
+        "expert_dim",
+        Required,
+        1,
+        SIZE,
+        "hidden size of each routed expert",
+    ),
+    int(
+        "shared_dim",
+        Optional,
+        1,
+        SIZE,
+        "hidden size of each shared expert (default expert_dim * top_k)",
+    ),
     boolean("router_bias", d_b(true), "router selection bias buffer"),
 ];
 const NONE: &[Spec] = &[];
-const ACT: &[Spec] = &[float("threshold", d_f(0.99), "cumulative halting probability")];
+const ACT: &[Spec] = &[float(
+    "threshold",
+    d_f(0.99),
+    "cumulative halting probability",
+)];
 const LORA: &[Spec] = &[int("rank", Required, 0, SIZE, "LoRA rank (0 = off)")];
 const LOOP_EMBEDDING: &[Spec] = &[
-    int("channels", Optional, 1, 1 << 20, "leading channels that get the signal (default dim // 8)"),
+    int(
+        "channels",
+        Optional,
+        1,
+        1 << 20,
+        "leading channels that get the signal (default dim // 8)",
+    ),
     float("theta", d_f(10000.0), "sinusoid base"),
 ];
 
 /// The kinds of each sort of definition or feature, with their fields.
 pub const ATTENTION_KINDS: &[(&str, &[Spec])] = &[("gqa", GQA), ("mha", MHA), ("mla", MLA)];
 pub const FFN_KINDS: &[(&str, &[Spec])] = &[("dense", DENSE), ("moe", MOE)];
-pub const INJECT_KINDS: &[(&str, &[Spec])] = &[("lti", NONE), ("add", NONE), ("concat", NONE), ("none", NONE)];
+pub const INJECT_KINDS: &[(&str, &[Spec])] = &[
+    ("lti", NONE),
+    ("add", NONE),
+    ("concat", NONE),
+    ("none", NONE),
+];
 pub const HALT_KINDS: &[(&str, &[Spec])] = &[("act", ACT), ("none", NONE)];
 /// `""` is the kind written as nothing (`lora { rank = 8 }`).
 pub const LORA_KINDS: &[(&str, &[Spec])] = &[("", LORA), ("none", NONE)];
-pub const LOOP_EMBEDDING_KINDS: &[(&str, &[Spec])] = &[("", LOOP_EMBEDDING), ("sincos", LOOP_EMBEDDING), ("none", NONE)];
+pub const LOOP_EMBEDDING_KINDS: &[(&str, &[Spec])] = &[
+    ("", LOOP_EMBEDDING),
+    ("sincos", LOOP_EMBEDDING),
+    ("none", NONE),
+];
 
 /// Reads typed values out of one field list (or the model settings).
 pub struct Reader<'e, 'm, 'a> {
@@ -154,7 +267,15 @@ impl<'e, 'm, 'a> Reader<'e, 'm, 'a> {
         owner: Span,
         what: String,
     ) -> Self {
-        let mut r = Reader { ev, entries, fields, specs, owner, what, ok: true };
+        let mut r = Reader {
+            ev,
+            entries,
+            fields,
+            specs,
+            owner,
+            what,
+            ok: true,
+        };
         r.check_unknown();
         r
     }
@@ -166,32 +287,54 @@ impl<'e, 'm, 'a> Reader<'e, 'm, 'a> {
                 continue;
             }
             let (code, message, help) = if self.fields.is_none() {
-                (Code::UnknownSetting, format!("unknown model setting `{}`", e.key.name),
-                 suggest::help_for(&e.key.name, "settings", names.iter().copied()))
+                (
+                    Code::UnknownSetting,
+                    format!("unknown model setting `{}`", e.key.name),
+                    suggest::help_for(&e.key.name, "settings", names.iter().copied()),
+                )
             } else if names.is_empty() {
-                (Code::UnknownField, format!("{} takes no fields", self.what),
-                 "remove the `{ ... }`".to_string())
+                (
+                    Code::UnknownField,
+                    format!("{} takes no fields", self.what),
+                    "remove the `{ ... }`".to_string(),
+                )
             } else {
-                (Code::UnknownField, format!("{} has no field `{}`", self.what, e.key.name),
-                 suggest::help_for(&e.key.name, "fields", names.iter().copied()))
+                (
+                    Code::UnknownField,
+                    format!("{} has no field `{}`", self.what, e.key.name),
+                    suggest::help_for(&e.key.name, "fields", names.iter().copied()),
+                )
             };
             let help = if self.fields.is_none() && !help.starts_with("did you mean") {
-                format!("{help}; for a named value of your own write `let {} = ...`", e.key.name)
+                format!(
+                    "{help}; for a named value of your own write `let {} = ...`",
+                    e.key.name
+                )
             } else {
                 help
             };
-            self.ev.diags.push(Diagnostic::error(code, message).label(e.key.span, "unknown").help(help));
+            self.ev.diags.push(
+                Diagnostic::error(code, message)
+                    .label(e.key.span, "unknown")
+                    .help(help),
+            );
             self.ok = false;
         }
     }
 
     fn spec(&self, name: &str) -> &'static Spec {
-        self.specs.iter().find(|s| s.name == name).expect("reader asked for a field of its own spec")
+        self.specs
+            .iter()
+            .find(|s| s.name == name)
+            .expect("reader asked for a field of its own spec")
     }
 
     /// The entry's span, or the owner's when the value is a default.
     pub fn span_of(&self, name: &str) -> Span {
-        self.entries.iter().find(|e| e.key.name == name).map_or(self.owner, |e| e.value.span)
+        self.entries
+            .iter()
+            .find(|e| e.key.name == name)
+            .map_or(self.owner, |e| e.value.span)
     }
 
     pub fn is_given(&self, name: &str) -> bool {
@@ -207,13 +350,22 @@ impl<'e, 'm, 'a> Reader<'e, 'm, 'a> {
                 Absent::Optional => None,
                 Absent::Required => {
                     let (code, msg) = if self.fields.is_none() {
-                        (Code::MissingField, format!("model is missing the setting `{name}`"))
+                        (
+                            Code::MissingField,
+                            format!("model is missing the setting `{name}`"),
+                        )
                     } else {
-                        (Code::MissingField, format!("{} is missing the field `{name}`", self.what))
+                        (
+                            Code::MissingField,
+                            format!("{} is missing the field `{name}`", self.what),
+                        )
                     };
                     self.ev.diags.push(
                         Diagnostic::error(code, msg)
-                            .label(self.owner, format!("`{name}` ({}) is required here", spec.doc))
+                            .label(
+                                self.owner,
+                                format!("`{name}` ({}) is required here", spec.doc),
+                            )
                             .help(format!("add `{name} = ...` ({})", spec.doc)),
                     );
                     self.ok = false;
@@ -228,7 +380,9 @@ impl<'e, 'm, 'a> Reader<'e, 'm, 'a> {
         };
         let fits = matches!(
             (spec.ty, v),
-            (Ty::Int, Value::Int(_)) | (Ty::Float, Value::Float(_) | Value::Int(_)) | (Ty::Bool, Value::Bool(_))
+            (Ty::Int, Value::Int(_))
+                | (Ty::Float, Value::Float(_) | Value::Int(_))
+                | (Ty::Bool, Value::Bool(_))
         );
         if !fits {
             let wanted = match spec.ty {
@@ -237,14 +391,19 @@ impl<'e, 'm, 'a> Reader<'e, 'm, 'a> {
                 Ty::Bool => "`true` or `false`",
             };
             let help = match (spec.ty, v) {
-                (Ty::Int, Value::Float(_)) => "use an integer literal, or `//` for integer division".to_string(),
+                (Ty::Int, Value::Float(_)) => {
+                    "use an integer literal, or `//` for integer division".to_string()
+                }
                 (Ty::Bool, _) => format!("write `{name} = true` or `{name} = false`"),
                 _ => format!("`{name}` is {}", spec.doc),
             };
             self.ev.diags.push(
-                Diagnostic::error(Code::WrongType, format!("`{name}` must be {wanted}, found {}", v.type_name()))
-                    .label(entry.value.span, format!("this is {}", v.describe()))
-                    .help(help),
+                Diagnostic::error(
+                    Code::WrongType,
+                    format!("`{name}` must be {wanted}, found {}", v.type_name()),
+                )
+                .label(entry.value.span, format!("this is {}", v.describe()))
+                .help(help),
             );
             self.ok = false;
             return None;
@@ -255,18 +414,30 @@ impl<'e, 'm, 'a> Reader<'e, 'm, 'a> {
     /// An integer field checked against its range.
     pub fn int(&mut self, name: &str) -> Option<u64> {
         let spec = self.spec(name);
-        let Value::Int(v) = self.value(name)? else { unreachable!("type checked") };
+        let Value::Int(v) = self.value(name)? else {
+            unreachable!("type checked")
+        };
         if v < spec.min || v > spec.max {
             let bound = if v < spec.min {
-                if spec.min == 1 { "positive".to_string() } else { format!("at least {}", spec.min) }
+                if spec.min == 1 {
+                    "positive".to_string()
+                } else {
+                    format!("at least {}", spec.min)
+                }
             } else {
                 format!("at most {}", spec.max)
             };
             let span = self.span_of(name);
             self.ev.diags.push(
-                Diagnostic::error(Code::OutOfRange, format!("`{name}` must be {bound}, found {v}"))
-                    .label(span, format!("{} out of range", spec.doc))
-                    .help(format!("`{name}` takes values from {} to {}", spec.min, spec.max)),
+                Diagnostic::error(
+                    Code::OutOfRange,
+                    format!("`{name}` must be {bound}, found {v}"),
+                )
+                .label(span, format!("{} out of range", spec.doc))
+                .help(format!(
+                    "`{name}` takes values from {} to {}",
+                    spec.min, spec.max
+                )),
             );
             self.ok = false;
             return None;
@@ -290,7 +461,13 @@ impl<'e, 'm, 'a> Reader<'e, 'm, 'a> {
     }
 
     /// Reports a float outside `(lo, hi)` bounds described by `bound`.
-    pub fn float_in(&mut self, name: &str, ok: impl Fn(f64) -> bool, bound: &str, code: Code) -> Option<f64> {
+    pub fn float_in(
+        &mut self,
+        name: &str,
+        ok: impl Fn(f64) -> bool,
+        bound: &str,
+        code: Code,
+    ) -> Option<f64> {
         let v = self.float(name)?;
         if !ok(v) {
             let span = self.span_of(name);
@@ -324,26 +501,49 @@ pub fn resolve_kind(
     if let Some(&(name, specs)) = kinds.iter().find(|(n, _)| *n == written) {
         return Some((name, specs));
     }
-    let names: Vec<&str> = kinds.iter().map(|(n, _)| *n).filter(|n| !n.is_empty()).collect();
+    let names: Vec<&str> = kinds
+        .iter()
+        .map(|(n, _)| *n)
+        .filter(|n| !n.is_empty())
+        .collect();
     let diag = match def.kind {
         None => Diagnostic::error(Code::MissingKind, format!("`{}` needs a kind", def.name))
             .label(def.span, "no kind given")
-            .help(format!("write `{} {} ...`; the kinds are {}", def.name, names[0], quoted(&names))),
-        Some(k) => Diagnostic::error(Code::UnknownKind, format!("unknown {sort} kind `{}`", k.name))
-            .label(k.span, "unknown kind")
-            .help(suggest::help_for(&k.name, &format!("{sort} kinds"), names.iter().copied())),
+            .help(format!(
+                "write `{} {} ...`; the kinds are {}",
+                def.name,
+                names[0],
+                quoted(&names)
+            )),
+        Some(k) => Diagnostic::error(
+            Code::UnknownKind,
+            format!("unknown {sort} kind `{}`", k.name),
+        )
+        .label(k.span, "unknown kind")
+        .help(suggest::help_for(
+            &k.name,
+            &format!("{sort} kinds"),
+            names.iter().copied(),
+        )),
     };
     ev.diags.push(diag);
     None
 }
 
 fn quoted(names: &[&str]) -> String {
-    names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The span of a block reference's attention or FFN name.
 pub fn block_names(b: &BlockRef) -> [(&str, Span); 2] {
-    [(&b.attention.name, b.attention.span), (&b.ffn.name, b.ffn.span)]
+    [
+        (&b.attention.name, b.attention.span),
+        (&b.ffn.name, b.ffn.span),
+    ]
 }
 
 pub fn block_ctx(file: usize) -> Ctx {

@@ -122,15 +122,26 @@ impl<'m, 'a> Evaluator<'m, 'a> {
         }
     }
 
-    fn binary(&mut self, op: BinOp, l: Value, r: Value, span: Span, ls: Span, rs: Span) -> Option<Value> {
+    fn binary(
+        &mut self,
+        op: BinOp,
+        l: Value,
+        r: Value,
+        span: Span,
+        ls: Span,
+        rs: Span,
+    ) -> Option<Value> {
         use Value::*;
         let sym = op.symbol();
         for (v, s) in [(l, ls), (r, rs)] {
             if let Bool(_) = v {
                 return self.fail(
-                    Diagnostic::error(Code::WrongType, format!("`{sym}` needs numbers, found a boolean"))
-                        .label(s, "this is a boolean")
-                        .help("arithmetic works on integers and floats only"),
+                    Diagnostic::error(
+                        Code::WrongType,
+                        format!("`{sym}` needs numbers, found a boolean"),
+                    )
+                    .label(s, "this is a boolean")
+                    .help("arithmetic works on integers and floats only"),
                 );
             }
         }
@@ -138,9 +149,12 @@ impl<'m, 'a> Evaluator<'m, 'a> {
             let (Int(a), Int(b)) = (l, r) else {
                 let s = if matches!(l, Float(_)) { ls } else { rs };
                 return self.fail(
-                    Diagnostic::error(Code::WrongType, format!("`{sym}` needs integers, found a float"))
-                        .label(s, "this is a float")
-                        .help("`//` and `%` are integer operations; use `/` for float division"),
+                    Diagnostic::error(
+                        Code::WrongType,
+                        format!("`{sym}` needs integers, found a float"),
+                    )
+                    .label(s, "this is a float")
+                    .help("`//` and `%` are integer operations; use `/` for float division"),
                 );
             };
             if b == 0 {
@@ -151,7 +165,11 @@ impl<'m, 'a> Evaluator<'m, 'a> {
             };
             // Floor semantics (Python): the quotient rounds toward negative
             // infinity and the remainder takes the divisor's sign.
-            let (q, m) = if b < 0 && r != 0 { (q - 1, r + b) } else { (q, r) };
+            let (q, m) = if b < 0 && r != 0 {
+                (q - 1, r + b)
+            } else {
+                (q, r)
+            };
             return Some(Int(if op == BinOp::FloorDiv { q } else { m }));
         }
         if let (Int(a), Int(b)) = (l, r) {
@@ -216,7 +234,9 @@ impl<'m, 'a> Evaluator<'m, 'a> {
             self.used.insert((Some(file), name.to_string()));
             let key = Key::FileLet(file, name.to_string());
             let ctx = Ctx { fields: None, file };
-            return self.track(span, |ev| ev.memoised(key, l.name.span, |ev| ev.expr(&l.value, ctx)));
+            return self.track(span, |ev| {
+                ev.memoised(key, l.name.span, |ev| ev.expr(&l.value, ctx))
+            });
         }
         let mut candidates: Vec<String> = merged
             .settings
@@ -234,7 +254,11 @@ impl<'m, 'a> Evaluator<'m, 'a> {
         self.fail(
             Diagnostic::error(Code::UnknownName, format!("no value named `{name}`"))
                 .label(span, "not found in this scope")
-                .help(suggest::help_for(name, "names in scope", candidates.iter().map(|s| s.as_str()))),
+                .help(suggest::help_for(
+                    name,
+                    "names in scope",
+                    candidates.iter().map(|s| s.as_str()),
+                )),
         )
     }
 
@@ -246,12 +270,20 @@ impl<'m, 'a> Evaluator<'m, 'a> {
         f(self)
     }
 
-    fn memoised(&mut self, key: Key, def_span: Span, f: impl FnOnce(&mut Self) -> Option<Value>) -> Option<Value> {
+    fn memoised(
+        &mut self,
+        key: Key,
+        def_span: Span,
+        f: impl FnOnce(&mut Self) -> Option<Value>,
+    ) -> Option<Value> {
         if let Some(v) = self.memo.get(&key) {
             return *v;
         }
         if let Some(pos) = self.visiting.iter().position(|(k, _)| *k == key) {
-            let names: Vec<String> = self.visiting[pos..].iter().map(|(k, _)| key_name(k)).collect();
+            let names: Vec<String> = self.visiting[pos..]
+                .iter()
+                .map(|(k, _)| key_name(k))
+                .collect();
             let use_span = self.visiting.last().map_or(def_span, |v| v.1);
             let diag = Diagnostic::error(
                 Code::ValueCycle,
@@ -259,7 +291,11 @@ impl<'m, 'a> Evaluator<'m, 'a> {
             )
             .label(use_span, "this use closes the cycle")
             .secondary(def_span, "defined here")
-            .note(format!("cycle: {} -> {}", names.join(" -> "), key_name(&key)))
+            .note(format!(
+                "cycle: {} -> {}",
+                names.join(" -> "),
+                key_name(&key)
+            ))
             .help("give one of these values a definition that does not depend on the others");
             // Every value on the cycle fails; only this one diagnostic is reported.
             for (k, _) in &self.visiting[pos..] {
@@ -288,7 +324,11 @@ impl<'m, 'a> Evaluator<'m, 'a> {
         let loader = self.loader;
         std::iter::once(file)
             .chain(loader.file(file).imports.iter().copied())
-            .find_map(|f| file_lets(loader, f).find(|l| l.name.name == name).map(|l| (f, l)))
+            .find_map(|f| {
+                file_lets(loader, f)
+                    .find(|l| l.name.name == name)
+                    .map(|l| (f, l))
+            })
     }
 
     fn visible_file_lets(&self, file: FileIndex) -> Vec<String> {
@@ -316,7 +356,10 @@ fn key_name(key: &Key) -> String {
 
 fn overflow(span: Span, what: &str) -> Diagnostic {
     Diagnostic::error(Code::Overflow, "integer overflow")
-        .label(span, format!("`{what}` does not fit in a signed 64-bit integer"))
+        .label(
+            span,
+            format!("`{what}` does not fit in a signed 64-bit integer"),
+        )
         .help("check the operands; sizes this large cannot be allocated anyway")
 }
 

@@ -91,7 +91,10 @@ impl Loader {
 
     fn key_and_origin(&self, name: &str) -> (String, Origin) {
         if let Some(preset) = name.strip_prefix('@') {
-            (format!("@{}", preset.trim_end_matches(".mythos")), Origin::Preset)
+            (
+                format!("@{}", preset.trim_end_matches(".mythos")),
+                Origin::Preset,
+            )
         } else if self.memory.contains_key(&normalize(Path::new(name))) || !self.disk {
             (normalize(Path::new(name)), Origin::Memory)
         } else {
@@ -162,7 +165,9 @@ impl Loader {
                     Diagnostic::error(Code::ImportCycle, "files import each other in a cycle")
                         .label(imp.path_span, "this import closes the cycle")
                         .note(format!("cycle: {}", chain.join(" -> ")))
-                        .help("move what both files need into a third file and import that from both"),
+                        .help(
+                            "move what both files need into a third file and import that from both",
+                        ),
                 );
                 continue;
             }
@@ -185,14 +190,21 @@ impl Loader {
                 .map(|s| s.as_bytes().to_vec())
                 .ok_or_else(|| {
                     let names: Vec<&str> = presets::PRESETS.iter().map(|p| p.name).collect();
-                    Diagnostic::error(Code::CannotRead, format!("no preset named `{name}`"))
-                        .help(crate::suggest::help_for(&key[1..], "presets", names.iter().copied()))
+                    Diagnostic::error(Code::CannotRead, format!("no preset named `{name}`")).help(
+                        crate::suggest::help_for(&key[1..], "presets", names.iter().copied()),
+                    )
                 }),
             Origin::Memory => self.memory.get(key).cloned().ok_or_else(|| {
-                Diagnostic::error(Code::CannotRead, format!("cannot read `{name}`: no such file"))
+                Diagnostic::error(
+                    Code::CannotRead,
+                    format!("cannot read `{name}`: no such file"),
+                )
             }),
             Origin::Disk => std::fs::read(name).map_err(|e| {
-                Diagnostic::error(Code::CannotRead, format!("cannot read `{name}`: {}", io_reason(&e)))
+                Diagnostic::error(
+                    Code::CannotRead,
+                    format!("cannot read `{name}`: {}", io_reason(&e)),
+                )
             }),
         }
     }

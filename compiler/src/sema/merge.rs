@@ -63,7 +63,12 @@ pub struct Merged<'a> {
 /// The models a file can name: its own and those of the files it imports.
 pub fn models_in_scope(loader: &Loader, file: FileIndex) -> HashMap<&str, (FileIndex, &Model)> {
     let mut scope = HashMap::new();
-    let files = loader.file(file).imports.iter().copied().chain(std::iter::once(file));
+    let files = loader
+        .file(file)
+        .imports
+        .iter()
+        .copied()
+        .chain(std::iter::once(file));
     for f in files {
         for item in &loader.file(f).ast.items {
             if let Item::Model(m) = item {
@@ -89,10 +94,13 @@ pub fn check_model_names(loader: &Loader, file: FileIndex, diags: &mut Vec<Diagn
         if let Item::Model(m) = item {
             if let Some(first) = seen.get(m.name.name.as_str()) {
                 diags.push(
-                    Diagnostic::error(Code::Duplicate, format!("model `{}` is defined twice", m.name.name))
-                        .label(m.name.span, "defined again here")
-                        .secondary(*first, "first defined here")
-                        .help("rename one of them; variants use `model NEW extends OLD { ... }`"),
+                    Diagnostic::error(
+                        Code::Duplicate,
+                        format!("model `{}` is defined twice", m.name.name),
+                    )
+                    .label(m.name.span, "defined again here")
+                    .secondary(*first, "first defined here")
+                    .help("rename one of them; variants use `model NEW extends OLD { ... }`"),
                 );
             } else {
                 seen.insert(m.name.name.as_str(), m.name.span);
@@ -116,9 +124,16 @@ pub fn extends_chain<'a>(
         let Some(&(pf, pm)) = scope.get(parent.name.as_str()) else {
             let names: Vec<&str> = scope.keys().copied().collect();
             diags.push(
-                Diagnostic::error(Code::UnknownModel, format!("no model named `{}`", parent.name))
-                    .label(parent.span, "extends a model that does not exist")
-                    .help(suggest::help_for(&parent.name, "models in scope", names.iter().copied())),
+                Diagnostic::error(
+                    Code::UnknownModel,
+                    format!("no model named `{}`", parent.name),
+                )
+                .label(parent.span, "extends a model that does not exist")
+                .help(suggest::help_for(
+                    &parent.name,
+                    "models in scope",
+                    names.iter().copied(),
+                )),
             );
             return None;
         };
@@ -127,7 +142,10 @@ pub fn extends_chain<'a>(
             let message = if std::ptr::eq(cur, pm) {
                 format!("`{}` extends itself", cur.name.name)
             } else {
-                format!("models `{}` and `{}` extend each other", cur.name.name, pm.name.name)
+                format!(
+                    "models `{}` and `{}` extend each other",
+                    cur.name.name, pm.name.name
+                )
             };
             diags.push(
                 Diagnostic::error(Code::ExtendsCycle, message)
@@ -222,12 +240,25 @@ impl<'a> Merged<'a> {
                 ModelItem::Attention(d) | ModelItem::Ffn(d) => {
                     let is_attention = matches!(item, ModelItem::Attention(_));
                     let name = d.alias.as_ref().map_or_else(
-                        || if is_attention { "attention".to_string() } else { d.kind.name.clone() },
+                        || {
+                            if is_attention {
+                                "attention".to_string()
+                            } else {
+                                d.kind.name.clone()
+                            }
+                        },
                         |a| a.name.clone(),
                     );
                     let name_span = d.alias.as_ref().map_or(d.kind.span, |a| a.span);
                     if seen.check("definition", &name, name_span, diags) {
-                        let def = self.definition(&name, Some(&d.kind), d.fields.as_ref(), d.span, file, diags);
+                        let def = self.definition(
+                            &name,
+                            Some(&d.kind),
+                            d.fields.as_ref(),
+                            d.span,
+                            file,
+                            diags,
+                        );
                         self.merge_def(is_attention, def);
                     }
                 }
@@ -277,7 +308,14 @@ impl<'a> Merged<'a> {
                 if !seen.check("loop feature", &f.keyword.name, f.keyword.span, diags) {
                     continue;
                 }
-                let def = self.definition(&f.keyword.name, f.kind.as_ref(), f.fields.as_ref(), f.span, file, diags);
+                let def = self.definition(
+                    &f.keyword.name,
+                    f.kind.as_ref(),
+                    f.fields.as_ref(),
+                    f.span,
+                    file,
+                    diags,
+                );
                 merge_into(&mut merged_features, def, &mut self.field_lists);
             }
         }
@@ -321,7 +359,11 @@ impl<'a> Merged<'a> {
     }
 
     fn merge_def(&mut self, attention: bool, def: MergedDef<'a>) {
-        let list = if attention { &mut self.attentions } else { &mut self.ffns };
+        let list = if attention {
+            &mut self.attentions
+        } else {
+            &mut self.ffns
+        };
         merge_into(list, def, &mut self.field_lists);
     }
 
@@ -331,12 +373,20 @@ impl<'a> Merged<'a> {
     }
 
     pub fn feature(&self, keyword: &str) -> Option<&MergedDef<'a>> {
-        self.recurrence.as_ref()?.features.iter().find(|f| f.name == keyword)
+        self.recurrence
+            .as_ref()?
+            .features
+            .iter()
+            .find(|f| f.name == keyword)
     }
 }
 
 /// Replaces (other kind) or field-merges (same kind) a definition of the same name.
-fn merge_into<'a>(list: &mut Vec<MergedDef<'a>>, def: MergedDef<'a>, field_lists: &mut [Vec<Entry<'a>>]) {
+fn merge_into<'a>(
+    list: &mut Vec<MergedDef<'a>>,
+    def: MergedDef<'a>,
+    field_lists: &mut [Vec<Entry<'a>>],
+) {
     let kind_name = |d: &MergedDef| d.kind.map(|k| k.name.clone());
     match list.iter_mut().find(|d| d.name == def.name) {
         Some(old) if kind_name(old) == kind_name(&def) || def.kind.is_none() => {

@@ -46,7 +46,6 @@ pub fn check_file(loader: &mut Loader, name: &str) -> Checked {
                 }
             }
         }
-        warn_unused_file_lets(loader, root, &mut diagnostics);
     }
     diag::sort_and_dedup(&mut diagnostics);
     Checked {
@@ -64,26 +63,37 @@ pub fn select<'c>(
     match name {
         Some(n) => checked.models.iter().find(|m| m.name == n).ok_or_else(|| {
             let names: Vec<&str> = checked.models.iter().map(|m| m.name.as_str()).collect();
-            Diagnostic::error(Code::UnknownModel, format!("`{file_label}` has no model named `{n}`"))
-                .help(suggest::help_for(n, "models in the file", names.iter().copied()))
+            Diagnostic::error(
+                Code::UnknownModel,
+                format!("`{file_label}` has no model named `{n}`"),
+            )
+            .help(suggest::help_for(
+                n,
+                "models in the file",
+                names.iter().copied(),
+            ))
         }),
         None => match checked.models.as_slice() {
-            [] => Err(Diagnostic::error(Code::UnknownModel, format!("`{file_label}` defines no model"))
-                .help("add `model NAME { ... }` to the file")),
+            [] => Err(Diagnostic::error(
+                Code::UnknownModel,
+                format!("`{file_label}` defines no model"),
+            )
+            .help("add `model NAME { ... }` to the file")),
             [only] => Ok(only),
             many => {
                 let names: Vec<String> = many.iter().map(|m| format!("`{}`", m.name)).collect();
                 // The last model of a file is usually the variant of interest; say which.
-                Err(Diagnostic::error(Code::UnknownModel, format!("`{file_label}` defines several models"))
-                    .help(format!("choose one with `--model NAME`: {}", names.join(", "))))
+                Err(Diagnostic::error(
+                    Code::UnknownModel,
+                    format!("`{file_label}` defines several models"),
+                )
+                .help(format!(
+                    "choose one with `--model NAME`: {}",
+                    names.join(", ")
+                )))
             }
         },
     }
-}
-
-fn warn_unused_file_lets(loader: &Loader, root: FileIndex, diags: &mut Vec<Diagnostic>) {
-    // File-level lets are checked by evaluating them once; their use is tracked per model.
-    let _ = (loader, root, diags);
 }
 
 /// Resolves, evaluates and checks one model.
@@ -105,9 +115,12 @@ pub fn build_model(
     for name in &merged.own_lets {
         if !ev.used.contains(&(None, name.name.clone())) && warned.insert(&name.name) {
             ev.diags.push(
-                Diagnostic::error(Code::UnusedValue, format!("value `{}` is never used", name.name))
-                    .label(name.span, "defined here")
-                    .help("remove it, or use it in an expression"),
+                Diagnostic::error(
+                    Code::UnusedValue,
+                    format!("value `{}` is never used", name.name),
+                )
+                .label(name.span, "defined here")
+                .help("remove it, or use it in an expression"),
             );
         }
     }
@@ -143,10 +156,25 @@ impl<'e, 'm, 'a> Builder<'e, 'm, 'a> {
         let vocab = r.int("vocab");
         let dim = r.int("dim");
         let max_seq = r.int("max_seq");
-        let rope_theta = r.float_in("rope_theta", |v| v > 0.0, "greater than 0", Code::OutOfRange);
-        let norm_eps = r.float_in("norm_eps", |v| v > 0.0 && v < 1.0, "in (0, 1)", Code::OutOfRange);
+        let rope_theta = r.float_in(
+            "rope_theta",
+            |v| v > 0.0,
+            "greater than 0",
+            Code::OutOfRange,
+        );
+        let norm_eps = r.float_in(
+            "norm_eps",
+            |v| v > 0.0 && v < 1.0,
+            "in (0, 1)",
+            Code::OutOfRange,
+        );
         let tie_embeddings = r.bool("tie_embeddings");
-        let dropout = r.float_in("dropout", |v| (0.0..1.0).contains(&v), "in [0, 1)", Code::OutOfRange);
+        let dropout = r.float_in(
+            "dropout",
+            |v| (0.0..1.0).contains(&v),
+            "in [0, 1)",
+            Code::OutOfRange,
+        );
         let max_output_tokens = r.int("max_output_tokens");
         let dim_span = r.span_of("dim");
 
@@ -218,17 +246,23 @@ impl<'e, 'm, 'a> Builder<'e, 'm, 'a> {
             Value::Int(n) if (1..=4096).contains(&n) => Some(n as u64),
             Value::Int(n) => {
                 self.ev.diags.push(
-                    Diagnostic::error(Code::OutOfRange, format!("a block count must be from 1 to 4096, found {n}"))
-                        .label(e.span, "repetition count out of range")
-                        .help("remove the block reference instead of repeating it 0 times"),
+                    Diagnostic::error(
+                        Code::OutOfRange,
+                        format!("a block count must be from 1 to 4096, found {n}"),
+                    )
+                    .label(e.span, "repetition count out of range")
+                    .help("remove the block reference instead of repeating it 0 times"),
                 );
                 None
             }
             v => {
                 self.ev.diags.push(
-                    Diagnostic::error(Code::WrongType, format!("a block count must be an integer, found {}", v.type_name()))
-                        .label(e.span, format!("this is {}", v.describe()))
-                        .help("use an integer, or `//` for integer division"),
+                    Diagnostic::error(
+                        Code::WrongType,
+                        format!("a block count must be an integer, found {}", v.type_name()),
+                    )
+                    .label(e.span, format!("this is {}", v.describe()))
+                    .help("use an integer, or `//` for integer division"),
                 );
                 None
             }
@@ -254,22 +288,50 @@ impl<'e, 'm, 'a> Builder<'e, 'm, 'a> {
         }
         let diag = if other.iter().any(|d| d.name == name.name) {
             let slot = if attention { "first" } else { "second" };
-            Diagnostic::error(Code::WrongSort, format!("`{}` is an {other_sort} definition, not an {sort}", name.name))
-                .label(name.span, format!("the {slot} argument of `block` must be an {sort}"))
-                .help("blocks are written `block(ATTENTION, FFN)`")
+            Diagnostic::error(
+                Code::WrongSort,
+                format!(
+                    "`{}` is an {other_sort} definition, not an {sort}",
+                    name.name
+                ),
+            )
+            .label(
+                name.span,
+                format!("the {slot} argument of `block` must be an {sort}"),
+            )
+            .help("blocks are written `block(ATTENTION, FFN)`")
         } else {
             let names: Vec<&str> = own.iter().map(|d| d.name.as_str()).collect();
-            Diagnostic::error(Code::UnknownDefinition, format!("no {sort} definition named `{}`", name.name))
-                .label(name.span, format!("unknown {sort}"))
-                .help(suggest::help_for(&name.name, &format!("{sort} definitions"), names.iter().copied()))
+            Diagnostic::error(
+                Code::UnknownDefinition,
+                format!("no {sort} definition named `{}`", name.name),
+            )
+            .label(name.span, format!("unknown {sort}"))
+            .help(suggest::help_for(
+                &name.name,
+                &format!("{sort} definitions"),
+                names.iter().copied(),
+            ))
         };
         self.ev.diags.push(diag);
         None
     }
 
-    fn reader(&mut self, def: &MergedDef<'a>, specs: &'static [Spec], what: String) -> Reader<'_, 'm, 'a> {
+    fn reader(
+        &mut self,
+        def: &MergedDef<'a>,
+        specs: &'static [Spec],
+        what: String,
+    ) -> Reader<'_, 'm, 'a> {
         let merged = self.merged();
-        Reader::new(self.ev, merged.fields(def.fields).to_vec(), Some(def.fields), specs, def.span, what)
+        Reader::new(
+            self.ev,
+            merged.fields(def.fields).to_vec(),
+            Some(def.fields),
+            specs,
+            def.span,
+            what,
+        )
     }
 
     fn recurrence(&mut self, dim: Option<u64>, dim_span: Span) -> Option<Recurrence> {
@@ -295,17 +357,23 @@ impl<'e, 'm, 'a> Builder<'e, 'm, 'a> {
                 Some(Value::Int(n)) if (1..=(1 << 14)).contains(&n) => Some(n as u64),
                 Some(Value::Int(n)) => {
                     self.ev.diags.push(
-                        Diagnostic::error(Code::OutOfRange, format!("`max` must be from 1 to 16384, found {n}"))
-                            .label(e.span, "loop iteration count out of range")
-                            .help("the loop runs at least once"),
+                        Diagnostic::error(
+                            Code::OutOfRange,
+                            format!("`max` must be from 1 to 16384, found {n}"),
+                        )
+                        .label(e.span, "loop iteration count out of range")
+                        .help("the loop runs at least once"),
                     );
                     None
                 }
                 Some(v) => {
                     self.ev.diags.push(
-                        Diagnostic::error(Code::WrongType, format!("`max` must be an integer, found {}", v.type_name()))
-                            .label(e.span, format!("this is {}", v.describe()))
-                            .help("use an integer, or `//` for integer division"),
+                        Diagnostic::error(
+                            Code::WrongType,
+                            format!("`max` must be an integer, found {}", v.type_name()),
+                        )
+                        .label(e.span, format!("this is {}", v.describe()))
+                        .help("use an integer, or `//` for integer division"),
                     );
                     None
                 }
@@ -352,7 +420,11 @@ impl<'e, 'm, 'a> Builder<'e, 'm, 'a> {
             return Ok(None);
         };
         let (kind, specs) = resolve_kind(self.ev, def, "loop feature", kinds).ok_or(())?;
-        let what = if kind.is_empty() { format!("`{keyword}`") } else { format!("`{keyword} {kind}`") };
+        let what = if kind.is_empty() {
+            format!("`{keyword}`")
+        } else {
+            format!("`{keyword} {kind}`")
+        };
         Ok(Some((kind, self.reader(def, specs, what))))
     }
 
@@ -378,7 +450,12 @@ impl<'e, 'm, 'a> Builder<'e, 'm, 'a> {
         if kind == "none" {
             return r.ok.then_some(Halting::None);
         }
-        let threshold = r.float_in("threshold", |t| t > 0.0 && t <= 1.0, "in (0, 1]", Code::Threshold);
+        let threshold = r.float_in(
+            "threshold",
+            |t| t > 0.0 && t <= 1.0,
+            "in (0, 1]",
+            Code::Threshold,
+        );
         r.ok.then_some(())?;
         Some(Halting::Act {
             threshold: threshold?,
@@ -397,7 +474,11 @@ impl<'e, 'm, 'a> Builder<'e, 'm, 'a> {
         rank
     }
 
-    fn loop_embedding(&mut self, dim: Option<u64>, dim_span: Span) -> Option<Option<LoopEmbedding>> {
+    fn loop_embedding(
+        &mut self,
+        dim: Option<u64>,
+        dim_span: Span,
+    ) -> Option<Option<LoopEmbedding>> {
         let Some((kind, mut r)) = self.feature("loop_embedding", LOOP_EMBEDDING_KINDS).ok()? else {
             return Some(None);
         };
@@ -460,7 +541,11 @@ impl BuiltDef for Attention {
         let heads_span = r.span_of("heads");
         let kind = match kind {
             "mla" => {
-                let kv_heads = if r.is_given("kv_heads") { r.int("kv_heads").map(Some) } else { Some(None) };
+                let kv_heads = if r.is_given("kv_heads") {
+                    r.int("kv_heads").map(Some)
+                } else {
+                    Some(None)
+                };
                 let (q_rank, kv_rank) = (r.int("q_rank"), r.int("kv_rank"));
                 let rope_dim = r.int("rope_dim");
                 let (nope_dim, v_dim) = (r.int("nope_dim"), r.int("v_dim"));
@@ -468,9 +553,16 @@ impl BuiltDef for Attention {
                     if rd % 2 == 1 {
                         let span = r.span_of("rope_dim");
                         r.error(
-                            Diagnostic::error(Code::OddRope, format!("`rope_dim` must be even, found {rd}"))
-                                .label(span, "RoPE rotates pairs of dimensions")
-                                .help(format!("use {} or {}", rd - 1, rd + 1)),
+                            Diagnostic::error(
+                                Code::OddRope,
+                                format!("`rope_dim` must be even, found {rd}"),
+                            )
+                            .label(span, "RoPE rotates pairs of dimensions")
+                            .help(format!(
+                                "use {} or {}",
+                                rd - 1,
+                                rd + 1
+                            )),
                         );
                     }
                 }
@@ -490,27 +582,45 @@ impl BuiltDef for Attention {
                 if let (Some(h), Some(d)) = (heads, dim) {
                     if d % h != 0 {
                         r.error(
-                            Diagnostic::error(Code::HeadsDivideDim, format!("`dim` ({d}) is not divisible by `heads` ({h})"))
-                                .label(heads_span, format!("{h} heads do not split {d} channels evenly"))
-                                .secondary(dim_span, format!("`dim` is {d}"))
-                                .help(format!("each head gets dim / heads channels; try heads = {}", nearest_divisor(d, h))),
+                            Diagnostic::error(
+                                Code::HeadsDivideDim,
+                                format!("`dim` ({d}) is not divisible by `heads` ({h})"),
+                            )
+                            .label(
+                                heads_span,
+                                format!("{h} heads do not split {d} channels evenly"),
+                            )
+                            .secondary(dim_span, format!("`dim` is {d}"))
+                            .help(format!(
+                                "each head gets dim / heads channels; try heads = {}",
+                                nearest_divisor(d, h)
+                            )),
                         );
                     } else if (d / h) % 2 == 1 {
                         r.error(
-                            Diagnostic::error(Code::OddRope, format!("head dimension dim / heads = {} is odd", d / h))
-                                .label(heads_span, "RoPE rotates pairs of dimensions in each head")
-                                .secondary(dim_span, format!("`dim` is {d}"))
-                                .help("choose `dim` and `heads` so that dim / heads is even"),
+                            Diagnostic::error(
+                                Code::OddRope,
+                                format!("head dimension dim / heads = {} is odd", d / h),
+                            )
+                            .label(heads_span, "RoPE rotates pairs of dimensions in each head")
+                            .secondary(dim_span, format!("`dim` is {d}"))
+                            .help("choose `dim` and `heads` so that dim / heads is even"),
                         );
                     }
                 }
                 if let (Some(h), Some(kv)) = (heads, kv_heads) {
                     if kv > h || h % kv != 0 {
                         r.error(
-                            Diagnostic::error(Code::KvHeadsDivideHeads, format!("`heads` ({h}) is not a multiple of `kv_heads` ({kv})"))
-                                .label(kv_span, "each key/value head must serve the same number of query heads")
-                                .secondary(heads_span, format!("`heads` is {h}"))
-                                .help(format!("try kv_heads = {}", nearest_divisor(h, kv))),
+                            Diagnostic::error(
+                                Code::KvHeadsDivideHeads,
+                                format!("`heads` ({h}) is not a multiple of `kv_heads` ({kv})"),
+                            )
+                            .label(
+                                kv_span,
+                                "each key/value head must serve the same number of query heads",
+                            )
+                            .secondary(heads_span, format!("`heads` is {h}"))
+                            .help(format!("try kv_heads = {}", nearest_divisor(h, kv))),
                         );
                     }
                 }
@@ -542,7 +652,11 @@ impl BuiltDef for Ffn {
         let (kind, specs) = resolve_kind(b.ev, def, "FFN", FFN_KINDS)?;
         let mut r = b.reader(def, specs, format!("ffn `{kind}`"));
         let kind = if kind == "dense" {
-            let hidden = if r.is_given("hidden") { r.int("hidden") } else { dim.map(|d| (d * 4 / 3).max(1)) };
+            let hidden = if r.is_given("hidden") {
+                r.int("hidden")
+            } else {
+                dim.map(|d| (d * 4 / 3).max(1))
+            };
             FfnKind::Dense { hidden: hidden? }
         } else {
             let experts = r.int("experts");
@@ -560,10 +674,13 @@ impl BuiltDef for Ffn {
                     let span = r.span_of("top_k");
                     let experts_span = r.span_of("experts");
                     r.error(
-                        Diagnostic::error(Code::TopKTooLarge, format!("`top_k` ({k}) is larger than `experts` ({e})"))
-                            .label(span, "cannot choose more experts than there are")
-                            .secondary(experts_span, format!("{e} experts"))
-                            .help(format!("use top_k <= {e}, or more experts")),
+                        Diagnostic::error(
+                            Code::TopKTooLarge,
+                            format!("`top_k` ({k}) is larger than `experts` ({e})"),
+                        )
+                        .label(span, "cannot choose more experts than there are")
+                        .secondary(experts_span, format!("{e} experts"))
+                        .help(format!("use top_k <= {e}, or more experts")),
                     );
                 }
             }

@@ -30,9 +30,11 @@ impl Lowering {
         }
     }
 
+    /// The pair's span without the whitespace and comments pest's implicit
+    /// skipping leaves at the end of rules that end in a repetition.
     fn span(&self, pair: &P) -> Span {
         let s = pair.as_span();
-        Span::new(self.file, s.start(), s.end())
+        Span::new(self.file, s.start(), s.start() + content_len(s.as_str()))
     }
 
     fn ident(&self, pair: P) -> Ident {
@@ -95,9 +97,7 @@ impl Lowering {
                 }
                 Rule::let_decl => items.push(ModelItem::Let(self.lower_let_decl(p))),
                 Rule::setting => items.push(ModelItem::Setting(self.lower_assign(p))),
-                Rule::attention_decl => {
-                    items.push(ModelItem::Attention(self.lower_definition(p)))
-                }
+                Rule::attention_decl => items.push(ModelItem::Attention(self.lower_definition(p))),
                 Rule::ffn_decl => items.push(ModelItem::Ffn(self.lower_definition(p))),
                 Rule::prelude_decl => items.push(ModelItem::Prelude(self.lower_stage(p))),
                 Rule::coda_decl => items.push(ModelItem::Coda(self.lower_stage(p))),
@@ -282,7 +282,11 @@ impl Lowering {
     }
 
     /// Parses `unary (op unary)*` with operators binding at least `min_prec`.
-    fn climb<'a>(&mut self, tokens: &mut std::iter::Peekable<Pairs<'a, Rule>>, min_prec: u8) -> Expr {
+    fn climb<'a>(
+        &mut self,
+        tokens: &mut std::iter::Peekable<Pairs<'a, Rule>>,
+        min_prec: u8,
+    ) -> Expr {
         let mut lhs = self.lower_unary(tokens);
         while let Some(op) = tokens.peek().and_then(|p| binop(p.as_rule())) {
             if op.precedence() < min_prec {
@@ -382,4 +386,29 @@ fn binop(rule: Rule) -> Option<BinOp> {
         Rule::rem => BinOp::Rem,
         _ => return None,
     })
+}
+
+/// Length of `text` without trailing whitespace and `#` comments (a `#`
+/// outside a string always starts a comment).
+fn content_len(text: &str) -> usize {
+    let mut end = text.trim_end().len();
+    loop {
+        let line_start = text[..end].rfind('\n').map_or(0, |i| i + 1);
+        let mut in_string = false;
+        let mut comment = None;
+        for (i, c) in text[line_start..end].char_indices() {
+            match c {
+                '"' => in_string = !in_string,
+                '#' if !in_string => {
+                    comment = Some(line_start + i);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        match comment {
+            Some(at) => end = text[..at].trim_end().len(),
+            None => return end,
+        }
+    }
 }

@@ -127,11 +127,17 @@ fn syntax_error(file: FileId, text: &str, err: &pest::error::Error<Rule>) -> Dia
     let rest_of_line = text[pos..].split('\n').next().unwrap_or("");
     if rest_of_line.starts_with('"') && !rest_of_line[1..].contains('"') {
         return Diagnostic::error(Code::Syntax, "unterminated string")
-            .label(Span::new(file, pos, pos + rest_of_line.len()), "this string has no closing `\"`")
+            .label(
+                Span::new(file, pos, pos + rest_of_line.len()),
+                "this string has no closing `\"`",
+            )
             .help("strings end on the same line with `\"`");
     }
-    let mut diag = Diagnostic::error(Code::Syntax, format!("expected {wanted}, found {}", found.0))
-        .label(Span::new(file, pos, end), format!("expected {wanted}"));
+    let mut diag = Diagnostic::error(
+        Code::Syntax,
+        format!("expected {wanted}, found {}", found.0),
+    )
+    .label(Span::new(file, pos, end), format!("expected {wanted}"));
     if found.0 == "end of file" {
         diag = diag.help("the file ends early: is a closing `}` or `)` missing?");
     } else if is_keyword_at(text, pos) && expected.iter().any(|e| e == "a name") {
