@@ -193,3 +193,103 @@ fn graph_prints_text_and_dot() {
     assert_eq!(out.status.code(), Some(0));
     assert!(text(&out.stdout).starts_with("digraph"));
 }
+
+#[test]
+fn openmythos_export_import_round_trip_through_the_cli() {
+    let dir = std::env::temp_dir().join(format!("mythos-rt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (json, spec, again) = (
+        dir.join("1b.json"),
+        dir.join("my-1b.mythos"),
+        dir.join("again.json"),
+    );
+    let out = mythos(&[
+        "export",
+        "openmythos",
+        "@openmythos-1b",
+        "-o",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = mythos(&[
+        "import",
+        "openmythos",
+        json.to_str().unwrap(),
+        "-o",
+        spec.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(std::fs::read_to_string(&spec)
+        .unwrap()
+        .contains("model my_1b {"));
+    let out = mythos(&[
+        "export",
+        "openmythos",
+        spec.to_str().unwrap(),
+        "-o",
+        again.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        std::fs::read(&json).unwrap(),
+        std::fs::read(&again).unwrap()
+    );
+    // A model OpenMythos cannot express, and a broken config.
+    let out = mythos(&[
+        "export",
+        "openmythos",
+        "@tiny-huginn",
+        "-o",
+        again.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("error[E0403]"));
+    std::fs::write(&json, "{\"vocab_size\": 32000,}").unwrap();
+    let out = mythos(&[
+        "import",
+        "openmythos",
+        json.to_str().unwrap(),
+        "-o",
+        spec.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("error[E0401]: invalid JSON: trailing comma"));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn fmt_check_and_rewrite() {
+    let dir = std::env::temp_dir().join(format!("mythos-fmt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("messy.mythos");
+    std::fs::write(&file, "model m{vocab=256 dim=64   max_seq=128 # size\nattention mha{heads=4}\nffn dense{}\nloop max 2{block(attention,dense)}}").unwrap();
+    let f = file.to_str().unwrap();
+    let out = mythos(&["fmt", "--check", f]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("not in canonical form"));
+    let out = mythos(&["fmt", f]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let formatted = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        formatted.starts_with("model m {\n  vocab = 256\n  dim = 64\n  max_seq = 128 # size\n"),
+        "{formatted}"
+    );
+    assert_eq!(mythos(&["fmt", "--check", f]).status.code(), Some(0));
+    assert_eq!(mythos(&["check", f]).status.code(), Some(0));
+    std::fs::write(&file, "model {").unwrap();
+    let out = mythos(&["fmt", f]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("error[E0001]"));
+    let models: Vec<String> = std::fs::read_dir("models")
+        .unwrap()
+        .map(|e| e.unwrap().path().to_string_lossy().into_owned())
+        .collect();
+    let mut args = vec!["fmt", "--check"];
+    args.extend(models.iter().map(|s| s.as_str()));
+    assert_eq!(
+        mythos(&args).status.code(),
+        Some(0),
+        "presets are canonical"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
