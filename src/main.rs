@@ -12,6 +12,8 @@ use mythos_compiler::{
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod run;
+
 #[derive(Parser)]
 #[command(
     name = "mythos",
@@ -116,10 +118,115 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: GraphFormat,
     },
+    /// Write random weights with the reference's init scheme (safetensors, OpenMythos names)
+    Init {
+        /// Spec file or @preset
+        spec: String,
+        #[arg(long)]
+        model: Option<String>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Run token ids through the model on the CPU and write the logits
+    Run {
+        /// Spec file or @preset
+        spec: String,
+        #[arg(long)]
+        model: Option<String>,
+        #[command(flatten)]
+        weights: WeightArgs,
+        /// safetensors file with `input_ids` (I64, [batch, tokens])
+        #[arg(long)]
+        inputs: PathBuf,
+        /// Loop iterations (default: the loop's max; more extrapolates in depth)
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1u64 << 16))]
+        loops: Option<u64>,
+        /// Prefill tokens [0, K) at once, then feed the rest one at a time through the KV cache
+        #[arg(long)]
+        decode_from: Option<usize>,
+        /// Where to write `logits` (F32, [batch, tokens, vocab])
+        #[arg(long)]
+        dump_logits: PathBuf,
+    },
+    /// Generate tokens from a prompt on the CPU (streams token ids)
+    Generate {
+        /// Spec file or @preset
+        spec: String,
+        #[arg(long)]
+        model: Option<String>,
+        #[command(flatten)]
+        weights: WeightArgs,
+        /// Prompt token ids, comma separated: 1,2,3
+        #[arg(long, value_delimiter = ',', required = true)]
+        prompt_ids: Vec<i64>,
+        #[arg(long, default_value_t = 32)]
+        max_new_tokens: usize,
+        /// 0 = greedy
+        #[arg(long, default_value_t = 1.0)]
+        temperature: f32,
+        /// 0 = off
+        #[arg(long, default_value_t = 50)]
+        top_k: usize,
+        /// 1.0 = off
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f32,
+        /// Sampling seed
+        #[arg(long, default_value_t = 0)]
+        sample_seed: u64,
+        /// Stop at this token id
+        #[arg(long)]
+        eos: Option<i64>,
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1u64 << 16))]
+        loops: Option<u64>,
+    },
+    /// Measure CPU prefill and decode speed on random tokens
+    Bench {
+        /// Spec file or @preset
+        spec: String,
+        #[arg(long)]
+        model: Option<String>,
+        #[command(flatten)]
+        weights: WeightArgs,
+        #[arg(long, default_value_t = 256)]
+        seq: usize,
+        #[arg(long, default_value_t = 16)]
+        decode: usize,
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1u64 << 16))]
+        loops: Option<u64>,
+        /// Worker threads (default: all cores)
+        #[arg(long)]
+        threads: Option<usize>,
+        #[arg(long)]
+        json: bool,
+    },
     /// List the presets built into the binary
     Presets,
     /// Explain a diagnostic code (`mythos explain E0301`), or list them all
     Explain { code: Option<String> },
+}
+
+/// Weights from a file or from a seed.
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct WeightArgs {
+    /// safetensors weights with OpenMythos state_dict names (f32 or bf16)
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Random weights with the reference's init scheme and this seed
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+impl WeightArgs {
+    fn source(&self) -> run::WeightSource<'_> {
+        match (&self.weights, self.seed) {
+            (Some(path), _) => run::WeightSource::File(path),
+            (None, Some(seed)) => run::WeightSource::Seed(seed),
+            (None, None) => unreachable!("clap requires one of them"),
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -223,6 +330,113 @@ fn run(cli: Cli) -> Result<ExitCode> {
             match format {
                 GraphFormat::Text => print!("{}", ir::print::text(&module)),
                 GraphFormat::Dot => print!("{}", ir::print::dot(&module)),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Init {
+            spec,
+            model,
+            seed,
+            output,
+        } => {
+            let Some(m) = load_model(&spec, model.as_deref()) else {
+                return Ok(ExitCode::FAILURE);
+            };
+            run::init(&run::module_of(&m), seed, &output)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run {
+            spec,
+            model,
+            weights,
+            inputs,
+            loops,
+            decode_from,
+            dump_logits,
+        } => {
+            let Some(m) = load_model(&spec, model.as_deref()) else {
+                return Ok(ExitCode::FAILURE);
+            };
+            let module = run::module_of(&m);
+            let w = run::load_weights(&module, &weights.source())?;
+            run::run(&module, &w, &inputs, loops, decode_from, &dump_logits)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Generate {
+            spec,
+            model,
+            weights,
+            prompt_ids,
+            max_new_tokens,
+            temperature,
+            top_k,
+            top_p,
+            sample_seed,
+            eos,
+            loops,
+        } => {
+            if !(temperature >= 0.0 && temperature.is_finite()) {
+                anyhow::bail!("--temperature must be >= 0 (0 = greedy), got {temperature}");
+            }
+            if !(top_p > 0.0 && top_p <= 1.0) {
+                anyhow::bail!("--top-p must be in (0, 1], got {top_p}");
+            }
+            let Some(m) = load_model(&spec, model.as_deref()) else {
+                return Ok(ExitCode::FAILURE);
+            };
+            let module = run::module_of(&m);
+            let w = run::load_weights(&module, &weights.source())?;
+            let opts = run::GenerateOptions {
+                max_new_tokens,
+                loops,
+                sampling: mythos_runtime::sample::SamplingOptions {
+                    temperature,
+                    top_k,
+                    top_p,
+                    seed: sample_seed,
+                },
+                eos,
+            };
+            run::generate(&module, &w, &prompt_ids, &opts)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            spec,
+            model,
+            weights,
+            seq,
+            decode,
+            loops,
+            threads,
+            json,
+        } => {
+            if let Some(n) = threads {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(n)
+                    .build_global()
+                    .context("setting --threads")?;
+            }
+            let Some(m) = load_model(&spec, model.as_deref()) else {
+                return Ok(ExitCode::FAILURE);
+            };
+            let module = run::module_of(&m);
+            let w = run::load_weights(&module, &weights.source())?;
+            let r = run::bench(&module, &w, seq, decode, loops, 0)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "model {}   loops {}   threads {}",
+                    r.model, r.loops, r.threads
+                );
+                println!(
+                    "  prefill {} tokens   {:>10.1} ms   {:>10.1} tokens/s   {:>8.2} GFLOP/s",
+                    r.seq, r.prefill_ms, r.prefill_tokens_per_s, r.prefill_gflops
+                );
+                println!(
+                    "  decode  {} tokens   {:>10.2} ms/token {:>8.2} tokens/s   {:>8.2} GFLOP/s",
+                    r.decode_tokens, r.decode_ms_per_token, r.decode_tokens_per_s, r.decode_gflops
+                );
             }
             Ok(ExitCode::SUCCESS)
         }

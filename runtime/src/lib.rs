@@ -10,6 +10,12 @@
 //! None of that exists yet: it lands with the CPU-runtime issue. Until then the crate only
 //! pins down the artifact format version below.
 
+pub mod cpu;
+pub mod rng;
+pub mod sample;
+pub mod tensor;
+pub mod weights;
+
 /// Version of the compiled-artifact format this runtime understands.
 ///
 /// The compiler is to write it into every artifact it produces, and the runtime is to refuse

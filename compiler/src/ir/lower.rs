@@ -436,7 +436,7 @@ impl Builder<'_> {
                 &mut g,
                 "recurrent.lora.scale.weight",
                 vec![r.max_iters, rank],
-                Init::Normal { std: 1.0 },
+                normal(), // an nn.Embedding in OpenMythos: N(0, 0.02)
                 "loop.lora",
             );
             let op = Op::Lora {

@@ -1,0 +1,212 @@
+//! f32 building blocks of the CPU reference runtime. Row-major everywhere:
+//! an activation is `rows x cols` (rows = batch * tokens), a linear weight is
+//! `[out, in]` as in PyTorch.
+
+/// `out[rows, n] = x[rows, k] @ w[n, k]^T` (a linear layer), overwriting `out`.
+pub fn linear(x: &[f32], rows: usize, k: usize, w: &[f32], n: usize, out: &mut [f32]) {
+    debug_assert_eq!(x.len(), rows * k);
+    debug_assert_eq!(w.len(), n * k);
+    debug_assert_eq!(out.len(), rows * n);
+    if rows == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        out.fill(0.0);
+        return;
+    }
+    // SAFETY: the slices have exactly the lengths the strides describe
+    // (checked above in debug builds, guaranteed by the callers' shapes).
+    unsafe {
+        matrixmultiply::sgemm(
+            rows,
+            k,
+            n,
+            1.0,
+            x.as_ptr(),
+            k as isize,
+            1,
+            w.as_ptr(),
+            1,
+            k as isize,
+            0.0,
+            out.as_mut_ptr(),
+            n as isize,
+            1,
+        );
+    }
+}
+
+/// `out[rows, n] = x[rows, k] @ w[k, n]` (a plain product, no transpose).
+pub fn matmul(x: &[f32], rows: usize, k: usize, w: &[f32], n: usize, out: &mut [f32]) {
+    debug_assert_eq!(x.len(), rows * k);
+    debug_assert_eq!(w.len(), k * n);
+    debug_assert_eq!(out.len(), rows * n);
+    if rows == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        out.fill(0.0);
+        return;
+    }
+    // SAFETY: as in `linear`.
+    unsafe {
+        matrixmultiply::sgemm(
+            rows,
+            k,
+            n,
+            1.0,
+            x.as_ptr(),
+            k as isize,
+            1,
+            w.as_ptr(),
+            n as isize,
+            1,
+            0.0,
+            out.as_mut_ptr(),
+            n as isize,
+            1,
+        );
+    }
+}
+
+/// Allocating form of [`linear`].
+pub fn linear_new(x: &[f32], rows: usize, k: usize, w: &[f32], n: usize) -> Vec<f32> {
+    let mut out = vec![0.0; rows * n];
+    linear(x, rows, k, w, n, &mut out);
+    out
+}
+
+/// `x * rsqrt(mean(x^2) + eps) * w` per row, as OpenMythos computes it.
+pub fn rmsnorm(x: &[f32], cols: usize, w: &[f32], eps: f64, out: &mut [f32]) {
+    for (row, o) in x.chunks_exact(cols).zip(out.chunks_exact_mut(cols)) {
+        let ms: f32 = row.iter().map(|v| v * v).sum::<f32>() / cols as f32;
+        let r = 1.0 / (ms + eps as f32).sqrt();
+        for ((o, &v), &g) in o.iter_mut().zip(row).zip(w) {
+            *o = v * r * g;
+        }
+    }
+}
+
+pub fn silu(x: f32) -> f32 {
+    x / (1.0 + (-x).exp())
+}
+
+pub fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// In-place softmax of one row (max-subtracted; `-inf` entries give 0).
+pub fn softmax(row: &mut [f32]) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if max == f32::NEG_INFINITY {
+        row.fill(0.0);
+        return;
+    }
+    let mut sum = 0.0f32;
+    for v in row.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    for v in row.iter_mut() {
+        *v /= sum;
+    }
+}
+
+/// SwiGLU `down(silu(gate(x)) * up(x))` for `rows` rows.
+pub fn swiglu(
+    x: &[f32],
+    rows: usize,
+    dim: usize,
+    gate: &[f32],
+    up: &[f32],
+    down: &[f32],
+    hidden: usize,
+) -> Vec<f32> {
+    let mut g = linear_new(x, rows, dim, gate, hidden);
+    let u = linear_new(x, rows, dim, up, hidden);
+    for (g, u) in g.iter_mut().zip(&u) {
+        *g = silu(*g) * u;
+    }
+    linear_new(&g, rows, hidden, down, dim)
+}
+
+/// RoPE rotation tables for the positions `[start, start + count)` of a head
+/// of `dim` dims, computed like OpenMythos's `precompute_rope_freqs`: the
+/// frequencies and angles in f32, their cos/sin rounded to f32.
+#[derive(Clone, Debug)]
+pub struct Rope {
+    pub half: usize,
+    pub start: usize,
+    pub cos: Vec<f32>,
+    pub sin: Vec<f32>,
+}
+
+impl Rope {
+    pub fn new(dim: usize, start: usize, count: usize, theta: f64) -> Rope {
+        let half = dim / 2;
+        let theta = theta as f32;
+        let freqs: Vec<f32> = (0..half)
+            .map(|i| 1.0 / theta.powf((2 * i) as f32 / dim as f32))
+            .collect();
+        let mut cos = Vec::with_capacity(count * half);
+        let mut sin = Vec::with_capacity(count * half);
+        for p in start..start + count {
+            for &f in &freqs {
+                let angle = (p as f32 * f) as f64;
+                cos.push(angle.cos() as f32);
+                sin.push(angle.sin() as f32);
+            }
+        }
+        Rope {
+            half,
+            start,
+            cos,
+            sin,
+        }
+    }
+
+    /// Rotates interleaved pairs `(x[2i], x[2i+1])` of one head vector at `pos`.
+    pub fn apply(&self, x: &mut [f32], pos: usize) {
+        let at = (pos - self.start) * self.half;
+        let (c, s) = (&self.cos[at..at + self.half], &self.sin[at..at + self.half]);
+        for i in 0..self.half {
+            let (a, b) = (x[2 * i], x[2 * i + 1]);
+            x[2 * i] = a * c[i] - b * s[i];
+            x[2 * i + 1] = a * s[i] + b * c[i];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn linear_is_x_times_w_transposed() {
+        // x = [[1, 2]], w = [[1, 0], [0, 1], [1, 1]] -> [1, 2, 3]
+        let out = linear_new(&[1.0, 2.0], 1, 2, &[1.0, 0.0, 0.0, 1.0, 1.0, 1.0], 3);
+        assert_eq!(out, vec![1.0, 2.0, 3.0]);
+        let mut o = vec![0.0; 2];
+        matmul(&[1.0, 2.0], 1, 2, &[1.0, 0.0, 3.0, 4.0], 2, &mut o);
+        assert_eq!(o, vec![7.0, 8.0]);
+    }
+
+    #[test]
+    fn softmax_and_norm() {
+        let mut r = vec![0.0, f32::NEG_INFINITY, 0.0];
+        softmax(&mut r);
+        assert_eq!(r, vec![0.5, 0.0, 0.5]);
+        let mut o = vec![0.0; 2];
+        rmsnorm(&[3.0, 4.0], 2, &[1.0, 2.0], 0.0, &mut o);
+        let r = (12.5f32).sqrt();
+        assert_eq!(o, vec![3.0 / r, 8.0 / r]);
+    }
+
+    #[test]
+    fn rope_rotates_pairs() {
+        let rope = Rope::new(2, 0, 2, 10000.0);
+        let mut x = vec![1.0, 0.0];
+        rope.apply(&mut x, 1);
+        assert!((x[0] - 1f32.cos()).abs() < 1e-6 && (x[1] - 1f32.sin()).abs() < 1e-6);
+    }
+}

@@ -1,0 +1,543 @@
+//! The CPU reference runtime: executes the graph IR in f32, op by op in
+//! topological order, with the loop region's control (iterations, ACT) here.
+//! It is the oracle every other backend and every pass is compared against,
+//! so it follows OpenMythos's semantics exactly (shared/openmythos-reference.md).
+
+pub mod attention;
+pub mod kernels;
+pub mod kv;
+pub mod moe;
+
+use crate::weights::Weights;
+use kernels::{linear_new, rmsnorm, sigmoid, Rope};
+use kv::KvCache;
+use mythos_compiler::ir::{AttnKind, Graph, LoopRegion, Module, NodeId, Op};
+use std::collections::HashMap;
+
+/// Why a forward pass cannot run on the given input.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RunError {
+    #[error(
+        "token id {id} at batch row {row}, position {pos} is outside the vocabulary (0..{vocab})"
+    )]
+    TokenOutOfRange {
+        id: i64,
+        row: usize,
+        pos: usize,
+        vocab: u64,
+    },
+    #[error("position {pos} is beyond the model's max_seq ({max_seq}): the sequence is too long")]
+    TooLong { pos: usize, max_seq: u64 },
+    #[error("{len} token ids do not split into {batch} rows of equal length")]
+    BadBatch { len: usize, batch: usize },
+    #[error("no tokens to run")]
+    Empty,
+    #[error("the KV cache was filled with {cached} loop iterations; decode must use the same (got {requested})")]
+    LoopsMismatch { cached: u64, requested: u64 },
+    #[error("the KV cache holds {cached} batch rows; this call has {batch}")]
+    BatchMismatch { cached: usize, batch: usize },
+}
+
+/// Logits of one forward pass and what the loop did.
+#[derive(Debug, Clone)]
+pub struct Forward {
+    /// `[batch, seq, vocab]`, row-major.
+    pub logits: Vec<f32>,
+    pub batch: usize,
+    pub seq: usize,
+    pub vocab: usize,
+    /// Loop iterations actually run (fewer than asked when ACT exits early).
+    pub iterations: u64,
+}
+
+/// A module and its weights, ready to run.
+pub struct CpuRuntime<'a> {
+    module: &'a Module,
+    weights: &'a Weights,
+}
+
+/// A value flowing through the graph.
+#[derive(Clone)]
+enum Value<'w> {
+    /// `rows x cols` activations.
+    Act(Vec<f32>, usize),
+    Weight(&'w [f32]),
+    /// The loop iteration index.
+    Step(usize),
+    Ids,
+}
+
+impl Value<'_> {
+    fn act(&self) -> (&[f32], usize) {
+        match self {
+            Value::Act(v, c) => (v, *c),
+            _ => unreachable!("the verifier guarantees an activation here"),
+        }
+    }
+
+    fn weight(&self) -> &[f32] {
+        match self {
+            Value::Weight(w) => w,
+            _ => unreachable!("the verifier guarantees a weight here"),
+        }
+    }
+}
+
+/// Per-call state: shapes, positions, the cache and the loop iteration.
+struct Ctx<'c> {
+    batch: usize,
+    seq: usize,
+    start: usize,
+    ids: &'c [i64],
+    cache: &'c mut KvCache,
+    /// Early ACT exit is allowed only without a caller's cache (as in the reference).
+    may_exit_early: bool,
+    loops: u64,
+    iterations: u64,
+}
+
+impl<'a> CpuRuntime<'a> {
+    pub fn new(module: &'a Module, weights: &'a Weights) -> CpuRuntime<'a> {
+        CpuRuntime { module, weights }
+    }
+
+    /// Runs `ids` (`batch` rows of equal length) through the model. With a
+    /// cache, the tokens continue the cached sequence at `cache.pos` and the
+    /// cache is extended; without one, the call is a stand-alone prefill
+    /// (and ACT may stop the loop early when every position has halted).
+    pub fn forward(
+        &self,
+        ids: &[i64],
+        batch: usize,
+        loops: Option<u64>,
+        cache: Option<&mut KvCache>,
+    ) -> Result<Forward, RunError> {
+        if ids.is_empty() {
+            return Err(RunError::Empty);
+        }
+        if batch == 0 || ids.len() % batch != 0 {
+            return Err(RunError::BadBatch {
+                len: ids.len(),
+                batch,
+            });
+        }
+        let seq = ids.len() / batch;
+        let loops = loops.unwrap_or_else(|| self.max_iters());
+        let mut local = KvCache::new();
+        let may_exit_early = cache.is_none();
+        let cache = cache.unwrap_or(&mut local);
+        if let Some(cached) = cache.loops {
+            if cached != loops {
+                return Err(RunError::LoopsMismatch {
+                    cached,
+                    requested: loops,
+                });
+            }
+        }
+        if let Some(cached) = cache.batch {
+            if cached != batch {
+                return Err(RunError::BatchMismatch { cached, batch });
+            }
+        }
+        let start = cache.pos;
+        if start + seq > self.module.max_seq as usize {
+            return Err(RunError::TooLong {
+                pos: start + seq - 1,
+                max_seq: self.module.max_seq,
+            });
+        }
+        for (i, &id) in ids.iter().enumerate() {
+            if id < 0 || id as u64 >= self.module.vocab {
+                return Err(RunError::TokenOutOfRange {
+                    id,
+                    row: i / seq,
+                    pos: start + i % seq,
+                    vocab: self.module.vocab,
+                });
+            }
+        }
+        let mut ctx = Ctx {
+            batch,
+            seq,
+            start,
+            ids,
+            cache,
+            may_exit_early,
+            loops,
+            iterations: 0,
+        };
+        let outputs = self.run(&self.module.graph, &[], &mut ctx, None);
+        ctx.cache.pos += seq;
+        ctx.cache.loops = Some(loops);
+        ctx.cache.batch = Some(batch);
+        let (logits, vocab) = match outputs.into_iter().next() {
+            Some(Value::Act(v, c)) => (v, c),
+            _ => unreachable!("the module's output is the logits"),
+        };
+        Ok(Forward {
+            logits,
+            batch,
+            seq,
+            vocab,
+            iterations: ctx.iterations,
+        })
+    }
+
+    /// The loop's trained iteration count.
+    pub fn max_iters(&self) -> u64 {
+        let g = &self.module.graph;
+        g.nodes()
+            .find_map(|n| match g.op(n) {
+                Op::Loop(r) => Some(r.max_iters),
+                _ => None,
+            })
+            .unwrap_or(1)
+    }
+
+    /// Evaluates a graph; `params` are the loop-body parameters.
+    fn run<'w>(
+        &'w self,
+        g: &Graph,
+        params: &[Value<'w>],
+        ctx: &mut Ctx,
+        iteration: Option<usize>,
+    ) -> Vec<Value<'w>> {
+        let order = g
+            .topo_order()
+            .expect("the verifier guarantees an acyclic graph");
+        let mut values: HashMap<NodeId, Value<'w>> = HashMap::with_capacity(order.len());
+        // Uses per value (an operand used twice by one node counts twice).
+        let mut remaining_uses: HashMap<NodeId, usize> = HashMap::with_capacity(order.len());
+        for &n in &order {
+            for o in g.operands(n) {
+                *remaining_uses.entry(o).or_default() += 1;
+            }
+        }
+        for &o in &g.outputs {
+            *remaining_uses.entry(o).or_default() += 1;
+        }
+        for n in order {
+            let operands = g.operands(n);
+            let v = {
+                let args: Vec<&Value<'w>> = operands.iter().map(|o| &values[o]).collect();
+                self.eval(g.op(n), &args, ctx, iteration, params)
+            };
+            values.insert(n, v);
+            // Free activations nobody needs any more.
+            for o in operands {
+                let left = remaining_uses.get_mut(&o).expect("operand counted");
+                *left -= 1;
+                if *left == 0 {
+                    values.remove(&o);
+                }
+            }
+        }
+        g.outputs.iter().map(|o| values[o].clone()).collect()
+    }
+
+    fn eval<'w>(
+        &'w self,
+        op: &Op,
+        args: &[&Value<'w>],
+        ctx: &mut Ctx,
+        iteration: Option<usize>,
+        params: &[Value<'w>],
+    ) -> Value<'w> {
+        let rows = ctx.batch * ctx.seq;
+        let d = self.module.dim as usize;
+        match op {
+            Op::Input => Value::Ids,
+            Op::Param(i) => params[*i].clone(),
+            Op::Weight(id) => Value::Weight(&self.weights.get(*id).data),
+            Op::Embedding => {
+                let table = args[1].weight();
+                let mut out = Vec::with_capacity(rows * d);
+                for &id in ctx.ids {
+                    out.extend_from_slice(&table[id as usize * d..(id as usize + 1) * d]);
+                }
+                Value::Act(out, d)
+            }
+            Op::RmsNorm { eps } => {
+                let (x, c) = args[0].act();
+                let mut out = vec![0.0; x.len()];
+                rmsnorm(x, c, args[1].weight(), *eps, &mut out);
+                Value::Act(out, c)
+            }
+            Op::Linear | Op::Head => {
+                let (x, c) = args[0].act();
+                let w = args[1].weight();
+                let n = w.len() / c;
+                Value::Act(linear_new(x, rows, c, w, n), n)
+            }
+            Op::Add => {
+                let (a, c) = args[0].act();
+                let (b, _) = args[1].act();
+                Value::Act(a.iter().zip(b).map(|(a, b)| a + b).collect(), c)
+            }
+            Op::Concat => {
+                let (a, ca) = args[0].act();
+                let (b, cb) = args[1].act();
+                let mut out = Vec::with_capacity(rows * (ca + cb));
+                for r in 0..rows {
+                    out.extend_from_slice(&a[r * ca..(r + 1) * ca]);
+                    out.extend_from_slice(&b[r * cb..(r + 1) * cb]);
+                }
+                Value::Act(out, ca + cb)
+            }
+            Op::SwiGlu => {
+                let (x, c) = args[0].act();
+                let gate = args[1].weight();
+                let hidden = gate.len() / c;
+                Value::Act(
+                    kernels::swiglu(x, rows, c, gate, args[2].weight(), args[3].weight(), hidden),
+                    c,
+                )
+            }
+            Op::Attention(a) => {
+                let (x, c) = args[0].act();
+                let key = match iteration {
+                    Some(t) => format!("{}_{t}", a.cache),
+                    None => a.cache.clone(),
+                };
+                let inp = attention::Input {
+                    x,
+                    batch: ctx.batch,
+                    seq: ctx.seq,
+                    dim: c,
+                    start: ctx.start,
+                };
+                let layer = ctx.cache.entry(&key, ctx.batch);
+                let w: Vec<&[f32]> = args[1..].iter().map(|v| v.weight()).collect();
+                let out = match a.kind {
+                    AttnKind::Gqa {
+                        heads,
+                        kv_heads,
+                        head_dim,
+                    } => {
+                        let rope = Rope::new(head_dim as usize, ctx.start, ctx.seq, a.rope_theta);
+                        let weights = attention::GqaWeights {
+                            wq: w[0],
+                            wk: w[1],
+                            wv: w[2],
+                            wo: w[3],
+                        };
+                        attention::gqa(
+                            &inp,
+                            &weights,
+                            heads as usize,
+                            kv_heads as usize,
+                            head_dim as usize,
+                            &rope,
+                            layer,
+                        )
+                    }
+                    AttnKind::Mla {
+                        heads,
+                        q_rank,
+                        kv_rank,
+                        rope_dim,
+                        nope_dim,
+                        v_dim,
+                    } => {
+                        let rope = Rope::new(rope_dim as usize, ctx.start, ctx.seq, a.rope_theta);
+                        let weights = attention::MlaWeights {
+                            q_down: w[0],
+                            q_norm: w[1],
+                            q_up_nope: w[2],
+                            q_up_rope: w[3],
+                            kv_down: w[4],
+                            kv_norm: w[5],
+                            kv_up: w[6],
+                            wo: w[7],
+                        };
+                        let dims = attention::MlaDims {
+                            heads: heads as usize,
+                            q_rank: q_rank as usize,
+                            kv_rank: kv_rank as usize,
+                            rope: rope_dim as usize,
+                            nope: nope_dim as usize,
+                            v: v_dim as usize,
+                        };
+                        attention::mla(&inp, &weights, &dims, a.norm_eps, &rope, layer)
+                    }
+                };
+                Value::Act(out, c)
+            }
+            Op::Moe(m) => {
+                let (x, c) = args[0].act();
+                let mut i = 2;
+                let bias = m.router_bias.then(|| {
+                    i += 1;
+                    args[2].weight()
+                });
+                let (gate, up, down) =
+                    (args[i].weight(), args[i + 1].weight(), args[i + 2].weight());
+                let shared = (m.shared > 0).then(|| {
+                    (
+                        args[i + 3].weight(),
+                        args[i + 4].weight(),
+                        args[i + 5].weight(),
+                    )
+                });
+                let weights = moe::MoeWeights {
+                    router: args[1].weight(),
+                    bias,
+                    gate,
+                    up,
+                    down,
+                    shared,
+                };
+                let dims = moe::MoeDims {
+                    experts: m.experts as usize,
+                    top_k: m.top_k as usize,
+                    hidden: m.expert_dim as usize,
+                    shared: m.shared as usize,
+                    shared_hidden: m.shared_dim as usize,
+                };
+                Value::Act(moe::moe(x, rows, c, &weights, &dims), c)
+            }
+            Op::LoopEmbedding { channels, theta } => {
+                let (h, c) = args[0].act();
+                let t = match args[1] {
+                    Value::Step(t) => *t,
+                    _ => unreachable!("loop embedding takes the iteration"),
+                };
+                let emb = loop_embedding(*channels as usize, *theta, t);
+                let mut out = h.to_vec();
+                for row in out.chunks_exact_mut(c) {
+                    for (o, e) in row.iter_mut().zip(&emb) {
+                        *o += e;
+                    }
+                }
+                Value::Act(out, c)
+            }
+            Op::Lora { rank, max_iters } => {
+                let (x, c) = args[0].act();
+                let r = *rank as usize;
+                let t = match args[4] {
+                    Value::Step(t) => *t,
+                    _ => unreachable!("lora takes the iteration"),
+                };
+                // Iterations beyond the trained depth reuse the last scale.
+                let idx = t.min(*max_iters as usize - 1);
+                let scale = &args[3].weight()[idx * r..(idx + 1) * r];
+                let mut down = linear_new(x, rows, c, args[1].weight(), r);
+                for row in down.chunks_exact_mut(r) {
+                    for (v, s) in row.iter_mut().zip(scale) {
+                        *v *= s;
+                    }
+                }
+                let mut out = vec![0.0; rows * c];
+                kernels::matmul(&down, rows, r, args[2].weight(), c, &mut out);
+                Value::Act(out, c)
+            }
+            Op::LtiUpdate => {
+                let (h, c) = args[0].act();
+                let (e, _) = args[1].act();
+                let (out, _) = args[2].act();
+                let (log_a, log_dt, b) = (args[3].weight(), args[4].weight()[0], args[5].weight());
+                let a: Vec<f32> = log_a
+                    .iter()
+                    .map(|&la| (-((log_dt + la).clamp(-20.0, 20.0)).exp()).exp())
+                    .collect();
+                let mut next = Vec::with_capacity(h.len());
+                for r in 0..rows {
+                    for i in 0..c {
+                        let k = r * c + i;
+                        next.push(a[i] * h[k] + b[i] * e[k] + out[k]);
+                    }
+                }
+                Value::Act(next, c)
+            }
+            Op::ActHalt => {
+                let (h, c) = args[0].act();
+                let w = args[1].weight();
+                let b = args[2].weight()[0];
+                let p = h
+                    .chunks_exact(c)
+                    .map(|row| sigmoid(row.iter().zip(w).map(|(x, w)| x * w).sum::<f32>() + b))
+                    .collect();
+                Value::Act(p, 1)
+            }
+            Op::Loop(region) => {
+                let (h0, c) = args[0].act();
+                let (e, _) = args[1].act();
+                Value::Act(self.run_loop(region, h0.to_vec(), e, c, ctx), c)
+            }
+        }
+    }
+
+    /// The recurrence with OpenMythos's ACT rule (reference item 8).
+    fn run_loop(
+        &self,
+        region: &LoopRegion,
+        mut h: Vec<f32>,
+        e: &[f32],
+        c: usize,
+        ctx: &mut Ctx,
+    ) -> Vec<f32> {
+        let rows = ctx.batch * ctx.seq;
+        let mut halted = vec![false; rows];
+        let mut cum = vec![0.0f32; rows];
+        let mut h_out = vec![0.0f32; rows * c];
+        let e_val = Value::Act(e.to_vec(), c);
+        for t in 0..ctx.loops as usize {
+            let params = [Value::Act(h, c), e_val.clone(), Value::Step(t)];
+            let mut outs = self.run(&region.body, &params, ctx, Some(t)).into_iter();
+            h = match outs.next() {
+                Some(Value::Act(v, _)) => v,
+                _ => unreachable!("the body yields the next state"),
+            };
+            ctx.iterations = t as u64 + 1;
+            let Some(threshold) = region.act_threshold else {
+                continue;
+            };
+            let threshold = threshold as f32;
+            let p = match outs.next() {
+                Some(Value::Act(v, _)) => v,
+                _ => unreachable!("with ACT the body yields the halting probability"),
+            };
+            for r in 0..rows {
+                let still = if halted[r] { 0.0 } else { 1.0 };
+                let weight = if cum[r] + p[r] >= threshold {
+                    (1.0 - cum[r]).max(0.0)
+                } else {
+                    p[r]
+                } * still;
+                for (o, v) in h_out[r * c..(r + 1) * c]
+                    .iter_mut()
+                    .zip(&h[r * c..(r + 1) * c])
+                {
+                    *o += weight * v;
+                }
+                cum[r] += p[r] * still;
+                halted[r] |= cum[r] >= threshold;
+            }
+            if ctx.may_exit_early && halted.iter().all(|&x| x) {
+                break;
+            }
+        }
+        if region.act_threshold.is_some() {
+            h_out
+        } else {
+            h
+        }
+    }
+}
+
+/// `[sin(t f_j)..., cos(t f_j)...][:channels]`, `f_j = 1 / theta^(2j / channels)`, in f32.
+fn loop_embedding(channels: usize, theta: f64, t: usize) -> Vec<f32> {
+    let theta = theta as f32;
+    let freqs: Vec<f32> = (0..channels)
+        .step_by(2)
+        .map(|j| 1.0 / theta.powf(j as f32 / channels as f32))
+        .collect();
+    let angles: Vec<f32> = freqs.iter().map(|f| t as f32 * f).collect();
+    let mut emb: Vec<f32> = angles
+        .iter()
+        .map(|a| a.sin())
+        .chain(angles.iter().map(|a| a.cos()))
+        .collect();
+    emb.truncate(channels);
+    emb
+}

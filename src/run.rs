@@ -1,0 +1,292 @@
+//! The runtime commands of the CLI: `init`, `run`, `generate`, `bench`.
+//! Everything here is glue: loading the model and weights, reading and
+//! writing safetensors, printing; the work happens in `mythos-runtime`.
+
+use anyhow::{bail, Context, Result};
+use mythos_compiler::analysis;
+use mythos_compiler::ir::{self, Module};
+use mythos_runtime::cpu::{kv::KvCache, CpuRuntime};
+use mythos_runtime::sample::{Sampler, SamplingOptions};
+use mythos_runtime::weights::Weights;
+use safetensors::{tensor::TensorView, Dtype, SafeTensors};
+use std::io::Write;
+use std::path::Path;
+use std::time::Instant;
+
+/// Where weights come from: a file, or the reference's random init.
+pub enum WeightSource<'a> {
+    File(&'a Path),
+    Seed(u64),
+}
+
+pub fn load_weights(module: &Module, source: &WeightSource) -> Result<Weights> {
+    match source {
+        WeightSource::File(path) => Ok(Weights::load(module, path)?),
+        WeightSource::Seed(seed) => Ok(Weights::init(module, *seed)),
+    }
+}
+
+/// `mythos init`: random weights with the reference's init scheme.
+pub fn init(module: &Module, seed: u64, output: &Path) -> Result<()> {
+    let weights = Weights::init(module, seed);
+    weights.save(module, output)?;
+    let params: u128 = module
+        .weights
+        .iter()
+        .filter(|w| !w.buffer)
+        .map(|w| w.numel())
+        .sum();
+    eprintln!(
+        "wrote {} ({params} parameters, seed {seed}, f32)",
+        output.display()
+    );
+    Ok(())
+}
+
+/// Reads `input_ids` (I64 `[B, T]`) from a safetensors file.
+pub fn read_input_ids(path: &Path) -> Result<(Vec<i64>, usize, usize)> {
+    let name = path.display();
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {name}"))?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| {
+        anyhow::anyhow!("{name} is not a safetensors file ({e}); write input_ids with safetensors")
+    })?;
+    let t = st.tensor("input_ids").map_err(|_| {
+        let names: Vec<&str> = st.names();
+        anyhow::anyhow!(
+            "{name} has no tensor `input_ids` (I64, [batch, tokens]); it has: {}",
+            names.join(", ")
+        )
+    })?;
+    if t.dtype() != Dtype::I64 {
+        bail!("{name}: `input_ids` must be I64, found {:?}", t.dtype());
+    }
+    let shape = t.shape();
+    if shape.len() != 2 || shape[0] == 0 || shape[1] == 0 {
+        bail!("{name}: `input_ids` must have shape [batch, tokens], found {shape:?}");
+    }
+    let ids = t
+        .data()
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
+        .collect();
+    Ok((ids, shape[0], shape[1]))
+}
+
+/// Writes `logits` (F32 `[B, T, V]`).
+pub fn write_logits(path: &Path, logits: &[f32], b: usize, t: usize, v: usize) -> Result<()> {
+    let bytes: Vec<u8> = logits.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let view = TensorView::new(Dtype::F32, vec![b, t, v], &bytes)?;
+    let data = safetensors::serialize([("logits", view)], None)?;
+    std::fs::write(path, data).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// `mythos run`: logits for a batch of token ids, as one prefill or as a
+/// prefill of `decode_from` tokens followed by single-token decode steps.
+pub fn run(
+    module: &Module,
+    weights: &Weights,
+    ids_path: &Path,
+    loops: Option<u64>,
+    decode_from: Option<usize>,
+    out: &Path,
+) -> Result<()> {
+    let (ids, b, t) = read_input_ids(ids_path)?;
+    let rt = CpuRuntime::new(module, weights);
+    let v = module.vocab as usize;
+    let start = Instant::now();
+    let (logits, iterations) = match decode_from {
+        None => {
+            let f = rt.forward(&ids, b, loops, None)?;
+            (f.logits, f.iterations)
+        }
+        Some(k) => {
+            if k == 0 || k > t {
+                bail!("--decode-from {k} must be between 1 and the number of tokens ({t})");
+            }
+            let mut cache = KvCache::new();
+            let mut logits = vec![0.0f32; b * t * v];
+            let prefix: Vec<i64> = (0..b)
+                .flat_map(|r| ids[r * t..r * t + k].to_vec())
+                .collect();
+            let f = rt.forward(&prefix, b, loops, Some(&mut cache))?;
+            for r in 0..b {
+                logits[r * t * v..(r * t + k) * v]
+                    .copy_from_slice(&f.logits[r * k * v..(r + 1) * k * v]);
+            }
+            let mut iterations = f.iterations;
+            for pos in k..t {
+                let step: Vec<i64> = (0..b).map(|r| ids[r * t + pos]).collect();
+                let f = rt.forward(&step, b, loops, Some(&mut cache))?;
+                for r in 0..b {
+                    logits[(r * t + pos) * v..(r * t + pos + 1) * v]
+                        .copy_from_slice(&f.logits[r * v..(r + 1) * v]);
+                }
+                iterations = f.iterations;
+            }
+            (logits, iterations)
+        }
+    };
+    write_logits(out, &logits, b, t, v)?;
+    eprintln!(
+        "wrote {} (logits [{b}, {t}, {v}], {iterations} loop iterations, {:.1} ms)",
+        out.display(),
+        start.elapsed().as_secs_f64() * 1e3
+    );
+    Ok(())
+}
+
+/// Options of `mythos generate`.
+pub struct GenerateOptions {
+    pub max_new_tokens: usize,
+    pub loops: Option<u64>,
+    pub sampling: SamplingOptions,
+    pub eos: Option<i64>,
+}
+
+/// `mythos generate`: prefill the prompt, then one token per step through the
+/// KV cache; streams token ids to stdout, ends with tokens/s on stderr.
+pub fn generate(
+    module: &Module,
+    weights: &Weights,
+    prompt: &[i64],
+    opts: &GenerateOptions,
+) -> Result<Vec<i64>> {
+    if prompt.is_empty() {
+        bail!("the prompt is empty: give at least one token id");
+    }
+    let rt = CpuRuntime::new(module, weights);
+    let v = module.vocab as usize;
+    let mut cache = KvCache::new();
+    let mut sampler = Sampler::new(opts.sampling);
+    let mut out = Vec::with_capacity(opts.max_new_tokens);
+    let start = Instant::now();
+    let f = rt.forward(prompt, 1, opts.loops, Some(&mut cache))?;
+    let prefill = start.elapsed();
+    let mut next = sampler.sample(&f.logits[(prompt.len() - 1) * v..]) as i64;
+    let stdout = std::io::stdout();
+    let mut lock = stdout.lock();
+    let decode_start = Instant::now();
+    for i in 0..opts.max_new_tokens {
+        out.push(next);
+        write!(
+            lock,
+            "{next}{}",
+            if i + 1 == opts.max_new_tokens {
+                ""
+            } else {
+                " "
+            }
+        )?;
+        lock.flush()?;
+        if Some(next) == opts.eos || i + 1 == opts.max_new_tokens {
+            break;
+        }
+        if cache.pos >= module.max_seq as usize {
+            eprintln!("\nstopped: reached max_seq ({})", module.max_seq);
+            break;
+        }
+        let f = rt.forward(&[next], 1, opts.loops, Some(&mut cache))?;
+        next = sampler.sample(&f.logits) as i64;
+    }
+    writeln!(lock)?;
+    let decode = decode_start.elapsed().as_secs_f64();
+    let steps = out.len().saturating_sub(1).max(1);
+    eprintln!(
+        "{} tokens; prefill {} tokens in {:.1} ms; decode {:.2} tokens/s ({:.1} ms/token)",
+        out.len(),
+        prompt.len(),
+        prefill.as_secs_f64() * 1e3,
+        steps as f64 / decode.max(1e-9),
+        decode * 1e3 / steps as f64
+    );
+    Ok(out)
+}
+
+/// Figures of `mythos bench`.
+#[derive(serde::Serialize)]
+pub struct BenchReport {
+    pub model: String,
+    pub seq: usize,
+    pub decode_tokens: usize,
+    pub loops: u64,
+    pub threads: usize,
+    pub prefill_ms: f64,
+    pub prefill_tokens_per_s: f64,
+    pub decode_ms_per_token: f64,
+    pub decode_tokens_per_s: f64,
+    pub prefill_gflops: f64,
+    pub decode_gflops: f64,
+}
+
+/// `mythos bench`: a prefill of `seq` random tokens, then `decode` single-token steps.
+pub fn bench(
+    module: &Module,
+    weights: &Weights,
+    seq: usize,
+    decode: usize,
+    loops: Option<u64>,
+    seed: u64,
+) -> Result<BenchReport> {
+    let rt = CpuRuntime::new(module, weights);
+    let loops_n = loops.unwrap_or_else(|| rt.max_iters());
+    if seq + decode > module.max_seq as usize {
+        bail!(
+            "--seq {seq} + --decode {decode} exceeds the model's max_seq ({})",
+            module.max_seq
+        );
+    }
+    let mut rng = mythos_runtime::rng::Rng::new(seed);
+    let ids: Vec<i64> = (0..seq)
+        .map(|_| (rng.next_u64() % module.vocab) as i64)
+        .collect();
+    let mut cache = KvCache::new();
+    // Warm-up on a short prefix so that thread pools and allocations are ready.
+    let warm = seq.min(8);
+    rt.forward(&ids[..warm], 1, loops, Some(&mut KvCache::new()))?;
+    let t0 = Instant::now();
+    rt.forward(&ids, 1, loops, Some(&mut cache))?;
+    let prefill = t0.elapsed().as_secs_f64();
+    let mut tok = ids[seq - 1];
+    let t1 = Instant::now();
+    for _ in 0..decode {
+        let f = rt.forward(&[tok], 1, loops, Some(&mut cache))?;
+        tok = mythos_runtime::sample::argmax(&f.logits) as i64;
+    }
+    let decode_s = t1.elapsed().as_secs_f64();
+    let flops = analysis::analyze(
+        module,
+        &analysis::Options {
+            seq: seq as u64,
+            loops: Some(loops_n),
+            ..Default::default()
+        },
+    );
+    let per_token_decode = decode_s / decode.max(1) as f64;
+    Ok(BenchReport {
+        model: module.name.clone(),
+        seq,
+        decode_tokens: decode,
+        loops: loops_n,
+        threads: rayon::current_num_threads(),
+        prefill_ms: prefill * 1e3,
+        prefill_tokens_per_s: seq as f64 / prefill,
+        decode_ms_per_token: per_token_decode * 1e3,
+        decode_tokens_per_s: if decode > 0 {
+            1.0 / per_token_decode
+        } else {
+            0.0
+        },
+        prefill_gflops: flops.flops.prefill_total / prefill / 1e9,
+        decode_gflops: if decode > 0 {
+            flops.flops.decode_per_token / per_token_decode / 1e9
+        } else {
+            0.0
+        },
+    })
+}
+
+/// The module of a checked model (lowering cannot fail).
+pub fn module_of(model: &mythos_compiler::model::Model) -> Module {
+    ir::lower::lower(model)
+}
