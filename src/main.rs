@@ -198,6 +198,9 @@ enum Command {
         /// Worker threads (default: all cores)
         #[arg(long)]
         threads: Option<usize>,
+        /// Print the time spent in each op kind
+        #[arg(long)]
+        profile: bool,
         #[arg(long)]
         json: bool,
     },
@@ -408,6 +411,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             decode,
             loops,
             threads,
+            profile,
             json,
         } => {
             if let Some(n) = threads {
@@ -421,7 +425,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             let module = run::module_of(&m);
             let w = run::load_weights(&module, &weights.source())?;
-            let r = run::bench(&module, &w, seq, decode, loops, 0)?;
+            let r = run::bench(&module, &w, seq, decode, loops, 0, profile)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {

@@ -5,7 +5,7 @@
 use anyhow::{bail, Context, Result};
 use mythos_compiler::analysis;
 use mythos_compiler::ir::{self, Module};
-use mythos_runtime::cpu::{kv::KvCache, CpuRuntime};
+use mythos_runtime::cpu::{kv::KvCache, CpuRuntime, Logits};
 use mythos_runtime::sample::{Sampler, SamplingOptions};
 use mythos_runtime::weights::Weights;
 use safetensors::{tensor::TensorView, Dtype, SafeTensors};
@@ -161,9 +161,9 @@ pub fn generate(
     let mut sampler = Sampler::new(opts.sampling);
     let mut out = Vec::with_capacity(opts.max_new_tokens);
     let start = Instant::now();
-    let f = rt.forward(prompt, 1, opts.loops, Some(&mut cache))?;
+    let f = rt.forward_with(prompt, 1, opts.loops, Some(&mut cache), Logits::Last)?;
     let prefill = start.elapsed();
-    let mut next = sampler.sample(&f.logits[(prompt.len() - 1) * v..]) as i64;
+    let mut next = sampler.sample(&f.logits[..v]) as i64;
     let stdout = std::io::stdout();
     let mut lock = stdout.lock();
     let decode_start = Instant::now();
@@ -227,8 +227,12 @@ pub fn bench(
     decode: usize,
     loops: Option<u64>,
     seed: u64,
+    profile: bool,
 ) -> Result<BenchReport> {
-    let rt = CpuRuntime::new(module, weights);
+    let mut rt = CpuRuntime::new(module, weights);
+    if profile {
+        rt = rt.with_profiling();
+    }
     let loops_n = loops.unwrap_or_else(|| rt.max_iters());
     if seq + decode > module.max_seq as usize {
         bail!(
@@ -245,7 +249,8 @@ pub fn bench(
     let warm = seq.min(8);
     rt.forward(&ids[..warm], 1, loops, Some(&mut KvCache::new()))?;
     let t0 = Instant::now();
-    rt.forward(&ids, 1, loops, Some(&mut cache))?;
+    // Generation needs the last position's logits only (see `Logits::Last`).
+    rt.forward_with(&ids, 1, loops, Some(&mut cache), Logits::Last)?;
     let prefill = t0.elapsed().as_secs_f64();
     let mut tok = ids[seq - 1];
     let t1 = Instant::now();
@@ -254,6 +259,18 @@ pub fn bench(
         tok = mythos_runtime::sample::argmax(&f.logits) as i64;
     }
     let decode_s = t1.elapsed().as_secs_f64();
+    if profile {
+        let ops = rt.profile();
+        let total: f64 = ops.iter().map(|(_, d)| d.as_secs_f64()).sum();
+        eprintln!("time per op (warm-up, prefill and decode together):");
+        for (op, d) in ops {
+            let ms = d.as_secs_f64() * 1e3;
+            eprintln!(
+                "  {op:<16} {ms:>9.1} ms  {:>5.1}%",
+                100.0 * d.as_secs_f64() / total
+            );
+        }
+    }
     let flops = analysis::analyze(
         module,
         &analysis::Options {

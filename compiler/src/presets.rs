@@ -31,6 +31,8 @@ presets! {
     "tiny-huginn",
     "huginn-0125",
     "ouro-style",
+    "bench-small-gqa",
+    "bench-small-mla",
 }
 
 /// The source of a preset by name (`openmythos-1b`).

@@ -140,3 +140,29 @@ fn cpu_runtime_matches_openmythos_logits() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// `Logits::Last` gives exactly the last position's logits of a full forward.
+#[test]
+fn last_position_logits_equal_the_full_forward() {
+    let f = &manifest()[0];
+    let dir = fixtures();
+    let mut loader = Loader::new();
+    let checked = sema::check_file(&mut loader, dir.join(&f.spec).to_str().unwrap());
+    let module = lower(sema::select(&checked, Some(&f.model), &f.spec).unwrap());
+    let weights = Weights::load(&module, &dir.join(&f.weights)).unwrap();
+    let (ids, _, b, t) = read_io(&dir.join(&f.io));
+    let rt = CpuRuntime::new(&module, &weights);
+    let all = rt.forward(&ids, b, f.loops, None).unwrap();
+    let last = rt
+        .forward_with(&ids, b, f.loops, None, mythos_runtime::cpu::Logits::Last)
+        .unwrap();
+    let v = module.vocab as usize;
+    assert_eq!((last.seq, last.logits.len()), (1, b * v));
+    // Equal up to summation order (one row takes the matrix-vector path).
+    for r in 0..b {
+        let full = &all.logits[((r + 1) * t - 1) * v..(r + 1) * t * v];
+        for (a, e) in last.logits[r * v..(r + 1) * v].iter().zip(full) {
+            assert!((a - e).abs() <= 1e-6, "{a} vs {e}");
+        }
+    }
+}

@@ -19,6 +19,7 @@ use crate::syntax::ast;
 use build::*;
 use eval::{Evaluator, Value};
 use merge::{Merged, MergedDef};
+use std::collections::HashMap;
 
 /// What checking a file gives: its checked models and every diagnostic.
 pub struct Checked {
@@ -106,7 +107,12 @@ pub fn build_model(
     let chain = merge::extends_chain(loader, file, model, diags)?;
     let merged = merge::merge(&chain, diags);
     let mut ev = Evaluator::new(&merged, loader, setting_default);
-    let built = Builder { ev: &mut ev }.model();
+    let built = Builder {
+        ev: &mut ev,
+        attentions: HashMap::new(),
+        ffns: HashMap::new(),
+    }
+    .model();
     // Evaluate every let so that errors in unused ones are still reported.
     for l in merged.lets.clone() {
         ev.entry(&l, None);
@@ -133,8 +139,15 @@ pub fn build_model(
     }
 }
 
+/// Most blocks one stage may expand to (the sum of its `N x` counts).
+pub const MAX_STAGE_BLOCKS: u64 = 4096;
+
 struct Builder<'e, 'm, 'a> {
     ev: &'e mut Evaluator<'m, 'a>,
+    /// Definitions already built, by name: each is built (and reported) once
+    /// however many blocks use it.
+    attentions: HashMap<String, Option<Attention>>,
+    ffns: HashMap<String, Option<Ffn>>,
 }
 
 impl<'e, 'm, 'a> Builder<'e, 'm, 'a> {
@@ -219,13 +232,42 @@ impl<'e, 'm, 'a> Builder<'e, 'm, 'a> {
         dim_span: Span,
     ) -> Option<Vec<Block>> {
         let mut out = Some(Vec::new());
+        let mut total = 0u64;
         for &(b, file) in refs {
             let count = match &b.count {
                 None => Some(1),
                 Some(e) => self.count(e, file),
             };
-            let attention: Option<Attention> = self.definition(&b.attention, true, dim, dim_span);
-            let ffn: Option<Ffn> = self.definition(&b.ffn, false, dim, dim_span);
+            total += count.unwrap_or(0);
+            if total > MAX_STAGE_BLOCKS {
+                self.ev.diags.push(
+                    Diagnostic::error(
+                        Code::OutOfRange,
+                        format!("a stage may hold at most {MAX_STAGE_BLOCKS} blocks; this one reaches {total}"),
+                    )
+                    .label(b.span, "the stage is too long from here on")
+                    .help("use fewer or smaller `N x block(...)` repetitions"),
+                );
+                return None;
+            }
+            let attention = match self.attentions.get(&b.attention.name) {
+                Some(built) => built.clone(),
+                None => {
+                    let built: Option<Attention> =
+                        self.definition(&b.attention, true, dim, dim_span);
+                    self.attentions
+                        .insert(b.attention.name.clone(), built.clone());
+                    built
+                }
+            };
+            let ffn = match self.ffns.get(&b.ffn.name) {
+                Some(built) => built.clone(),
+                None => {
+                    let built: Option<Ffn> = self.definition(&b.ffn, false, dim, dim_span);
+                    self.ffns.insert(b.ffn.name.clone(), built.clone());
+                    built
+                }
+            };
             match (count, attention, ffn, out.as_mut()) {
                 (Some(n), Some(attention), Some(ffn), Some(list)) => {
                     for _ in 0..n {

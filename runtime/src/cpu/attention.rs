@@ -6,7 +6,7 @@
 //! which equals the reference's mask wherever the reference works and also
 //! handles a prefill after a cached prefix.
 
-use super::kernels::{linear, linear_new, rmsnorm, softmax, Rope};
+use super::kernels::{gemm_strided, linear, linear_new, rmsnorm, softmax, Rope};
 use super::kv::LayerCache;
 use rayon::prelude::*;
 
@@ -22,8 +22,10 @@ pub struct Input<'a> {
 }
 
 /// Scaled dot-product attention of one batch row's queries against its cache.
-/// `q`: `tokens * heads * qk` (one query per token and head), keys `len * kv_heads * qk`
-/// (or `len * heads * qk` when `group == 1`), values `len * kv_heads * vd`.
+/// `q`: `tokens * heads * qk` (one query per token and head), keys
+/// `len * kv_heads * qk`, values `len * kv_heads * vd`; `out`: `tokens * heads * vd`.
+/// Per head: scores = Q K^T (one GEMM), causal mask by absolute position,
+/// softmax, then P V (one GEMM); heads run in parallel.
 #[allow(clippy::too_many_arguments)]
 fn attend(
     q: &[f32],
@@ -37,30 +39,60 @@ fn attend(
     scale: f32,
     out: &mut [f32],
 ) {
+    let tokens = q.len() / (heads * qk);
+    let len = keys.len() / (kv_heads * qk);
     let group = heads / kv_heads;
-    out.par_chunks_mut(heads * vd)
-        .enumerate()
-        .for_each(|(t, out_t)| {
-            let visible = start + t + 1;
-            let mut scores = vec![0.0f32; visible];
-            for h in 0..heads {
-                let kvh = h / group;
-                let qv = &q[(t * heads + h) * qk..(t * heads + h + 1) * qk];
-                for (s, score) in scores.iter_mut().enumerate() {
-                    let k = &keys[(s * kv_heads + kvh) * qk..(s * kv_heads + kvh + 1) * qk];
-                    *score = qv.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale;
+    let per_head: Vec<Vec<f32>> = (0..heads)
+        .into_par_iter()
+        .map(|h| {
+            let kvh = h / group;
+            let mut scores = vec![0.0f32; tokens * len];
+            gemm_strided(
+                tokens,
+                qk,
+                len,
+                &q[h * qk..],
+                heads * qk,
+                1,
+                &keys[kvh * qk..],
+                1,
+                kv_heads * qk,
+                &mut scores,
+                len,
+                1,
+            );
+            for (t, row) in scores.chunks_exact_mut(len).enumerate() {
+                let visible = start + t + 1;
+                for v in row[..visible].iter_mut() {
+                    *v *= scale;
                 }
-                softmax(&mut scores);
-                let o = &mut out_t[h * vd..(h + 1) * vd];
-                o.fill(0.0);
-                for (s, &p) in scores.iter().enumerate() {
-                    let v = &values[(s * kv_heads + kvh) * vd..(s * kv_heads + kvh + 1) * vd];
-                    for (o, &v) in o.iter_mut().zip(v) {
-                        *o += p * v;
-                    }
-                }
+                row[visible..].fill(f32::NEG_INFINITY);
+                softmax(row);
             }
-        });
+            let mut o = vec![0.0f32; tokens * vd];
+            gemm_strided(
+                tokens,
+                len,
+                vd,
+                &scores,
+                len,
+                1,
+                &values[kvh * vd..],
+                kv_heads * vd,
+                1,
+                &mut o,
+                vd,
+                1,
+            );
+            o
+        })
+        .collect();
+    for (h, o) in per_head.iter().enumerate() {
+        for t in 0..tokens {
+            out[(t * heads + h) * vd..(t * heads + h + 1) * vd]
+                .copy_from_slice(&o[t * vd..(t + 1) * vd]);
+        }
+    }
 }
 
 /// GQA weights: `wq [H*hd, d]`, `wk`, `wv [Hkv*hd, d]`, `wo [d, H*hd]`.

@@ -2,6 +2,10 @@
 //! an activation is `rows x cols` (rows = batch * tokens), a linear weight is
 //! `[out, in]` as in PyTorch.
 
+/// Up to this many rows a linear layer is a few matrix-vector products:
+/// packing the weight for a GEMM would cost more than reading it once.
+const GEMV_ROWS: usize = 4;
+
 /// `out[rows, n] = x[rows, k] @ w[n, k]^T` (a linear layer), overwriting `out`.
 pub fn linear(x: &[f32], rows: usize, k: usize, w: &[f32], n: usize, out: &mut [f32]) {
     debug_assert_eq!(x.len(), rows * k);
@@ -14,24 +18,120 @@ pub fn linear(x: &[f32], rows: usize, k: usize, w: &[f32], n: usize, out: &mut [
         out.fill(0.0);
         return;
     }
-    // SAFETY: the slices have exactly the lengths the strides describe
-    // (checked above in debug builds, guaranteed by the callers' shapes).
+    if rows <= GEMV_ROWS {
+        gemv_rows(x, rows, k, w, n, out);
+        return;
+    }
+    gemm_strided(rows, k, n, x, k, 1, w, 1, k, out, n, 1);
+}
+
+/// Each output is a dot product of an input row with a weight row (weights
+/// are `[out, in]`, so rows are contiguous); outputs are split across threads
+/// when the layer is large enough to pay for it.
+fn gemv_rows(x: &[f32], rows: usize, k: usize, w: &[f32], n: usize, out: &mut [f32]) {
+    use rayon::prelude::*;
+    const CHUNK: usize = 64;
+    for r in 0..rows {
+        let xr = &x[r * k..(r + 1) * k];
+        let o = &mut out[r * n..(r + 1) * n];
+        if n * k >= 1 << 16 {
+            o.par_chunks_mut(CHUNK).enumerate().for_each(|(c, oc)| {
+                for (j, v) in oc.iter_mut().enumerate() {
+                    let row = c * CHUNK + j;
+                    *v = dot(xr, &w[row * k..(row + 1) * k]);
+                }
+            });
+        } else {
+            for (j, v) in o.iter_mut().enumerate() {
+                *v = dot(xr, &w[j * k..(j + 1) * k]);
+            }
+        }
+    }
+}
+
+/// Dot product with eight independent accumulators (vectorises well).
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    let mut sum = (acc[0] + acc[4]) + (acc[1] + acc[5]) + (acc[2] + acc[6]) + (acc[3] + acc[7]);
+    for (x, y) in ra.iter().zip(rb) {
+        sum += x * y;
+    }
+    sum
+}
+
+/// General strided product `c[m, n] = a[m, k] @ b[k, n]` (strides in
+/// elements, row then column), overwriting `c`.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_strided(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    rsa: usize,
+    csa: usize,
+    b: &[f32],
+    rsb: usize,
+    csb: usize,
+    c: &mut [f32],
+    rsc: usize,
+    csc: usize,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let last = |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
+    assert!(
+        k == 0 || last(m, k, rsa, csa) < a.len(),
+        "gemm: a too short"
+    );
+    assert!(
+        k == 0 || last(k, n, rsb, csb) < b.len(),
+        "gemm: b too short"
+    );
+    assert!(last(m, n, rsc, csc) < c.len(), "gemm: c too short");
+    if k == 0 {
+        for i in 0..m {
+            for j in 0..n {
+                c[i * rsc + j * csc] = 0.0;
+            }
+        }
+        return;
+    }
+    // Small products run on the calling thread; threads cost more than they give there.
+    let parallelism = if m * n * k >= 1 << 18 {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the asserts above bound every index the strides reach.
     unsafe {
-        matrixmultiply::sgemm(
-            rows,
-            k,
+        gemm::gemm(
+            m,
             n,
-            1.0,
-            x.as_ptr(),
-            k as isize,
-            1,
-            w.as_ptr(),
-            1,
-            k as isize,
+            k,
+            c.as_mut_ptr(),
+            csc as isize,
+            rsc as isize,
+            false,
+            a.as_ptr(),
+            csa as isize,
+            rsa as isize,
+            b.as_ptr(),
+            csb as isize,
+            rsb as isize,
             0.0,
-            out.as_mut_ptr(),
-            n as isize,
-            1,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
         );
     }
 }
@@ -48,25 +148,7 @@ pub fn matmul(x: &[f32], rows: usize, k: usize, w: &[f32], n: usize, out: &mut [
         out.fill(0.0);
         return;
     }
-    // SAFETY: as in `linear`.
-    unsafe {
-        matrixmultiply::sgemm(
-            rows,
-            k,
-            n,
-            1.0,
-            x.as_ptr(),
-            k as isize,
-            1,
-            w.as_ptr(),
-            n as isize,
-            1,
-            0.0,
-            out.as_mut_ptr(),
-            n as isize,
-            1,
-        );
-    }
+    gemm_strided(rows, k, n, x, k, 1, w, n, 1, out, n, 1);
 }
 
 /// Allocating form of [`linear`].

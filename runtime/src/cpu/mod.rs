@@ -54,6 +54,8 @@ pub struct Forward {
 pub struct CpuRuntime<'a> {
     module: &'a Module,
     weights: &'a Weights,
+    /// Time per op kind, when profiling (`mythos bench --profile`).
+    profile: Option<std::sync::Mutex<HashMap<&'static str, std::time::Duration>>>,
 }
 
 /// A value flowing through the graph.
@@ -94,11 +96,47 @@ struct Ctx<'c> {
     may_exit_early: bool,
     loops: u64,
     iterations: u64,
+    /// Compute the head for the last position of each row only.
+    last_only: bool,
+}
+
+/// Which positions get logits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logits {
+    All,
+    Last,
 }
 
 impl<'a> CpuRuntime<'a> {
     pub fn new(module: &'a Module, weights: &'a Weights) -> CpuRuntime<'a> {
-        CpuRuntime { module, weights }
+        CpuRuntime {
+            module,
+            weights,
+            profile: None,
+        }
+    }
+
+    /// Records the time spent in each op kind (see [`CpuRuntime::profile`]).
+    pub fn with_profiling(mut self) -> CpuRuntime<'a> {
+        self.profile = Some(Default::default());
+        self
+    }
+
+    /// Time per op kind so far, largest first (loop bodies counted in their ops).
+    pub fn profile(&self) -> Vec<(&'static str, std::time::Duration)> {
+        let mut v: Vec<_> = self
+            .profile
+            .as_ref()
+            .map(|p| {
+                p.lock()
+                    .expect("profile lock")
+                    .iter()
+                    .map(|(k, v)| (*k, *v))
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort_by(|a, b| b.1.cmp(&a.1));
+        v
     }
 
     /// Runs `ids` (`batch` rows of equal length) through the model. With a
@@ -111,6 +149,20 @@ impl<'a> CpuRuntime<'a> {
         batch: usize,
         loops: Option<u64>,
         cache: Option<&mut KvCache>,
+    ) -> Result<Forward, RunError> {
+        self.forward_with(ids, batch, loops, cache, Logits::All)
+    }
+
+    /// [`CpuRuntime::forward`] choosing which positions get logits: generation
+    /// needs only the last one of each row, which skips most of the output
+    /// head during a prefill. With [`Logits::Last`] the result has `seq == 1`.
+    pub fn forward_with(
+        &self,
+        ids: &[i64],
+        batch: usize,
+        loops: Option<u64>,
+        cache: Option<&mut KvCache>,
+        logits: Logits,
     ) -> Result<Forward, RunError> {
         if ids.is_empty() {
             return Err(RunError::Empty);
@@ -165,7 +217,9 @@ impl<'a> CpuRuntime<'a> {
             may_exit_early,
             loops,
             iterations: 0,
+            last_only: logits == Logits::Last,
         };
+        let logits_mode_last = ctx.last_only;
         let outputs = self.run(&self.module.graph, &[], &mut ctx, None);
         ctx.cache.pos += seq;
         ctx.cache.loops = Some(loops);
@@ -177,7 +231,7 @@ impl<'a> CpuRuntime<'a> {
         Ok(Forward {
             logits,
             batch,
-            seq,
+            seq: if logits_mode_last { 1 } else { seq },
             vocab,
             iterations: ctx.iterations,
         })
@@ -218,10 +272,19 @@ impl<'a> CpuRuntime<'a> {
         }
         for n in order {
             let operands = g.operands(n);
+            let op = g.op(n);
+            let started = self.profile.as_ref().map(|_| std::time::Instant::now());
             let v = {
                 let args: Vec<&Value<'w>> = operands.iter().map(|o| &values[o]).collect();
-                self.eval(g.op(n), &args, ctx, iteration, params)
+                self.eval(op, &args, ctx, iteration, params)
             };
+            if let (Some(p), Some(t0), false) = (&self.profile, started, matches!(op, Op::Loop(_)))
+            {
+                *p.lock()
+                    .expect("profile lock")
+                    .entry(op.name())
+                    .or_default() += t0.elapsed();
+            }
             values.insert(n, v);
             // Free activations nobody needs any more.
             for o in operands {
@@ -262,6 +325,18 @@ impl<'a> CpuRuntime<'a> {
                 let mut out = vec![0.0; x.len()];
                 rmsnorm(x, c, args[1].weight(), *eps, &mut out);
                 Value::Act(out, c)
+            }
+            Op::Head if ctx.last_only && ctx.seq > 1 => {
+                let (x, c) = args[0].act();
+                let w = args[1].weight();
+                let last: Vec<f32> = (0..ctx.batch)
+                    .flat_map(|b| {
+                        x[((b + 1) * ctx.seq - 1) * c..(b + 1) * ctx.seq * c]
+                            .iter()
+                            .copied()
+                    })
+                    .collect();
+                Value::Act(linear_new(&last, ctx.batch, c, w, w.len() / c), w.len() / c)
             }
             Op::Linear | Op::Head => {
                 let (x, c) = args[0].act();
