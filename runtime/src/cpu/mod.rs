@@ -135,7 +135,7 @@ impl<'a> CpuRuntime<'a> {
                     .collect()
             })
             .unwrap_or_default();
-        v.sort_by(|a, b| b.1.cmp(&a.1));
+        v.sort_by_key(|e| std::cmp::Reverse(e.1));
         v
     }
 
