@@ -22,10 +22,12 @@ deps: ## Install missing system packages (LLVM/MLIR 22, zstd, z3, libxml2); chec
 build: deps ## Build the release binary (target/release/mythos)
 	cargo build --release --locked
 
-run: build ## Check every preset, show the structure and cost of @openmythos-1b
+run: build ## Check every preset, show and cost @openmythos-1b, generate tokens from a tiny model on the CPU
 	$(MYTHOS) check models/*.mythos
 	$(MYTHOS) show @openmythos-1b
 	$(MYTHOS) inspect @openmythos-1b
+	@echo "== generating 32 tokens from @tiny-mla with random weights (seed 0), greedy, on the CPU"
+	$(MYTHOS) generate @tiny-mla --seed 0 --prompt-ids 1,2,3,4 --max-new-tokens 32 --temperature 0
 
 # Tests use cargo's default job count, whatever CARGO_BUILD_JOBS says; fmt and clippy
 # run when those components are installed (rustup component add rustfmt clippy).

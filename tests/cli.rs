@@ -293,3 +293,148 @@ fn fmt_check_and_rewrite() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// init -> run (prefill and cached decode) -> generate -> bench, and the
+/// errors a user meets on the way.
+#[test]
+fn runtime_commands_end_to_end() {
+    let dir = std::env::temp_dir().join(format!("mythos-run-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let w = dir.join("w.safetensors");
+    let (w_s, fx) = (w.to_str().unwrap(), "tests/fixtures/parity");
+    let out = mythos(&["init", "@tiny-gqa", "--seed", "5", "-o", w_s]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let io = format!("{fx}/gqa_decode.io.safetensors");
+    let (a, b) = (dir.join("a.safetensors"), dir.join("b.safetensors"));
+    let out = mythos(&[
+        "run",
+        "@tiny-gqa",
+        "--weights",
+        w_s,
+        "--inputs",
+        &io,
+        "--dump-logits",
+        a.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let args = [
+        "run",
+        "@tiny-gqa",
+        "--seed",
+        "5",
+        "--inputs",
+        &io,
+        "--decode-from",
+        "3",
+        "--dump-logits",
+        b.to_str().unwrap(),
+    ];
+    let out = mythos(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // The same weights from the file and from the seed; cached decode equals the prefill.
+    let read = |p: &std::path::Path| {
+        let bytes = std::fs::read(p).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let t = st.tensor("logits").unwrap();
+        assert_eq!(t.shape(), &[2, 12, 256]);
+        t.data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect::<Vec<f32>>()
+    };
+    let (la, lb) = (read(&a), read(&b));
+    let max = la.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let err = la
+        .iter()
+        .zip(&lb)
+        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    assert!(
+        err <= 1e-5 * max,
+        "decode through the cache differs: {err} vs {max}"
+    );
+
+    let out = mythos(&[
+        "generate",
+        "@tiny-gqa",
+        "--weights",
+        w_s,
+        "--prompt-ids",
+        "1,2,3",
+        "--max-new-tokens",
+        "5",
+        "--temperature",
+        "0",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).split_whitespace().count(), 5);
+    assert!(text(&out.stderr).contains("tokens/s"));
+    let out = mythos(&[
+        "bench",
+        "@tiny-gqa",
+        "--seed",
+        "1",
+        "--seq",
+        "16",
+        "--decode",
+        "2",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["prefill_tokens_per_s"].as_f64().unwrap() > 0.0);
+    assert!(v["decode_ms_per_token"].as_f64().unwrap() > 0.0);
+
+    // Wrong weights: every mismatch listed, exit 1.
+    let out = mythos(&[
+        "run",
+        "@tiny-mla",
+        "--weights",
+        w_s,
+        "--inputs",
+        &io,
+        "--dump-logits",
+        a.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("does not match the model")
+            && err.contains("missing tensor `prelude.0.attn.q_down.weight`"),
+        "{err}"
+    );
+    // Token ids beyond the vocabulary, and a file that is not safetensors.
+    let out = mythos(&[
+        "generate",
+        "@tiny-gqa",
+        "--seed",
+        "1",
+        "--prompt-ids",
+        "1,999",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("token id 999"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = mythos(&[
+        "run",
+        "@tiny-gqa",
+        "--seed",
+        "1",
+        "--inputs",
+        "README.md",
+        "--dump-logits",
+        a.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("is not a safetensors file"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Weights and seed together are refused.
+    let out = mythos(&["bench", "@tiny-gqa", "--seed", "1", "--weights", w_s]);
+    assert_eq!(out.status.code(), Some(1));
+    std::fs::remove_dir_all(&dir).ok();
+}
