@@ -159,8 +159,19 @@ enum Command {
         #[command(flatten)]
         weights: WeightArgs,
         /// Prompt token ids, comma separated: 1,2,3
-        #[arg(long, value_delimiter = ',', required = true)]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            required_unless_present = "prompt",
+            conflicts_with = "prompt"
+        )]
         prompt_ids: Vec<i64>,
+        /// Prompt text, encoded with --tokenizer; the output is decoded text
+        #[arg(long, requires = "tokenizer")]
+        prompt: Option<String>,
+        /// A Hugging Face tokenizer.json (for --prompt)
+        #[arg(long)]
+        tokenizer: Option<PathBuf>,
         #[arg(long, default_value_t = 32)]
         max_new_tokens: usize,
         /// 0 = greedy
@@ -370,6 +381,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             model,
             weights,
             prompt_ids,
+            prompt,
+            tokenizer,
             max_new_tokens,
             temperature,
             top_k,
@@ -400,7 +413,25 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 },
                 eos,
             };
-            run::generate(&module, &w, &prompt_ids, &opts)?;
+            match (prompt, tokenizer) {
+                (Some(text), Some(path)) => {
+                    let tok = run::Tokenizer::load(&path)?;
+                    let ids = tok.encode(&text)?;
+                    if let Some(&max) = ids.iter().max() {
+                        if max as u64 >= module.vocab {
+                            anyhow::bail!(
+                                "{} produces token id {max}, but the model's vocab is {}: the tokenizer does not fit this model",
+                                path.display(),
+                                module.vocab
+                            );
+                        }
+                    }
+                    run::generate_text(&module, &w, &ids, &opts, &tok)?;
+                }
+                _ => {
+                    run::generate(&module, &w, &prompt_ids, &opts)?;
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench {

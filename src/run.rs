@@ -144,16 +144,64 @@ pub struct GenerateOptions {
     pub eos: Option<i64>,
 }
 
-/// `mythos generate`: prefill the prompt, then one token per step through the
-/// KV cache; streams token ids to stdout, ends with tokens/s on stderr.
+/// `mythos generate` with token ids: streams the ids to stdout.
 pub fn generate(
     module: &Module,
     weights: &Weights,
     prompt: &[i64],
     opts: &GenerateOptions,
 ) -> Result<Vec<i64>> {
+    let stdout = std::io::stdout();
+    let mut lock = stdout.lock();
+    let out = generate_with(module, weights, prompt, opts, |i, tok| {
+        let sep = if i == 0 { "" } else { " " };
+        write!(lock, "{sep}{tok}")?;
+        lock.flush()?;
+        Ok(())
+    })?;
+    println!();
+    Ok(out)
+}
+
+/// `mythos generate --prompt`: streams decoded text to stdout.
+pub fn generate_text(
+    module: &Module,
+    weights: &Weights,
+    prompt: &[i64],
+    opts: &GenerateOptions,
+    tok: &Tokenizer,
+) -> Result<Vec<i64>> {
+    let stdout = std::io::stdout();
+    let mut lock = stdout.lock();
+    let mut shown = 0usize;
+    let mut ids: Vec<i64> = Vec::new();
+    let out = generate_with(module, weights, prompt, opts, |_, t| {
+        // Decode the whole continuation and print what is new: a token may
+        // complete a character that an earlier one started.
+        ids.push(t);
+        let text = tok.decode(&ids)?;
+        if text.len() > shown && text.is_char_boundary(shown) {
+            write!(lock, "{}", &text[shown..])?;
+            lock.flush()?;
+            shown = text.len();
+        }
+        Ok(())
+    })?;
+    println!();
+    Ok(out)
+}
+
+/// Prefill the prompt, then one token per step through the KV cache; `emit`
+/// gets each new token as it is chosen; stats go to stderr.
+fn generate_with(
+    module: &Module,
+    weights: &Weights,
+    prompt: &[i64],
+    opts: &GenerateOptions,
+    mut emit: impl FnMut(usize, i64) -> Result<()>,
+) -> Result<Vec<i64>> {
     if prompt.is_empty() {
-        bail!("the prompt is empty: give at least one token id");
+        bail!("the prompt is empty: give at least one token");
     }
     let rt = CpuRuntime::new(module, weights);
     let v = module.vocab as usize;
@@ -164,21 +212,10 @@ pub fn generate(
     let f = rt.forward_with(prompt, 1, opts.loops, Some(&mut cache), Logits::Last)?;
     let prefill = start.elapsed();
     let mut next = sampler.sample(&f.logits[..v]) as i64;
-    let stdout = std::io::stdout();
-    let mut lock = stdout.lock();
     let decode_start = Instant::now();
     for i in 0..opts.max_new_tokens {
         out.push(next);
-        write!(
-            lock,
-            "{next}{}",
-            if i + 1 == opts.max_new_tokens {
-                ""
-            } else {
-                " "
-            }
-        )?;
-        lock.flush()?;
+        emit(i, next)?;
         if Some(next) == opts.eos || i + 1 == opts.max_new_tokens {
             break;
         }
@@ -189,7 +226,6 @@ pub fn generate(
         let f = rt.forward(&[next], 1, opts.loops, Some(&mut cache))?;
         next = sampler.sample(&f.logits) as i64;
     }
-    writeln!(lock)?;
     let decode = decode_start.elapsed().as_secs_f64();
     let steps = out.len().saturating_sub(1).max(1);
     eprintln!(
@@ -201,6 +237,39 @@ pub fn generate(
         decode * 1e3 / steps as f64
     );
     Ok(out)
+}
+
+/// A Hugging Face `tokenizer.json`.
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    path: String,
+}
+
+impl Tokenizer {
+    pub fn load(path: &Path) -> Result<Tokenizer> {
+        let name = path.display().to_string();
+        let inner = tokenizers::Tokenizer::from_file(path).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot load tokenizer {name}: {e} (expected a Hugging Face tokenizer.json)"
+            )
+        })?;
+        Ok(Tokenizer { inner, path: name })
+    }
+
+    pub fn encode(&self, text: &str) -> Result<Vec<i64>> {
+        let enc = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| anyhow::anyhow!("{}: cannot encode the prompt: {e}", self.path))?;
+        Ok(enc.get_ids().iter().map(|&i| i as i64).collect())
+    }
+
+    pub fn decode(&self, ids: &[i64]) -> Result<String> {
+        let ids: Vec<u32> = ids.iter().map(|&i| i as u32).collect();
+        self.inner
+            .decode(&ids, true)
+            .map_err(|e| anyhow::anyhow!("{}: cannot decode: {e}", self.path))
+    }
 }
 
 /// Figures of `mythos bench`.

@@ -438,3 +438,50 @@ fn runtime_commands_end_to_end() {
     assert_eq!(out.status.code(), Some(1));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn generate_from_text_through_a_tokenizer() {
+    let tok = "tests/fixtures/tokenizer/tiny-wordlevel.json";
+    let args = [
+        "generate",
+        "@tiny-gqa",
+        "--seed",
+        "1",
+        "--prompt",
+        "The loop runs again",
+        "--tokenizer",
+        tok,
+        "--max-new-tokens",
+        "6",
+        "--temperature",
+        "0",
+    ];
+    let out = mythos(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // Six words from the tokenizer's vocabulary, separated by spaces.
+    let words: Vec<String> = text(&out.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(words.len(), 6, "{words:?}");
+    let vocab: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tok).unwrap()).unwrap();
+    for w in &words {
+        assert!(
+            vocab["model"]["vocab"].get(w).is_some(),
+            "{w} is not in the vocabulary"
+        );
+    }
+    let out = mythos(&[
+        "generate",
+        "@tiny-gqa",
+        "--seed",
+        "1",
+        "--prompt",
+        "x",
+        "--tokenizer",
+        "README.md",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("cannot load tokenizer README.md"));
+}
