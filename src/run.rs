@@ -349,6 +349,11 @@ pub fn bench(
         },
     );
     let per_token_decode = decode_s / decode.max(1) as f64;
+    let head_flops = flops
+        .flops
+        .by_component
+        .get("head")
+        .map_or(0.0, |c| c.prefill_per_token);
     Ok(BenchReport {
         model: module.name.clone(),
         seq,
@@ -363,7 +368,10 @@ pub fn bench(
         } else {
             0.0
         },
-        prefill_gflops: flops.flops.prefill_total / prefill / 1e9,
+        // The prefill computes the head for the last position only.
+        prefill_gflops: (flops.flops.prefill_total - head_flops * (seq as f64 - 1.0))
+            / prefill
+            / 1e9,
         decode_gflops: if decode > 0 {
             flops.flops.decode_per_token / per_token_decode / 1e9
         } else {
