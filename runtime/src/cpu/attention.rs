@@ -42,48 +42,57 @@ fn attend(
     let tokens = q.len() / (heads * qk);
     let len = keys.len() / (kv_heads * qk);
     let group = heads / kv_heads;
+    // Queries go in blocks: a block only needs the keys up to its last
+    // position, so a causal prefill computes about half of the full scores.
+    const BLOCK: usize = 64;
     let per_head: Vec<Vec<f32>> = (0..heads)
         .into_par_iter()
         .map(|h| {
             let kvh = h / group;
-            let mut scores = vec![0.0f32; tokens * len];
-            gemm_strided(
-                tokens,
-                qk,
-                len,
-                &q[h * qk..],
-                heads * qk,
-                1,
-                &keys[kvh * qk..],
-                1,
-                kv_heads * qk,
-                &mut scores,
-                len,
-                1,
-            );
-            for (t, row) in scores.chunks_exact_mut(len).enumerate() {
-                let visible = start + t + 1;
-                for v in row[..visible].iter_mut() {
-                    *v *= scale;
-                }
-                row[visible..].fill(f32::NEG_INFINITY);
-                softmax(row);
-            }
             let mut o = vec![0.0f32; tokens * vd];
-            gemm_strided(
-                tokens,
-                len,
-                vd,
-                &scores,
-                len,
-                1,
-                &values[kvh * vd..],
-                kv_heads * vd,
-                1,
-                &mut o,
-                vd,
-                1,
-            );
+            let mut scores = Vec::new();
+            for t0 in (0..tokens).step_by(BLOCK) {
+                let rows = BLOCK.min(tokens - t0);
+                let keys_needed = (start + t0 + rows).min(len);
+                scores.clear();
+                scores.resize(rows * keys_needed, 0.0);
+                gemm_strided(
+                    rows,
+                    qk,
+                    keys_needed,
+                    &q[t0 * heads * qk + h * qk..],
+                    heads * qk,
+                    1,
+                    &keys[kvh * qk..],
+                    1,
+                    kv_heads * qk,
+                    &mut scores,
+                    keys_needed,
+                    1,
+                );
+                for (i, row) in scores.chunks_exact_mut(keys_needed).enumerate() {
+                    let visible = start + t0 + i + 1;
+                    for v in row[..visible].iter_mut() {
+                        *v *= scale;
+                    }
+                    row[visible..].fill(f32::NEG_INFINITY);
+                    softmax(row);
+                }
+                gemm_strided(
+                    rows,
+                    keys_needed,
+                    vd,
+                    &scores,
+                    keys_needed,
+                    1,
+                    &values[kvh * vd..],
+                    kv_heads * vd,
+                    1,
+                    &mut o[t0 * vd..],
+                    vd,
+                    1,
+                );
+            }
             o
         })
         .collect();
