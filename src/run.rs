@@ -95,38 +95,11 @@ pub fn run(
     let rt = CpuRuntime::new(module, weights);
     let v = module.vocab as usize;
     let start = Instant::now();
-    let (logits, iterations) = match decode_from {
-        None => {
-            let f = rt.forward(&ids, b, loops, None)?;
-            (f.logits, f.iterations)
-        }
-        Some(k) => {
-            if k == 0 || k > t {
-                bail!("--decode-from {k} must be between 1 and the number of tokens ({t})");
-            }
-            let mut cache = KvCache::new();
-            let mut logits = vec![0.0f32; b * t * v];
-            let prefix: Vec<i64> = (0..b)
-                .flat_map(|r| ids[r * t..r * t + k].to_vec())
-                .collect();
-            let f = rt.forward(&prefix, b, loops, Some(&mut cache))?;
-            for r in 0..b {
-                logits[r * t * v..(r * t + k) * v]
-                    .copy_from_slice(&f.logits[r * k * v..(r + 1) * k * v]);
-            }
-            let mut iterations = f.iterations;
-            for pos in k..t {
-                let step: Vec<i64> = (0..b).map(|r| ids[r * t + pos]).collect();
-                let f = rt.forward(&step, b, loops, Some(&mut cache))?;
-                for r in 0..b {
-                    logits[(r * t + pos) * v..(r * t + pos + 1) * v]
-                        .copy_from_slice(&f.logits[r * v..(r + 1) * v]);
-                }
-                iterations = f.iterations;
-            }
-            (logits, iterations)
-        }
+    let f = match decode_from {
+        None => rt.forward(&ids, b, loops, None)?,
+        Some(k) => rt.prefill_then_decode(&ids, b, loops, k)?,
     };
+    let (logits, iterations) = (f.logits, f.iterations);
     write_logits(out, &logits, b, t, v)?;
     eprintln!(
         "wrote {} (logits [{b}, {t}, {v}], {iterations} loop iterations, {:.1} ms)",

@@ -4,7 +4,7 @@
 
 use mythos_compiler::ir::lower::lower;
 use mythos_compiler::sema::{self, Loader};
-use mythos_runtime::cpu::{kv::KvCache, CpuRuntime};
+use mythos_runtime::cpu::CpuRuntime;
 use mythos_runtime::weights::Weights;
 use safetensors::SafeTensors;
 use std::path::{Path, PathBuf};
@@ -78,36 +78,13 @@ fn run_fixture(f: &Fixture) -> (f32, f32, u64) {
     let module = lower(model);
     let weights =
         Weights::load(&module, &dir.join(&f.weights)).unwrap_or_else(|e| panic!("{}: {e}", f.name));
-    let (ids, expected, b, t) = read_io(&dir.join(&f.io));
+    let (ids, expected, b, _) = read_io(&dir.join(&f.io));
     let rt = CpuRuntime::new(&module, &weights);
-    let vocab = module.vocab as usize;
-    let (logits, iterations) = match f.decode_from {
-        None => {
-            let out = rt.forward(&ids, b, f.loops, None).unwrap();
-            (out.logits, out.iterations)
-        }
-        Some(k) => {
-            let mut cache = KvCache::new();
-            let mut logits = vec![0.0f32; b * t * vocab];
-            let prefix: Vec<i64> = (0..b)
-                .flat_map(|r| ids[r * t..r * t + k].to_vec())
-                .collect();
-            let out = rt.forward(&prefix, b, f.loops, Some(&mut cache)).unwrap();
-            for r in 0..b {
-                logits[r * t * vocab..(r * t + k) * vocab]
-                    .copy_from_slice(&out.logits[r * k * vocab..(r + 1) * k * vocab]);
-            }
-            for pos in k..t {
-                let step: Vec<i64> = (0..b).map(|r| ids[r * t + pos]).collect();
-                let out = rt.forward(&step, b, f.loops, Some(&mut cache)).unwrap();
-                for r in 0..b {
-                    logits[(r * t + pos) * vocab..(r * t + pos + 1) * vocab]
-                        .copy_from_slice(&out.logits[r * vocab..(r + 1) * vocab]);
-                }
-            }
-            (logits, out.iterations)
-        }
+    let out = match f.decode_from {
+        None => rt.forward(&ids, b, f.loops, None).unwrap(),
+        Some(k) => rt.prefill_then_decode(&ids, b, f.loops, k).unwrap(),
     };
+    let (logits, iterations) = (out.logits, out.iterations);
     assert_eq!(logits.len(), expected.len(), "{}: logits shape", f.name);
     let max_ref = expected.iter().fold(0.0f32, |m, v| m.max(v.abs()));
     let max_err = logits

@@ -810,29 +810,6 @@ fn generate(c: &Config, model_name: &str, file_name: &str) -> SpecText {
     s
 }
 
-/// Words that cannot be model names.
-const KEYWORDS: &[&str] = &[
-    "import",
-    "let",
-    "model",
-    "extends",
-    "attention",
-    "ffn",
-    "as",
-    "prelude",
-    "coda",
-    "loop_embedding",
-    "loop",
-    "max",
-    "block",
-    "x",
-    "true",
-    "false",
-    "inject",
-    "halt",
-    "lora",
-];
-
 /// `model_name` as a spec name: other characters become `_`, a leading digit
 /// or a keyword gets a `_`.
 fn spec_name(model_name: &str) -> String {
@@ -849,7 +826,7 @@ fn spec_name(model_name: &str) -> String {
     if name.is_empty() || name.starts_with(|ch: char| ch.is_ascii_digit()) {
         name.insert(0, '_');
     }
-    if KEYWORDS.contains(&name.as_str()) {
+    if crate::syntax::KEYWORDS.contains(&name.as_str()) {
         name.push('_');
     }
     name

@@ -34,6 +34,8 @@ pub enum RunError {
     Empty,
     #[error("the KV cache was filled with {cached} loop iterations; decode must use the same (got {requested})")]
     LoopsMismatch { cached: u64, requested: u64 },
+    #[error("--decode-from {k} must be between 1 and the number of tokens ({tokens})")]
+    BadDecodeFrom { k: usize, tokens: usize },
     #[error("the KV cache holds {cached} batch rows; this call has {batch}")]
     BatchMismatch { cached: usize, batch: usize },
 }
@@ -234,6 +236,56 @@ impl<'a> CpuRuntime<'a> {
             seq: if logits_mode_last { 1 } else { seq },
             vocab,
             iterations: ctx.iterations,
+        })
+    }
+
+    /// Logits for every position of `ids`, computed the way generation runs:
+    /// positions `[0, k)` as one prefill, then each later position alone
+    /// through the KV cache (`mythos run --decode-from K`). Shape `[B, T, V]`.
+    pub fn prefill_then_decode(
+        &self,
+        ids: &[i64],
+        batch: usize,
+        loops: Option<u64>,
+        k: usize,
+    ) -> Result<Forward, RunError> {
+        if batch == 0 || ids.len() % batch != 0 {
+            return Err(RunError::BadBatch {
+                len: ids.len(),
+                batch,
+            });
+        }
+        let t = ids.len() / batch;
+        if k == 0 || k > t {
+            return Err(RunError::BadDecodeFrom { k, tokens: t });
+        }
+        let mut cache = KvCache::new();
+        let prefix: Vec<i64> = (0..batch)
+            .flat_map(|r| ids[r * t..r * t + k].iter().copied())
+            .collect();
+        let first = self.forward(&prefix, batch, loops, Some(&mut cache))?;
+        let v = first.vocab;
+        let mut logits = vec![0.0f32; batch * t * v];
+        for r in 0..batch {
+            logits[r * t * v..(r * t + k) * v]
+                .copy_from_slice(&first.logits[r * k * v..(r + 1) * k * v]);
+        }
+        let mut iterations = first.iterations;
+        for pos in k..t {
+            let step: Vec<i64> = (0..batch).map(|r| ids[r * t + pos]).collect();
+            let f = self.forward(&step, batch, loops, Some(&mut cache))?;
+            for r in 0..batch {
+                logits[(r * t + pos) * v..(r * t + pos + 1) * v]
+                    .copy_from_slice(&f.logits[r * v..(r + 1) * v]);
+            }
+            iterations = f.iterations;
+        }
+        Ok(Forward {
+            logits,
+            batch,
+            seq: t,
+            vocab: v,
+            iterations,
         })
     }
 
