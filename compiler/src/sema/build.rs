@@ -7,7 +7,6 @@ use super::merge::{Entry, FieldsId, MergedDef};
 use crate::diag::{Code, Diagnostic};
 use crate::source::Span;
 use crate::suggest;
-use crate::syntax::ast::BlockRef;
 
 /// The type a setting or field must have.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -103,17 +102,6 @@ pub const SETTINGS: &[Spec] = &[
     ),
     float("dropout", d_f(0.0), "dropout probability (training only)"),
     int("max_output_tokens", d_i(4096), 1, BIG, "generation limit"),
-];
-
-pub const SETTING_NAMES: &[&str] = &[
-    "vocab",
-    "dim",
-    "max_seq",
-    "rope_theta",
-    "norm_eps",
-    "tie_embeddings",
-    "dropout",
-    "max_output_tokens",
 ];
 
 /// Default value of a model setting, for expressions that name it.
@@ -538,14 +526,7 @@ fn quoted(names: &[&str]) -> String {
         .join(", ")
 }
 
-/// The span of a block reference's attention or FFN name.
-pub fn block_names(b: &BlockRef) -> [(&str, Span); 2] {
-    [
-        (&b.attention.name, b.attention.span),
-        (&b.ffn.name, b.ffn.span),
-    ]
-}
-
+/// Where a block count or loop `max` is evaluated: outside any field list.
 pub fn block_ctx(file: usize) -> Ctx {
     Ctx { fields: None, file }
 }

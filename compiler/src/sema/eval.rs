@@ -248,7 +248,7 @@ impl<'m, 'a> Evaluator<'m, 'a> {
             candidates.extend(merged.fields(id).iter().map(|e| e.key.name.clone()));
         }
         candidates.extend(self.visible_file_lets(ctx.file));
-        candidates.extend(super::build::SETTING_NAMES.iter().map(|s| s.to_string()));
+        candidates.extend(super::build::SETTINGS.iter().map(|s| s.name.to_string()));
         candidates.sort();
         candidates.dedup();
         self.fail(
