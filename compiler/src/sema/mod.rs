@@ -432,11 +432,6 @@ impl<'e, 'm, 'a> Builder<'e, 'm, 'a> {
         } else {
             self.blocks(&lp.blocks.clone(), dim, dim_span)
         };
-        for f in &lp.features {
-            if !["inject", "halt", "lora", "loop_embedding"].contains(&f.name.as_str()) {
-                unreachable!("the grammar admits only these features");
-            }
-        }
         let inject = self.inject();
         let halt = self.halt();
         let lora_rank = self.lora();
