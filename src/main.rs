@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod run;
+mod sweep;
 
 #[derive(Parser)]
 #[command(
@@ -214,6 +215,20 @@ enum Command {
         profile: bool,
         #[arg(long)]
         json: bool,
+    },
+    /// Run an ablation sweep over a base model (docs/sweeps.md); resumes from its journal
+    Sweep {
+        /// The sweep file (TOML)
+        file: PathBuf,
+        /// Trials run at once (default: all cores)
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Output folder (default: <sweep file stem>.out/ next to the sweep file)
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Stop at the first trial whose spec does not check
+        #[arg(long)]
+        fail_fast: bool,
     },
     /// List the presets built into the binary
     Presets,
@@ -487,6 +502,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Sweep {
+            file,
+            jobs,
+            out,
+            fail_fast,
+        } => sweep::run(&sweep::Args {
+            file,
+            jobs,
+            out,
+            fail_fast,
+        }),
         Command::Explain { code } => explain(code.as_deref()),
     }
 }

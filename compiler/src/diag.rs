@@ -71,6 +71,10 @@ codes! {
     InvalidJson = "E0401": "an OpenMythos config file is not valid JSON",
     BadConfigField = "E0402": "an OpenMythos config field is unknown, missing or of the wrong type",
     NotExportable = "E0403": "the model cannot be written as an OpenMythos MythosConfig",
+    InvalidSweep = "E0501": "a sweep file is not valid TOML, or has an unknown or malformed key",
+    UnknownAxis = "E0502": "a sweep axis names no model setting, definition or loop feature",
+    BadAxisValue = "E0503": "a sweep axis value of the wrong type or kind, or a bad range",
+    BadConstraint = "E0504": "a sweep constraint or objective that cannot be read or names no metric",
     UnusedValue = "W0001": "a `let` value is never used",
 }
 

@@ -1,0 +1,116 @@
+//! `journal.jsonl`: one JSON object per finished trial, appended, flushed and
+//! fsync'd one at a time. A run that is killed leaves at most a partial last
+//! line, which the next run drops; every complete line is a trial that is
+//! never run again.
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{File, OpenOptions};
+use std::io::{Seek, SeekFrom, Write};
+use std::path::Path;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Checked and analyzed; meets every constraint.
+    Ok,
+    /// Checked and analyzed; violates a constraint.
+    Rejected,
+    /// The variant spec does not check.
+    Failed,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Rejected => "rejected",
+            Status::Failed => "failed",
+        }
+    }
+}
+
+/// One line of the journal.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Entry {
+    /// The trial's content hash (variant spec, base text, options, version).
+    pub hash: String,
+    /// Position in the plan when it ran.
+    pub index: usize,
+    /// Axis path -> value.
+    pub axes: serde_json::Map<String, serde_json::Value>,
+    pub status: Status,
+    /// The first constraint it violates (status `rejected`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub violated: Option<String>,
+    /// Rendered diagnostics (status `failed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub metrics: BTreeMap<String, f64>,
+    /// The variant spec.
+    pub spec: String,
+    /// Seconds the evaluation took.
+    #[serde(default)]
+    pub seconds: f64,
+}
+
+/// The journal opened for appending.
+pub struct Journal {
+    file: File,
+}
+
+/// What a journal already holds.
+pub struct Loaded {
+    pub entries: HashMap<String, Entry>,
+    /// Unparsable lines dropped (at most the partial last one after a kill).
+    pub dropped: usize,
+}
+
+impl Journal {
+    /// Reads the journal at `path` (if any), cuts a partial last line, and
+    /// opens it for appending.
+    pub fn open(path: &Path) -> Result<(Journal, Loaded)> {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut entries = HashMap::new();
+        let mut dropped = 0;
+        // Everything after the last newline is a line cut short by a kill.
+        let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        for line in bytes[..complete].split(|&b| b == b'\n') {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            match serde_json::from_slice::<Entry>(line) {
+                Ok(e) => {
+                    entries.entry(e.hash.clone()).or_insert(e);
+                }
+                Err(_) => dropped += 1,
+            }
+        }
+        if complete < bytes.len() {
+            dropped += 1;
+            file.set_len(complete as u64)
+                .with_context(|| format!("truncating {}", path.display()))?;
+            file.seek(SeekFrom::End(0))?;
+            file.sync_all()?;
+        }
+        Ok((Journal { file }, Loaded { entries, dropped }))
+    }
+
+    /// Appends one entry as one line, then flushes and fsyncs.
+    pub fn append(&mut self, entry: &Entry) -> Result<()> {
+        let mut line = serde_json::to_vec(entry)?;
+        line.push(b'\n');
+        self.file.write_all(&line)?;
+        self.file.flush()?;
+        self.file.sync_data()?;
+        Ok(())
+    }
+}
