@@ -367,3 +367,57 @@ fn pareto_front_of_a_hand_made_set() {
         .collect();
     assert_eq!(pareto::front(&pts, &dirs), brute);
 }
+
+/// `measure = ["cpu"]` adds measured speed to the trials that pass the static
+/// constraints, and constraints on measured metrics apply after measuring.
+#[test]
+fn measured_metrics_on_the_cpu() {
+    let dir = std::env::temp_dir().join(format!("mythos-sweep-measure-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("m.toml");
+    std::fs::write(
+        &file,
+        "base = \"@tiny-gqa\"\nconstraints = [\"params.total <= 125000\", \"cpu.decode_tokens_per_s > 0\"]\n\
+         objectives = [{ maximize = \"cpu.decode_tokens_per_s\" }]\n[axes]\n\"loop.max\" = [2, 4]\n\
+         \"loop.lora.rank\" = [0, 64]\n[options]\nmeasure = [\"cpu\"]\nmeasure_seq = 8\nmeasure_decode = 2\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mythos"))
+        .arg("sweep")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("m.out/results.json")).unwrap())
+            .unwrap();
+    let trials = results["trials"]
+        .as_array()
+        .or_else(|| results.as_array())
+        .expect("trials");
+    let (mut measured, mut rejected) = (0, 0);
+    for t in trials {
+        match t["status"].as_str().unwrap() {
+            "ok" => {
+                assert!(
+                    t["metrics"]["cpu.decode_tokens_per_s"].as_f64().unwrap() > 0.0,
+                    "{t}"
+                );
+                measured += 1;
+            }
+            "rejected" => {
+                // LoRA rank 64 adds 8,192 + 64 x 64 x loops parameters: over the limit, never measured.
+                assert!(t["metrics"].get("cpu.decode_tokens_per_s").is_none(), "{t}");
+                rejected += 1;
+            }
+            s => panic!("unexpected status {s}: {t}"),
+        }
+    }
+    assert_eq!((measured, rejected), (2, 2));
+    std::fs::remove_dir_all(&dir).ok();
+}

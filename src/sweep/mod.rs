@@ -272,7 +272,27 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         match trial::evaluate(&base, &p.text, &opts) {
             Outcome::Ok(m) => {
                 entry.metrics = m;
-                classify(&sweep, &mut entry);
+                // Static constraints first: a rejected trial is never measured.
+                classify(&sweep, &mut entry, false);
+                if sweep.options.measure_cpu && entry.status == Status::Ok {
+                    let o = &sweep.options;
+                    match trial::measure_cpu(
+                        &base,
+                        &p.text,
+                        o.loops,
+                        o.measure_seq,
+                        o.measure_decode,
+                    ) {
+                        Ok(m) => {
+                            entry.metrics.extend(m);
+                            classify(&sweep, &mut entry, true);
+                        }
+                        Err(e) => {
+                            entry.status = Status::Failed;
+                            entry.error = Some(e);
+                        }
+                    }
+                }
             }
             Outcome::Failed(e) => {
                 entry.status = Status::Failed;
@@ -301,10 +321,19 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             .push(entry);
         Ok(())
     };
-    let jobs = args
+    let mut jobs = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
+    if sweep.options.measure_cpu && jobs > 1 {
+        // Trials timed side by side would slow each other down.
+        if args.jobs.is_some() {
+            eprintln!(
+                "sweep: measure = [\"cpu\"] times trials one at a time; ignoring --jobs {jobs}"
+            );
+        }
+        jobs = 1;
+    }
     if jobs == 1 {
         for p in &pending {
             run_one(p)?;
@@ -339,7 +368,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             entry.axes = axes_json(&sweep, &p.point);
             if entry.status != Status::Failed {
                 // Constraints may have changed since the trial ran.
-                classify(&sweep, &mut entry);
+                classify(&sweep, &mut entry, sweep.options.measure_cpu);
             }
             let objectives = sweep
                 .objectives
@@ -391,11 +420,13 @@ fn axes_json(
         .collect()
 }
 
-/// Sets `ok` or `rejected` from the constraints.
-fn classify(sweep: &SweepFile, entry: &mut Entry) {
+/// Sets `ok` or `rejected` from the constraints; before a trial is measured
+/// (`measured == false`) the constraints on measured metrics wait.
+fn classify(sweep: &SweepFile, entry: &mut Entry, measured: bool) {
     entry.violated = sweep
         .constraints
         .iter()
+        .filter(|c| measured || !c.metric.starts_with("cpu."))
         .find_map(|c| c.violation(&entry.metrics));
     entry.status = if entry.violated.is_some() {
         Status::Rejected

@@ -242,17 +242,35 @@ pub struct TrialOptions {
     pub loops: Option<u64>,
     pub dtype: StorageType,
     pub bandwidth: f64,
+    /// `measure = ["cpu"]`: time each trial on the CPU runtime (random weights).
+    pub measure_cpu: bool,
+    /// Prompt length and decode steps of the measurement.
+    pub measure_seq: usize,
+    pub measure_decode: usize,
 }
+
+/// The metrics `measure = ["cpu"]` adds to every analysed trial.
+pub const CPU_METRICS: &[&str] = &[
+    "cpu.prefill_ms",
+    "cpu.prefill_tokens_per_s",
+    "cpu.decode_ms_per_token",
+    "cpu.decode_tokens_per_s",
+];
 
 impl TrialOptions {
     /// The part of a trial's identity that is not its spec.
     pub fn key(&self) -> String {
         format!(
-            "seq={};loops={};dtype={:?};bandwidth={:?}",
+            "seq={};loops={};dtype={:?};bandwidth={:?}{}",
             self.seq,
             self.loops.map_or("max".to_string(), |l| l.to_string()),
             self.dtype,
-            self.bandwidth
+            self.bandwidth,
+            if self.measure_cpu {
+                format!(";measure=cpu:{}+{}", self.measure_seq, self.measure_decode)
+            } else {
+                String::new()
+            }
         )
     }
 }
@@ -283,7 +301,15 @@ const TOP_KEYS: &[&str] = &[
     "budget",
     "objectives",
 ];
-const OPTION_KEYS: &[&str] = &["seq", "loops", "dtype", "bandwidth"];
+const OPTION_KEYS: &[&str] = &[
+    "seq",
+    "loops",
+    "dtype",
+    "bandwidth",
+    "measure",
+    "measure_seq",
+    "measure_decode",
+];
 const LOOP_FEATURES: &[&str] = &["inject", "halt", "lora", "loop_embedding"];
 
 struct Parser {
@@ -476,6 +502,9 @@ pub fn parse(file: FileId, text: &str) -> Result<SweepFile, Vec<Diagnostic>> {
             loops: None,
             dtype: StorageType::Bf16,
             bandwidth: 3.35e12,
+            measure_cpu: false,
+            measure_seq: 64,
+            measure_decode: 8,
         },
         constraints: Vec::new(),
         strategy: Strategy::Grid,
@@ -688,6 +717,47 @@ fn parse_options(p: &mut Parser, t: &Table, o: &mut TrialOptions) {
                     "for example bandwidth = 3.35e12",
                 ),
             },
+            "measure" => {
+                let Some(list) = v.get_ref().as_array() else {
+                    p.error(
+                        Code::InvalidSweep,
+                        "`measure` must be a list of devices",
+                        v.span(),
+                        "expected a list",
+                        "write measure = [\"cpu\"]",
+                    );
+                    continue;
+                };
+                for item in list {
+                    match item.get_ref().as_str() {
+                        Some("cpu") => o.measure_cpu = true,
+                        Some("cuda") => p.error(
+                            Code::InvalidSweep,
+                            "measuring on CUDA needs the CUDA runtime, which Mythos does not have yet",
+                            item.span(),
+                            "not available",
+                            "measure on the CPU: measure = [\"cpu\"]",
+                        ),
+                        _ => p.error(
+                            Code::InvalidSweep,
+                            "unknown device in `measure`",
+                            item.span(),
+                            "unknown device",
+                            "the devices are \"cpu\" (and \"cuda\" once the CUDA runtime exists)",
+                        ),
+                    }
+                }
+            }
+            "measure_seq" => {
+                if let Some(n) = p.uint("measure_seq", v, 1) {
+                    o.measure_seq = n as usize;
+                }
+            }
+            "measure_decode" => {
+                if let Some(n) = p.uint("measure_decode", v, 1) {
+                    o.measure_decode = n as usize;
+                }
+            }
             _ => p.unknown_key(key, "[options]", OPTION_KEYS),
         }
     }
@@ -1516,9 +1586,12 @@ pub fn resolve(
             }
         }
     }
-    let names: Vec<&str> = metrics.keys().map(String::as_str).collect();
+    let mut names: Vec<&str> = metrics.keys().map(String::as_str).collect();
+    if sweep.options.measure_cpu {
+        names.extend(CPU_METRICS);
+    }
     let mut check = |metric: &str, span: Span, what: &str| {
-        if !metrics.contains_key(metric) {
+        if !names.contains(&metric) {
             diags.push(
                 Diagnostic::error(Code::BadConstraint, format!("{what} names no metric `{metric}`"))
                     .label(span, "unknown metric")

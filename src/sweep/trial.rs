@@ -316,6 +316,43 @@ pub fn evaluate(base: &Base, text: &str, opts: &analysis::Options) -> Outcome {
     Outcome::Ok(metrics(&analysis::analyze(&module, opts)))
 }
 
+/// Times a trial on the CPU runtime with random weights (seed 0): a prefill
+/// of `seq` tokens and `decode` single-token steps. The metrics are
+/// [`spec::CPU_METRICS`](super::spec::CPU_METRICS).
+pub fn measure_cpu(
+    base: &Base,
+    text: &str,
+    loops: Option<u64>,
+    seq: usize,
+    decode: usize,
+) -> Result<BTreeMap<String, f64>, String> {
+    let mut loader = Loader::new();
+    loader.add_virtual(&base.virtual_name, text.as_bytes().to_vec());
+    let checked = sema::check_file(&mut loader, &base.virtual_name);
+    let model = sema::select(&checked, Some(&base.trial_model), &base.virtual_name)
+        .map_err(|d| diag::render(&loader.sources, &[d]))?;
+    let module = ir::lower::lower(model);
+    if (seq + decode) as u64 > module.max_seq {
+        return Err(format!(
+            "measure_seq + measure_decode ({}) exceeds the model's max_seq ({})",
+            seq + decode,
+            module.max_seq
+        ));
+    }
+    let weights = mythos_runtime::weights::Weights::init(&module, 0);
+    let r = crate::run::bench(&module, &weights, seq, decode, loops, 0, false)
+        .map_err(|e| format!("{e:#}"))?;
+    Ok(BTreeMap::from([
+        ("cpu.prefill_ms".to_string(), r.prefill_ms),
+        (
+            "cpu.prefill_tokens_per_s".to_string(),
+            r.prefill_tokens_per_s,
+        ),
+        ("cpu.decode_ms_per_token".to_string(), r.decode_ms_per_token),
+        ("cpu.decode_tokens_per_s".to_string(), r.decode_tokens_per_s),
+    ]))
+}
+
 /// The report's numbers under dotted names (`params.total`, `kv_cache.compact_bytes_per_token`).
 pub fn metrics(report: &Report) -> BTreeMap<String, f64> {
     let mut out = BTreeMap::new();
