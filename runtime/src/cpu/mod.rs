@@ -52,10 +52,75 @@ pub struct Forward {
     pub iterations: u64,
 }
 
+/// A graph flattened once, so that running it (every loop iteration of every
+/// token) does no graph analysis: steps in topological order, operands as
+/// step indices, and the values each step is the last user of.
+struct Schedule {
+    steps: Vec<Step>,
+    outputs: Vec<usize>,
+}
+
+struct Step {
+    node: NodeId,
+    operands: Vec<usize>,
+    /// Values that can be dropped once this step has run.
+    last_use_of: Vec<usize>,
+}
+
+impl Schedule {
+    fn new(g: &Graph) -> Schedule {
+        let order = g
+            .topo_order()
+            .expect("the verifier guarantees an acyclic graph");
+        let index: HashMap<NodeId, usize> =
+            order.iter().enumerate().map(|(i, &n)| (n, i)).collect();
+        let operands: Vec<Vec<usize>> = order
+            .iter()
+            .map(|&n| g.operands(n).iter().map(|o| index[o]).collect())
+            .collect();
+        let outputs: Vec<usize> = g.outputs.iter().map(|o| index[o]).collect();
+        let mut last = vec![None; order.len()];
+        for (i, ops) in operands.iter().enumerate() {
+            for &o in ops {
+                last[o] = Some(i);
+            }
+        }
+        let mut last_use_of = vec![Vec::new(); order.len()];
+        for (value, step) in last.iter().enumerate() {
+            if let (Some(step), false) = (step, outputs.contains(&value)) {
+                last_use_of[*step].push(value);
+            }
+        }
+        let steps = order
+            .into_iter()
+            .zip(operands)
+            .zip(last_use_of)
+            .map(|((node, operands), last_use_of)| Step {
+                node,
+                operands,
+                last_use_of,
+            })
+            .collect();
+        Schedule { steps, outputs }
+    }
+}
+
+/// Schedules of a graph and of the loop bodies inside it, keyed by address.
+fn schedule_all(g: &Graph, out: &mut HashMap<usize, Schedule>) {
+    out.insert(g as *const Graph as usize, Schedule::new(g));
+    for n in g.nodes() {
+        if let Op::Loop(region) = g.op(n) {
+            schedule_all(&region.body, out);
+        }
+    }
+}
+
 /// A module and its weights, ready to run.
 pub struct CpuRuntime<'a> {
     module: &'a Module,
     weights: &'a Weights,
+    /// One schedule per graph (the module is borrowed, so addresses are stable).
+    schedules: HashMap<usize, Schedule>,
     /// Time per op kind, when profiling (`mythos bench --profile`).
     profile: Option<std::sync::Mutex<HashMap<&'static str, std::time::Duration>>>,
 }
@@ -111,9 +176,12 @@ pub enum Logits {
 
 impl<'a> CpuRuntime<'a> {
     pub fn new(module: &'a Module, weights: &'a Weights) -> CpuRuntime<'a> {
+        let mut schedules = HashMap::new();
+        schedule_all(&module.graph, &mut schedules);
         CpuRuntime {
             module,
             weights,
+            schedules,
             profile: None,
         }
     }
@@ -308,26 +376,20 @@ impl<'a> CpuRuntime<'a> {
         ctx: &mut Ctx,
         iteration: Option<usize>,
     ) -> Vec<Value<'w>> {
-        let order = g
-            .topo_order()
-            .expect("the verifier guarantees an acyclic graph");
-        let mut values: HashMap<NodeId, Value<'w>> = HashMap::with_capacity(order.len());
-        // Uses per value (an operand used twice by one node counts twice).
-        let mut remaining_uses: HashMap<NodeId, usize> = HashMap::with_capacity(order.len());
-        for &n in &order {
-            for o in g.operands(n) {
-                *remaining_uses.entry(o).or_default() += 1;
-            }
-        }
-        for &o in &g.outputs {
-            *remaining_uses.entry(o).or_default() += 1;
-        }
-        for n in order {
-            let operands = g.operands(n);
-            let op = g.op(n);
+        let sched = self
+            .schedules
+            .get(&(g as *const Graph as usize))
+            .expect("every graph of the module is scheduled in `new`");
+        let mut slots: Vec<Option<Value<'w>>> = vec![None; sched.steps.len()];
+        for (i, step) in sched.steps.iter().enumerate() {
+            let op = g.op(step.node);
             let started = self.profile.as_ref().map(|_| std::time::Instant::now());
             let v = {
-                let args: Vec<&Value<'w>> = operands.iter().map(|o| &values[o]).collect();
+                let args: Vec<&Value<'w>> = step
+                    .operands
+                    .iter()
+                    .map(|&o| slots[o].as_ref().expect("operands run first"))
+                    .collect();
                 self.eval(op, &args, ctx, iteration, params)
             };
             if let (Some(p), Some(t0), false) = (&self.profile, started, matches!(op, Op::Loop(_)))
@@ -337,17 +399,17 @@ impl<'a> CpuRuntime<'a> {
                     .entry(op.name())
                     .or_default() += t0.elapsed();
             }
-            values.insert(n, v);
+            slots[i] = Some(v);
             // Free activations nobody needs any more.
-            for o in operands {
-                let left = remaining_uses.get_mut(&o).expect("operand counted");
-                *left -= 1;
-                if *left == 0 {
-                    values.remove(&o);
-                }
+            for &d in &step.last_use_of {
+                slots[d] = None;
             }
         }
-        g.outputs.iter().map(|o| values[o].clone()).collect()
+        sched
+            .outputs
+            .iter()
+            .map(|&o| slots[o].clone().expect("outputs are kept"))
+            .collect()
     }
 
     fn eval<'w>(
