@@ -6,7 +6,7 @@
 //! which equals the reference's mask wherever the reference works and also
 //! handles a prefill after a cached prefix.
 
-use super::kernels::{gemm_strided, linear, linear_new, rmsnorm, softmax, Rope};
+use super::kernels::{dot, gemm_strided, linear, linear_new, rmsnorm, softmax, Rope};
 use super::kv::LayerCache;
 use rayon::prelude::*;
 
@@ -42,6 +42,10 @@ fn attend(
     let tokens = q.len() / (heads * qk);
     let len = keys.len() / (kv_heads * qk);
     let group = heads / kv_heads;
+    if tokens == 1 {
+        attend_one(q, keys, values, start, heads, kv_heads, qk, vd, scale, out);
+        return;
+    }
     // Queries go in blocks: a block only needs the keys up to its last
     // position, so a causal prefill computes about half of the full scores.
     const BLOCK: usize = 64;
@@ -101,6 +105,52 @@ fn attend(
             out[(t * heads + h) * vd..(t * heads + h + 1) * vd]
                 .copy_from_slice(&o[t * vd..(t + 1) * vd]);
         }
+    }
+}
+
+/// One query per head (a decode step): dot products over the cache, no GEMM
+/// set-up, and threads only when the cache is long enough to pay for them.
+#[allow(clippy::too_many_arguments)]
+fn attend_one(
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    start: usize,
+    heads: usize,
+    kv_heads: usize,
+    qk: usize,
+    vd: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    let visible = start + 1;
+    let group = heads / kv_heads;
+    let head = |h: usize, o: &mut [f32]| {
+        let kvh = h / group;
+        let qv = &q[h * qk..(h + 1) * qk];
+        let mut scores: Vec<f32> = (0..visible)
+            .map(|s| {
+                dot(
+                    qv,
+                    &keys[(s * kv_heads + kvh) * qk..(s * kv_heads + kvh + 1) * qk],
+                ) * scale
+            })
+            .collect();
+        softmax(&mut scores);
+        o.fill(0.0);
+        for (s, &p) in scores.iter().enumerate() {
+            let v = &values[(s * kv_heads + kvh) * vd..(s * kv_heads + kvh + 1) * vd];
+            for (o, &v) in o.iter_mut().zip(v) {
+                *o += p * v;
+            }
+        }
+    };
+    if visible * heads * (qk + vd) >= 1 << 16 {
+        out.par_chunks_mut(vd)
+            .enumerate()
+            .for_each(|(h, o)| head(h, o));
+    } else {
+        out.chunks_mut(vd).enumerate().for_each(|(h, o)| head(h, o));
     }
 }
 
