@@ -54,15 +54,7 @@ pub fn lower(model: &Model) -> Module {
             &format!("coda.{i}"),
         );
     }
-    let norm = b.weight(&mut g, "norm.weight", vec![d], ones(), "final_norm");
-    x = b.node(
-        &mut g,
-        Op::RmsNorm {
-            eps: model.norm_eps,
-        },
-        &[x, norm],
-        "norm",
-    );
+    x = b.norm(&mut g, x, "norm", "final_norm");
     let table = if model.tie_embeddings {
         embed
     } else {
@@ -146,6 +138,14 @@ impl Builder<'_> {
         self.node(g, Op::Weight(id), &[], &label)
     }
 
+    /// RMSNorm of `x` with its own weight `{name}.weight` (initialised to 1).
+    fn norm(&mut self, g: &mut Graph, x: NodeId, name: &str, component: &str) -> NodeId {
+        let d = self.model.dim;
+        let w = self.weight(g, &format!("{name}.weight"), vec![d], ones(), component);
+        let eps = self.model.norm_eps;
+        self.node(g, Op::RmsNorm { eps }, &[x, w], name)
+    }
+
     /// A pre-norm block: `x + attn(norm(x))`, then `+ ffn(norm(.))`.
     fn block(
         &mut self,
@@ -156,36 +156,10 @@ impl Builder<'_> {
         cache: &str,
         component: &str,
     ) -> NodeId {
-        let d = self.model.dim;
-        let eps = self.model.norm_eps;
-        let w = self.weight(
-            g,
-            &format!("{prefix}.attn_norm.weight"),
-            vec![d],
-            ones(),
-            component,
-        );
-        let xn = self.node(
-            g,
-            Op::RmsNorm { eps },
-            &[x, w],
-            &format!("{prefix}.attn_norm"),
-        );
+        let xn = self.norm(g, x, &format!("{prefix}.attn_norm"), component);
         let attn = self.attention(g, xn, &block.attention, prefix, cache, component);
         let x = self.node(g, Op::Add, &[x, attn], &format!("{prefix}.attn_residual"));
-        let w = self.weight(
-            g,
-            &format!("{prefix}.ffn_norm.weight"),
-            vec![d],
-            ones(),
-            component,
-        );
-        let xn = self.node(
-            g,
-            Op::RmsNorm { eps },
-            &[x, w],
-            &format!("{prefix}.ffn_norm"),
-        );
+        let xn = self.norm(g, x, &format!("{prefix}.ffn_norm"), component);
         let f = self.ffn(g, xn, &block.ffn, prefix, component);
         self.node(g, Op::Add, &[x, f], &format!("{prefix}.ffn_residual"))
     }
@@ -368,19 +342,7 @@ impl Builder<'_> {
         let mut x = match r.inject {
             Injection::Lti | Injection::Add => {
                 let sum = self.node(&mut g, Op::Add, &[state, e], "recurrent.combine");
-                let w = self.weight(
-                    &mut g,
-                    "recurrent.norm.weight",
-                    vec![d],
-                    ones(),
-                    "loop.norm",
-                );
-                self.node(
-                    &mut g,
-                    Op::RmsNorm { eps: m.norm_eps },
-                    &[sum, w],
-                    "recurrent.norm",
-                )
+                self.norm(&mut g, sum, "recurrent.norm", "loop.norm")
             }
             Injection::Concat => {
                 let cat = self.node(&mut g, Op::Concat, &[state, e], "recurrent.concat");
