@@ -421,3 +421,134 @@ fn measured_metrics_on_the_cpu() {
     assert_eq!((measured, rejected), (2, 2));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn derived_values_are_evaluated_in_each_trial() {
+    let dir = scratch("derived");
+    let file = write_sweep(
+        &dir,
+        "d.toml",
+        r#"
+base = "@tiny-gqa"
+[axes]
+"dim" = [64, 128]
+"ffn.dense.hidden" = ["dim * 2", "dim * 4"]
+"ffn.moe.expert_dim" = "dim // 4"
+"#,
+    );
+    let out = sweep(&file, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let r = results(&dir.join("d.out"));
+    let trials = r["trials"].as_array().unwrap();
+    assert_eq!(trials.len(), 4);
+    assert!(trials.iter().all(|t| t["status"] == "ok"), "{r}");
+    let total = |dim: i64, hidden: &str| {
+        trials
+            .iter()
+            .find(|t| t["axes"]["dim"] == dim && t["axes"]["ffn.dense.hidden"] == hidden)
+            .unwrap()["metrics"]["params.total"]
+            .as_f64()
+            .unwrap()
+    };
+    // Two dense blocks (prelude and coda), each w1, w2, w3 of dim x hidden:
+    // going from dim * 2 to dim * 4 adds 2 * 3 * dim * 2 * dim parameters.
+    for dim in [64, 128] {
+        let d = dim as f64;
+        assert_eq!(total(dim, "dim * 4") - total(dim, "dim * 2"), 12.0 * d * d);
+    }
+    // The variant writes the expression verbatim, in parentheses.
+    let journal = std::fs::read_to_string(dir.join("d.out/journal.jsonl")).unwrap();
+    assert!(journal.contains("hidden = (dim * 2)"), "{journal}");
+    assert!(journal.contains("expert_dim = (dim // 4)"), "{journal}");
+    // An unknown name fails the trial with the rendered diagnostic.
+    let bad = write_sweep(
+        &dir,
+        "u.toml",
+        "base = \"@tiny-gqa\"\n[axes]\n\"ffn.dense.hidden\" = [\"dimm * 2\"]\n",
+    );
+    let out = sweep(&bad, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let r = results(&dir.join("u.out"));
+    assert_eq!(r["trials"][0]["status"], "failed", "{r}");
+}
+
+#[test]
+fn tied_axes_vary_together() {
+    let dir = scratch("tied");
+    let file = write_sweep(
+        &dir,
+        "t.toml",
+        r#"
+base = "@tiny-gqa"
+objectives = [{ minimize = "params.total" }]
+[axes]
+"dim, attention.heads" = [[64, 4], [128, 8], [256, 16]]
+"loop.max" = [2, 4]
+"#,
+    );
+    let out = sweep(&file, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let r = results(&dir.join("t.out"));
+    let trials = r["trials"].as_array().unwrap();
+    assert_eq!(trials.len(), 6);
+    assert!(trials.iter().all(|t| t["status"] == "ok"), "{r}");
+    let mut pairs = HashSet::new();
+    for t in trials {
+        let dim = t["axes"]["dim"].as_i64().unwrap();
+        let heads = t["axes"]["attention.heads"].as_i64().unwrap();
+        assert_eq!(dim, heads * 16, "{t}");
+        pairs.insert((dim, t["axes"]["loop.max"].as_i64().unwrap()));
+    }
+    assert_eq!(pairs.len(), 6);
+    // One CSV column per path; one effect plot for the tied axis.
+    let csv = std::fs::read_to_string(dir.join("t.out/results.csv")).unwrap();
+    let header = csv.lines().next().unwrap();
+    assert!(header.contains("dim,attention.heads,loop.max"), "{header}");
+    let plots: Vec<String> = std::fs::read_dir(dir.join("t.out"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("effect-"))
+        .collect();
+    assert_eq!(plots.len(), 2, "{plots:?}");
+}
+
+#[test]
+fn derived_and_tied_errors_have_codes_and_positions() {
+    let dir = scratch("derived-errors");
+    let cases = [
+        (
+            "expr.toml",
+            "base = \"@tiny-gqa\"\n[axes]\n\"ffn.dense.hidden\" = [\"dim * \"]\n",
+            "E0503",
+            "expr.toml:3:23",
+        ),
+        (
+            "tuple.toml",
+            "base = \"@tiny-gqa\"\n[axes]\n\"dim, attention.heads\" = [[64, 4], [128]]\n",
+            "E0503",
+            "tuple.toml:3:36",
+        ),
+        (
+            "tiedpath.toml",
+            "base = \"@tiny-gqa\"\n[axes]\n\"dim, loop.maxx\" = [[64, 4]]\n",
+            "E0502",
+            "tiedpath.toml:3:1",
+        ),
+    ];
+    for (name, body, code, at) in cases {
+        write_sweep(&dir, name, body);
+        let out = mythos()
+            .current_dir(&dir)
+            .args(["sweep", name])
+            .output()
+            .unwrap();
+        let stderr = text(&out.stderr);
+        assert!(!out.status.success(), "{name} succeeded");
+        assert!(
+            stderr.contains(&format!("error[{code}]")),
+            "{name}: {stderr}"
+        );
+        assert!(stderr.contains(&format!("--> {at}")), "{name}: {stderr}");
+        assert!(stderr.contains("= help:"), "{name}: {stderr}");
+    }
+}

@@ -606,23 +606,38 @@ fn write_outputs(sweep: &SweepFile, name: &str, out: &Path, rows: &[Row]) -> Res
         )?;
     }
     if let Some(o) = sweep.objectives.first() {
+        // One plot per group of axes: a tied axis is labelled by its joined paths.
         for (k, axis) in sweep.axes.iter().enumerate() {
-            let means: Vec<(String, Option<f64>)> = axis
-                .values
+            if k > 0 && sweep.axes[k - 1].group == axis.group {
+                continue;
+            }
+            let members: Vec<_> = sweep.axes[k..]
                 .iter()
-                .enumerate()
-                .map(|(vi, v)| {
+                .take_while(|a| a.group == axis.group)
+                .collect();
+            let path = members
+                .iter()
+                .map(|a| a.path.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            let means: Vec<(String, Option<f64>)> = (0..axis.values.len())
+                .map(|vi| {
+                    let label = members
+                        .iter()
+                        .map(|a| a.values[vi].label())
+                        .collect::<Vec<_>>()
+                        .join(", ");
                     let ys: Vec<f64> = ok
                         .iter()
                         .filter(|r| r.planned.point.choice[k] == vi && !r.objectives[0].is_nan())
                         .map(|r| r.objectives[0])
                         .collect();
                     let mean = (!ys.is_empty()).then(|| ys.iter().sum::<f64>() / ys.len() as f64);
-                    (v.label(), mean)
+                    (label, mean)
                 })
                 .collect();
-            let file: String = axis
-                .path
+            let file: String = path
+                .replace(", ", "+")
                 .chars()
                 .map(|c| {
                     if c.is_ascii_alphanumeric() || "._-".contains(c) {
@@ -635,8 +650,8 @@ fn write_outputs(sweep: &SweepFile, name: &str, out: &Path, rows: &[Row]) -> Res
             write(
                 &format!("effect-{file}.svg"),
                 plot::effect(
-                    &format!("{name}: mean {} by {}", o.metric, axis.path),
-                    &axis.path,
+                    &format!("{name}: mean {} by {path}", o.metric),
+                    &path,
                     &format!("mean {}", o.metric),
                     &means,
                 ),

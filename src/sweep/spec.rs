@@ -63,6 +63,9 @@ impl Lit {
 #[derive(Clone, Debug, PartialEq)]
 pub enum AxisValue {
     Lit(Lit),
+    /// A derived value: an expression in the spec language (`dim // 4`),
+    /// written into the variant in parentheses and evaluated there.
+    Expr(String),
     /// A whole definition or loop feature: a kind (`""` for `lora { .. }`) and fields.
     Kind {
         kind: String,
@@ -76,6 +79,7 @@ impl AxisValue {
         match self {
             AxisValue::Lit(Lit::Float(f)) => f.to_string(),
             AxisValue::Lit(l) => l.spec_text(),
+            AxisValue::Expr(e) => e.clone(),
             AxisValue::Kind { kind, fields } if fields.is_empty() => kind.clone(),
             AxisValue::Kind { kind, fields } => {
                 let f: Vec<String> = fields
@@ -94,6 +98,7 @@ impl AxisValue {
     pub fn json(&self) -> serde_json::Value {
         match self {
             AxisValue::Lit(l) => l.json(),
+            AxisValue::Expr(e) => e.clone().into(),
             AxisValue::Kind { kind, fields } if fields.is_empty() => kind.clone().into(),
             AxisValue::Kind { kind, fields } => {
                 let mut m = serde_json::Map::new();
@@ -103,6 +108,16 @@ impl AxisValue {
                 }
                 m.into()
             }
+        }
+    }
+
+    /// The value as the variant spec writes it, for a literal or a derived
+    /// value (`8`, `(dim // 4)`); `None` for a kind.
+    pub fn spec_text(&self) -> Option<String> {
+        match self {
+            AxisValue::Lit(l) => Some(l.spec_text()),
+            AxisValue::Expr(e) => Some(format!("({e})")),
+            AxisValue::Kind { .. } => None,
         }
     }
 }
@@ -161,6 +176,10 @@ pub struct Axis {
     pub span: Span,
     pub target: Target,
     pub values: Vec<AxisValue>,
+    /// Axes of one tied group (`"dim, attention.heads" = [[..], ..]`) share
+    /// this index and take the same value index in every trial; an untied
+    /// axis is a group of its own. Groups are numbered 0.. in file order.
+    pub group: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -288,6 +307,19 @@ pub struct SweepFile {
     pub constraints: Vec<Constraint>,
     pub strategy: Strategy,
     pub objectives: Vec<Objective>,
+}
+
+impl SweepFile {
+    /// Values per group of axes (a tied group counts once).
+    pub fn group_sizes(&self) -> Vec<usize> {
+        let mut sizes = Vec::new();
+        for a in &self.axes {
+            if a.group == sizes.len() {
+                sizes.push(a.values.len());
+            }
+        }
+        sizes
+    }
 }
 
 const TOP_KEYS: &[&str] = &[
@@ -661,9 +693,9 @@ pub fn parse(file: FileId, text: &str) -> Result<SweepFile, Vec<Diagnostic>> {
     }
     if sweep.strategy == Strategy::Grid {
         let size = sweep
-            .axes
+            .group_sizes()
             .iter()
-            .fold(1u128, |n, a| n.saturating_mul(a.values.len() as u128));
+            .fold(1u128, |n, &s| n.saturating_mul(s as u128));
         if size > MAX_TRIALS {
             p.error(
                 Code::InvalidSweep,
@@ -907,7 +939,7 @@ fn parse_axes(p: &mut Parser, prefix: &str, t: &Table, out: &mut Vec<Axis>) {
         // An unquoted dotted key (`loop.max = [...]`) arrives as nested tables.
         if let DeValue::Table(inner) = v.get_ref() {
             let nested = inner.values().any(|x| match x.get_ref() {
-                DeValue::Array(_) => true,
+                DeValue::Array(_) | DeValue::String(_) => true,
                 DeValue::Table(t) => !t.contains_key("kind"),
                 _ => false,
             });
@@ -920,6 +952,11 @@ fn parse_axes(p: &mut Parser, prefix: &str, t: &Table, out: &mut Vec<Axis>) {
             }
         }
         let span = p.span(key.span());
+        let group = out.last().map_or(0, |a| a.group + 1);
+        if path.contains(',') {
+            tied_axis(p, &path, key.span(), v, group, out);
+            continue;
+        }
         if out.iter().any(|a| a.path == path) {
             p.error(
                 Code::UnknownAxis,
@@ -982,7 +1019,151 @@ fn parse_axes(p: &mut Parser, prefix: &str, t: &Table, out: &mut Vec<Axis>) {
             span,
             target,
             values,
+            group,
         });
+    }
+}
+
+/// A tied axis: `"dim, attention.heads" = [[1024, 8], [2048, 16]]`, several
+/// paths that vary together. It becomes one [`Axis`] per path, sharing `group`.
+fn tied_axis(
+    p: &mut Parser,
+    key: &str,
+    at: Range<usize>,
+    v: &Val,
+    group: usize,
+    out: &mut Vec<Axis>,
+) {
+    let paths: Vec<String> = key.split(',').map(|s| s.trim().to_string()).collect();
+    let mut targets = Vec::new();
+    for (i, path) in paths.iter().enumerate() {
+        let twice = paths[..i].contains(path) || out.iter().any(|a| &a.path == path);
+        if twice {
+            p.error(
+                Code::UnknownAxis,
+                format!("axis `{path}` is given twice"),
+                at.clone(),
+                "second time",
+                "give each axis once: in one tied key or as its own axis",
+            );
+            return;
+        }
+        match resolve_path(path) {
+            Ok(t) => targets.push(t),
+            Err(help) => {
+                p.error(
+                    Code::UnknownAxis,
+                    format!("unknown axis `{path}` in the tied axis `{key}`"),
+                    at.clone(),
+                    "names no setting, definition or loop feature",
+                    help,
+                );
+                return;
+            }
+        }
+    }
+    let n = paths.len();
+    let example = "write one list per trial, one value per path in order: \"dim, attention.heads\" = [[1024, 8], [2048, 16]]";
+    let DeValue::Array(tuples) = v.get_ref() else {
+        p.error(
+            Code::BadAxisValue,
+            format!("the tied axis `{key}` takes a list of lists"),
+            v.span(),
+            "expected a list of lists",
+            example,
+        );
+        return;
+    };
+    let before = p.diags.len();
+    let mut columns: Vec<Vec<AxisValue>> = vec![Vec::new(); n];
+    for tuple in tuples.iter() {
+        match tuple.get_ref() {
+            DeValue::Array(items) if items.len() == n => {
+                for (k, item) in items.iter().enumerate() {
+                    if let Some(x) = axis_value(p, &targets[k], &paths[k], item) {
+                        columns[k].push(x);
+                    }
+                }
+            }
+            other => {
+                let got = match other {
+                    DeValue::Array(items) => format!("{} values", items.len()),
+                    o => Parser::type_name(o).to_string(),
+                };
+                p.error(
+                    Code::BadAxisValue,
+                    format!("the tied axis `{key}` has {n} paths; each entry needs {n} values, not {got}"),
+                    tuple.span(),
+                    format!("expected a list of {n} values"),
+                    example,
+                );
+            }
+        }
+    }
+    if p.diags.len() > before {
+        return;
+    }
+    if tuples.is_empty() {
+        p.error(
+            Code::BadAxisValue,
+            format!("the tied axis `{key}` has no values"),
+            v.span(),
+            "empty",
+            "list at least one entry",
+        );
+        return;
+    }
+    for ((path, target), values) in paths.into_iter().zip(targets).zip(columns) {
+        out.push(Axis {
+            path,
+            span: p.span(at.clone()),
+            target,
+            values,
+            group,
+        });
+    }
+}
+
+/// A derived value: a string that must parse as an expression of the spec
+/// language. Its type and names are checked with each trial's variant.
+fn expr_value(p: &mut Parser, v: &Val) -> Option<AxisValue> {
+    let DeValue::String(e) = v.get_ref() else {
+        return None;
+    };
+    let e = e.trim();
+    let help = if e.is_empty() || e.contains(['\n', '\r']) {
+        Some("write the expression on one line, for example \"dim // 4\"".to_string())
+    } else {
+        let (file, errors) =
+            mythos_compiler::syntax::parse(p.file, &format!("let derived = ({e})\n"));
+        match errors.first() {
+            Some(d) => Some(format!("the expression does not parse: {}", d.message)),
+            None if file.items.len() != 1 => {
+                Some("write a single expression, for example \"dim // 4\"".to_string())
+            }
+            None => None,
+        }
+    };
+    match help {
+        None => Some(AxisValue::Expr(e.to_string())),
+        Some(help) => {
+            p.error(
+                Code::BadAxisValue,
+                format!("`{e}` is not an expression of the spec language"),
+                v.span(),
+                "not an expression",
+                help,
+            );
+            None
+        }
+    }
+}
+
+/// A literal of the field's type, or for a number a derived value (a string).
+fn field_value(p: &mut Parser, spec: &FieldSpec, what: &str, v: &Val) -> Option<AxisValue> {
+    match v.get_ref() {
+        DeValue::String(_) if spec.ty != Ty::Bool => expr_value(p, v),
+        _ => typed_lit(p, spec, what, v).map(AxisValue::Lit),
     }
 }
 
@@ -1268,14 +1449,14 @@ fn kind_value(
 fn axis_value(p: &mut Parser, target: &Target, path: &str, v: &Val) -> Option<AxisValue> {
     let what = format!("axis `{path}`");
     match target {
-        Target::Setting(spec) => typed_lit(p, spec, &what, v).map(AxisValue::Lit),
+        Target::Setting(spec) => field_value(p, spec, &what, v),
         Target::LoopMax => typed_lit(p, &LOOP_MAX, &what, v).map(AxisValue::Lit),
         Target::Feature {
             field: Some(spec), ..
         }
         | Target::Def {
             field: Some(spec), ..
-        } => typed_lit(p, spec, &what, v).map(AxisValue::Lit),
+        } => field_value(p, spec, &what, v),
         Target::Feature { kinds, .. } => kind_value(p, &what, kinds, v),
         Target::Def { sort, .. } => kind_value(p, &what, sort.kinds(), v),
     }

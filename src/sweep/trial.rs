@@ -2,7 +2,7 @@
 //! `model sweep_trial extends BASE { overrides }`), its content hash, and its
 //! evaluation (check, lower, analyze, flatten the report to metrics).
 
-use super::spec::{AxisValue, Lit, Sort, Strategy, SweepFile, Target};
+use super::spec::{AxisValue, Sort, Strategy, SweepFile, Target};
 use mythos_compiler::analysis::{self, Report};
 use mythos_compiler::diag;
 use mythos_compiler::ir;
@@ -19,7 +19,8 @@ pub struct Point {
 
 /// The points to run, in order.
 pub fn plan(sweep: &SweepFile) -> Vec<Point> {
-    let sizes: Vec<usize> = sweep.axes.iter().map(|a| a.values.len()).collect();
+    // A tied group of axes is one dimension: its axes share a value index.
+    let sizes = sweep.group_sizes();
     let total: u128 = sizes
         .iter()
         .fold(1u128, |n, &s| n.saturating_mul(s as u128));
@@ -51,9 +52,12 @@ pub fn plan(sweep: &SweepFile) -> Vec<Point> {
     indices
         .into_iter()
         .enumerate()
-        .map(|(index, i)| Point {
-            index,
-            choice: decode(i),
+        .map(|(index, i)| {
+            let group = decode(i);
+            Point {
+                index,
+                choice: sweep.axes.iter().map(|a| group[a.group]).collect(),
+            }
         })
         .collect()
 }
@@ -101,7 +105,8 @@ pub struct Base {
 #[derive(Default)]
 struct Feature {
     kind: String,
-    fields: Vec<(String, Lit)>,
+    /// Field names and their values as the spec writes them.
+    fields: Vec<(String, String)>,
 }
 
 /// Loop features in the order the language documents them.
@@ -112,22 +117,26 @@ fn feature_order(keyword: &str) -> usize {
         .unwrap_or(4)
 }
 
-fn set_field(fields: &mut Vec<(String, Lit)>, name: &str, v: Lit) {
+fn set_field(fields: &mut Vec<(String, String)>, name: &str, v: String) {
     match fields.iter_mut().find(|(k, _)| k == name) {
         Some(f) => f.1 = v,
         None => fields.push((name.to_string(), v)),
     }
 }
 
-fn field_list(fields: &[(String, Lit)]) -> String {
+fn field_list(fields: &[(String, String)]) -> String {
     if fields.is_empty() {
         return String::new();
     }
-    let f: Vec<String> = fields
-        .iter()
-        .map(|(k, v)| format!("{k} = {}", v.spec_text()))
-        .collect();
+    let f: Vec<String> = fields.iter().map(|(k, v)| format!("{k} = {v}")).collect();
     format!(" {{ {} }}", f.join(", "))
+}
+
+fn spec_fields(fields: &[(String, super::spec::Lit)]) -> Vec<(String, String)> {
+    fields
+        .iter()
+        .map(|(k, v)| (k.clone(), v.spec_text()))
+        .collect()
 }
 
 /// The variant spec of one point.
@@ -140,9 +149,13 @@ pub fn variant_text(sweep: &SweepFile, base: &Base, point: &Point) -> String {
     for pass in 0..2 {
         for (axis, &c) in sweep.axes.iter().zip(&point.choice) {
             let value = &axis.values[c];
+            // A literal or a derived value, as the spec writes it.
+            let text = value.spec_text();
             match (&axis.target, value, pass) {
-                (Target::Setting(spec), AxisValue::Lit(l), 0) => settings.push((spec.name, *l)),
-                (Target::LoopMax, AxisValue::Lit(l), 0) => loop_max = Some(*l),
+                (Target::Setting(spec), _, 0) if text.is_some() => {
+                    settings.push((spec.name, text.unwrap_or_default()))
+                }
+                (Target::LoopMax, _, 0) if text.is_some() => loop_max = text,
                 (
                     Target::Feature {
                         keyword,
@@ -158,7 +171,7 @@ pub fn variant_text(sweep: &SweepFile, base: &Base, point: &Point) -> String {
                         .or_insert((keyword, Feature::default()))
                         .1;
                     f.kind = kind.clone();
-                    f.fields = fields.clone();
+                    f.fields = spec_fields(fields);
                 }
                 (
                     Target::Feature {
@@ -167,9 +180,9 @@ pub fn variant_text(sweep: &SweepFile, base: &Base, point: &Point) -> String {
                         field_kind,
                         ..
                     },
-                    AxisValue::Lit(l),
+                    _,
                     1,
-                ) => {
+                ) if text.is_some() => {
                     let order = feature_order(keyword);
                     let entry = features.entry(order).or_insert_with(|| {
                         (
@@ -180,7 +193,7 @@ pub fn variant_text(sweep: &SweepFile, base: &Base, point: &Point) -> String {
                             },
                         )
                     });
-                    set_field(&mut entry.1.fields, spec.name, *l);
+                    set_field(&mut entry.1.fields, spec.name, text.unwrap_or_default());
                 }
                 (
                     Target::Def {
@@ -194,7 +207,7 @@ pub fn variant_text(sweep: &SweepFile, base: &Base, point: &Point) -> String {
                 ) => {
                     let d = defs.entry((*sort, name.clone())).or_default();
                     d.kind = kind.clone();
-                    d.fields = fields.clone();
+                    d.fields = spec_fields(fields);
                 }
                 (
                     Target::Def {
@@ -203,16 +216,16 @@ pub fn variant_text(sweep: &SweepFile, base: &Base, point: &Point) -> String {
                         field: Some(spec),
                         base_kind,
                     },
-                    AxisValue::Lit(l),
+                    _,
                     1,
-                ) => {
+                ) if text.is_some() => {
                     let d = defs
                         .entry((*sort, name.clone()))
                         .or_insert_with(|| Feature {
                             kind: base_kind.clone().unwrap_or_default(),
                             fields: Vec::new(),
                         });
-                    set_field(&mut d.fields, spec.name, *l);
+                    set_field(&mut d.fields, spec.name, text.unwrap_or_default());
                 }
                 _ => {}
             }
@@ -226,7 +239,7 @@ pub fn variant_text(sweep: &SweepFile, base: &Base, point: &Point) -> String {
         base.trial_model, base.model
     ));
     for (name, v) in &settings {
-        out.push_str(&format!("  {name} = {}\n", v.spec_text()));
+        out.push_str(&format!("  {name} = {v}\n"));
     }
     for ((sort, name), d) in &defs {
         let default_name = match sort {
@@ -246,7 +259,7 @@ pub fn variant_text(sweep: &SweepFile, base: &Base, point: &Point) -> String {
         ));
     }
     if loop_max.is_some() || !features.is_empty() {
-        let max = loop_max.map_or(String::new(), |l| format!(" max {}", l.spec_text()));
+        let max = loop_max.map_or(String::new(), |l| format!(" max {l}"));
         if features.is_empty() {
             out.push_str(&format!("  loop{max} {{}}\n"));
         } else {
