@@ -43,6 +43,26 @@ fn sweep(file: &Path, extra: &[&str]) -> Output {
 }
 
 /// Hashes of the journal's complete lines, every line (duplicates kept).
+/// Writes the sweep file `name` into `dir`, runs it there and checks that it
+/// fails with `error[code]` at `at` (`file:line:col`) and a help line.
+fn assert_sweep_error(dir: &Path, name: &str, body: &str, code: &str, at: &str) -> PathBuf {
+    let file = write_sweep(dir, name, body);
+    let out = mythos()
+        .current_dir(dir)
+        .args(["sweep", name])
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "{name} succeeded");
+    assert!(
+        stderr.contains(&format!("error[{code}]")),
+        "{name}: {stderr}"
+    );
+    assert!(stderr.contains(&format!("--> {at}")), "{name}: {stderr}");
+    assert!(stderr.contains("= help:"), "{name}: {stderr}");
+    file
+}
+
 fn journal_hashes(out: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(out.join("journal.jsonl")).unwrap_or_default();
     text.lines()
@@ -301,20 +321,7 @@ fn sweep_file_errors_have_codes_and_positions() {
         ("garbled.toml", "base = \"@tiny-gqa\"\nconstraints = [\"banana\"]\n[axes]\n\"loop.max\" = [4]\n", "E0504", "garbled.toml:2:16"),
     ];
     for (name, body, code, at) in cases {
-        let file = write_sweep(&dir, name, body);
-        let out = mythos()
-            .current_dir(&dir)
-            .args(["sweep", name])
-            .output()
-            .unwrap();
-        let stderr = text(&out.stderr);
-        assert!(!out.status.success(), "{name} succeeded");
-        assert!(
-            stderr.contains(&format!("error[{code}]")),
-            "{name}: {stderr}"
-        );
-        assert!(stderr.contains(&format!("--> {at}")), "{name}: {stderr}");
-        assert!(stderr.contains("= help:"), "{name}: {stderr}");
+        let file = assert_sweep_error(&dir, name, body, code, at);
         assert!(!dir.join(file.with_extension("out")).exists());
     }
 }
@@ -536,19 +543,6 @@ fn derived_and_tied_errors_have_codes_and_positions() {
         ),
     ];
     for (name, body, code, at) in cases {
-        write_sweep(&dir, name, body);
-        let out = mythos()
-            .current_dir(&dir)
-            .args(["sweep", name])
-            .output()
-            .unwrap();
-        let stderr = text(&out.stderr);
-        assert!(!out.status.success(), "{name} succeeded");
-        assert!(
-            stderr.contains(&format!("error[{code}]")),
-            "{name}: {stderr}"
-        );
-        assert!(stderr.contains(&format!("--> {at}")), "{name}: {stderr}");
-        assert!(stderr.contains("= help:"), "{name}: {stderr}");
+        assert_sweep_error(&dir, name, body, code, at);
     }
 }
