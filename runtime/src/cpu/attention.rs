@@ -6,7 +6,7 @@
 //! which equals the reference's mask wherever the reference works and also
 //! handles a prefill after a cached prefix.
 
-use super::kernels::{dot, gemm_strided, linear, linear_new, rmsnorm, softmax, Rope};
+use super::kernels::{dot, gemm_strided, linear_new, rmsnorm, softmax, Rope};
 use super::kv::LayerCache;
 use rayon::prelude::*;
 
@@ -110,6 +110,7 @@ fn attend(
 
 /// One query per head (a decode step): dot products over the cache, no GEMM
 /// set-up, and threads only when the cache is long enough to pay for them.
+/// The scores of all heads share one buffer, allocated once per call.
 #[allow(clippy::too_many_arguments)]
 fn attend_one(
     q: &[f32],
@@ -125,18 +126,14 @@ fn attend_one(
 ) {
     let visible = start + 1;
     let group = heads / kv_heads;
-    let head = |h: usize, o: &mut [f32]| {
+    let head = |h: usize, (o, scores): (&mut [f32], &mut [f32])| {
         let kvh = h / group;
         let qv = &q[h * qk..(h + 1) * qk];
-        let mut scores: Vec<f32> = (0..visible)
-            .map(|s| {
-                dot(
-                    qv,
-                    &keys[(s * kv_heads + kvh) * qk..(s * kv_heads + kvh + 1) * qk],
-                ) * scale
-            })
-            .collect();
-        softmax(&mut scores);
+        for (s, score) in scores.iter_mut().enumerate() {
+            let k = &keys[(s * kv_heads + kvh) * qk..(s * kv_heads + kvh + 1) * qk];
+            *score = dot(qv, k) * scale;
+        }
+        softmax(scores);
         o.fill(0.0);
         for (s, &p) in scores.iter().enumerate() {
             let v = &values[(s * kv_heads + kvh) * vd..(s * kv_heads + kvh + 1) * vd];
@@ -145,12 +142,17 @@ fn attend_one(
             }
         }
     };
+    let mut scores = vec![0.0f32; heads * visible];
     if visible * heads * (qk + vd) >= 1 << 16 {
         out.par_chunks_mut(vd)
+            .zip(scores.par_chunks_mut(visible))
             .enumerate()
-            .for_each(|(h, o)| head(h, o));
+            .for_each(|(h, bufs)| head(h, bufs));
     } else {
-        out.chunks_mut(vd).enumerate().for_each(|(h, o)| head(h, o));
+        out.chunks_mut(vd)
+            .zip(scores.chunks_mut(visible))
+            .enumerate()
+            .for_each(|(h, bufs)| head(h, bufs));
     }
 }
 
@@ -233,6 +235,28 @@ pub struct MlaDims {
     pub v: usize,
 }
 
+/// How an MLA layer keeps its cache and attends. The default is the
+/// reference behaviour; every combination gives the same numbers up to float
+/// reassociation.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct MlaOptions {
+    /// Cache only the compact per-token state (`kv_rank + rope` floats per
+    /// token, see `kv.rs`), not the per-head keys and values. Without
+    /// `absorb`, every call then re-expands all cached positions through
+    /// `kv_up`: smallest cache, slower decode. Picks the layout of an empty
+    /// cache entry only; an entry that already holds positions keeps its
+    /// layout, so mixing options across calls stays correct.
+    pub compact: bool,
+    /// Weight absorption for calls with one new token per batch row (decode):
+    /// queries are folded through the key block of `kv_up` and attend to the
+    /// cached latent directly, and the value block of `kv_up` is applied once
+    /// to the attention-weighted latent, so no per-head key or value of a
+    /// cached position is ever formed. Works with both layouts; calls with
+    /// more tokens use the expanded path.
+    pub absorb: bool,
+}
+
+/// MLA with the reference options ([`MlaOptions::default`]).
 pub fn mla(
     inp: &Input,
     w: &MlaWeights,
@@ -241,81 +265,549 @@ pub fn mla(
     rope: &Rope,
     cache: &mut LayerCache,
 ) -> Vec<f32> {
+    mla_with(inp, w, m, eps, rope, cache, MlaOptions::default())
+}
+
+/// Multi-latent attention of `inp` against (and appending to) `cache`;
+/// returns `batch * seq` rows of `dim`. `opts` picks the cache layout and
+/// whether a decode step uses weight absorption.
+#[allow(clippy::too_many_arguments)]
+pub fn mla_with(
+    inp: &Input,
+    w: &MlaWeights,
+    m: &MlaDims,
+    eps: f64,
+    rope: &Rope,
+    cache: &mut LayerCache,
+    opts: MlaOptions,
+) -> Vec<f32> {
     let (b_n, t_n, d) = (inp.batch, inp.seq, inp.dim);
     let rows = b_n * t_n;
     let h_n = m.heads;
     let qk = m.nope + m.rope;
-    // Queries: [q_nope | rope(q_rope)] per head.
+    let lat_w = m.kv_rank + m.rope;
+    let scale = (qk as f32).powf(-0.5);
+    // Query halves: q_nope, and q_rope rotated at each token's position.
     let mut c_q = linear_new(inp.x, rows, d, w.q_down, m.q_rank);
     let raw = c_q.clone();
     rmsnorm(&raw, m.q_rank, w.q_norm, eps, &mut c_q);
     let q_nope = linear_new(&c_q, rows, m.q_rank, w.q_up_nope, h_n * m.nope);
     let mut q_rope = linear_new(&c_q, rows, m.q_rank, w.q_up_rope, h_n * m.rope);
-    let mut q = vec![0.0f32; rows * h_n * qk];
-    for r in 0..rows {
+    for (r, qr) in q_rope.chunks_exact_mut(h_n * m.rope).enumerate() {
         let pos = inp.start + r % t_n;
-        for h in 0..h_n {
-            let qr = &mut q_rope[(r * h_n + h) * m.rope..(r * h_n + h + 1) * m.rope];
-            rope.apply(qr, pos);
-            let dst = &mut q[(r * h_n + h) * qk..(r * h_n + h + 1) * qk];
-            dst[..m.nope]
-                .copy_from_slice(&q_nope[(r * h_n + h) * m.nope..(r * h_n + h + 1) * m.nope]);
-            dst[m.nope..].copy_from_slice(qr);
+        for head in qr.chunks_exact_mut(m.rope) {
+            rope.apply(head, pos);
         }
     }
-    // New keys and values from the latent: c_kv (cached before its norm) and one rope key.
-    let latent_w = m.kv_rank + m.rope;
-    let mut kv_raw = linear_new(inp.x, rows, d, w.kv_down, latent_w);
-    for r in 0..rows {
-        let pos = inp.start + r % t_n;
-        rope.apply(
-            &mut kv_raw[r * latent_w + m.kv_rank..(r + 1) * latent_w],
-            pos,
-        );
-    }
-    let mut c_kv = vec![0.0f32; rows * m.kv_rank];
-    for r in 0..rows {
-        c_kv[r * m.kv_rank..(r + 1) * m.kv_rank]
-            .copy_from_slice(&kv_raw[r * latent_w..r * latent_w + m.kv_rank]);
-    }
-    let normed = {
-        let mut n = vec![0.0f32; c_kv.len()];
-        rmsnorm(&c_kv, m.kv_rank, w.kv_norm, eps, &mut n);
-        n
+    // Append the new tokens: latent always, per-head keys/values in the reference layout.
+    let expanded = if cache.len == 0 {
+        !opts.compact
+    } else {
+        cache.holds_keys()
     };
-    let kv = linear_new(&normed, rows, m.kv_rank, w.kv_up, h_n * (m.nope + m.v));
-    let mut keys = vec![0.0f32; rows * h_n * qk];
-    let mut values = vec![0.0f32; rows * h_n * m.v];
-    for r in 0..rows {
-        let k_rope = &kv_raw[r * latent_w + m.kv_rank..(r + 1) * latent_w];
-        for h in 0..h_n {
-            let src = &kv[(r * h_n + h) * (m.nope + m.v)..(r * h_n + h + 1) * (m.nope + m.v)];
-            let k = &mut keys[(r * h_n + h) * qk..(r * h_n + h + 1) * qk];
-            k[..m.nope].copy_from_slice(&src[..m.nope]);
-            k[m.nope..].copy_from_slice(k_rope);
-            values[(r * h_n + h) * m.v..(r * h_n + h + 1) * m.v].copy_from_slice(&src[m.nope..]);
-        }
-    }
-    let mut attn = vec![0.0f32; rows * h_n * m.v];
+    let lat = new_latent(inp, w, m, eps, rope);
+    let new_kv = expanded.then(|| expand(&lat, w, m));
     for b in 0..b_n {
-        cache.latent[b].extend_from_slice(&kv_raw[b * t_n * latent_w..(b + 1) * t_n * latent_w]);
-        cache.keys[b].extend_from_slice(&keys[b * t_n * h_n * qk..(b + 1) * t_n * h_n * qk]);
-        cache.values[b].extend_from_slice(&values[b * t_n * h_n * m.v..(b + 1) * t_n * h_n * m.v]);
-        attend(
-            &q[b * t_n * h_n * qk..(b + 1) * t_n * h_n * qk],
-            &cache.keys[b],
-            &cache.values[b],
-            inp.start,
-            h_n,
-            h_n,
-            qk,
-            m.v,
-            (qk as f32).powf(-0.5),
-            &mut attn[b * t_n * h_n * m.v..(b + 1) * t_n * h_n * m.v],
-        );
+        cache.latent[b].extend_from_slice(&lat[b * t_n * lat_w..(b + 1) * t_n * lat_w]);
+        if let Some((keys, values)) = &new_kv {
+            cache.keys[b].extend_from_slice(&keys[b * t_n * h_n * qk..(b + 1) * t_n * h_n * qk]);
+            cache.values[b]
+                .extend_from_slice(&values[b * t_n * h_n * m.v..(b + 1) * t_n * h_n * m.v]);
+        }
     }
     cache.len += t_n;
-    let mut out = vec![0.0f32; rows * d];
-    linear(&attn, rows, h_n * m.v, w.wo, d, &mut out);
-    out
+    let attn = if opts.absorb && t_n == 1 {
+        absorbed(&q_nope, &q_rope, &cache.latent, inp.start, w, m, scale)
+    } else {
+        // q = [q_nope | q_rope] per token and head.
+        let mut q = vec![0.0f32; rows * h_n * qk];
+        for (i, dst) in q.chunks_exact_mut(qk).enumerate() {
+            dst[..m.nope].copy_from_slice(&q_nope[i * m.nope..(i + 1) * m.nope]);
+            dst[m.nope..].copy_from_slice(&q_rope[i * m.rope..(i + 1) * m.rope]);
+        }
+        let mut attn = vec![0.0f32; rows * h_n * m.v];
+        for b in 0..b_n {
+            // The compact layout expands every cached position for this call.
+            let rebuilt;
+            let (keys, values) = if expanded {
+                (&cache.keys[b], &cache.values[b])
+            } else {
+                rebuilt = expand(&cache.latent[b], w, m);
+                (&rebuilt.0, &rebuilt.1)
+            };
+            attend(
+                &q[b * t_n * h_n * qk..(b + 1) * t_n * h_n * qk],
+                keys,
+                values,
+                inp.start,
+                h_n,
+                h_n,
+                qk,
+                m.v,
+                scale,
+                &mut attn[b * t_n * h_n * m.v..(b + 1) * t_n * h_n * m.v],
+            );
+        }
+        attn
+    };
+    linear_new(&attn, rows, h_n * m.v, w.wo, d)
+}
+
+/// The compact state of the new tokens, `batch * seq` rows of
+/// `kv_rank + rope`: `kv_down(x)` with its `c_kv` part normalized by
+/// `kv_norm` and its rope key rotated at the token's position.
+fn new_latent(inp: &Input, w: &MlaWeights, m: &MlaDims, eps: f64, rope: &Rope) -> Vec<f32> {
+    let lat_w = m.kv_rank + m.rope;
+    let rows = inp.batch * inp.seq;
+    let mut lat = linear_new(inp.x, rows, inp.dim, w.kv_down, lat_w);
+    let mut raw = vec![0.0f32; m.kv_rank];
+    for (r, row) in lat.chunks_exact_mut(lat_w).enumerate() {
+        let (c_kv, k_rope) = row.split_at_mut(m.kv_rank);
+        raw.copy_from_slice(c_kv);
+        rmsnorm(&raw, m.kv_rank, w.kv_norm, eps, c_kv);
+        rope.apply(k_rope, inp.start + r % inp.seq);
+    }
+    lat
+}
+
+/// Up-projects latent rows (`n * (kv_rank + rope)`, as cached) into per-head
+/// keys `n * heads * (nope + rope)` (`[k_nope | shared k_rope]`) and values
+/// `n * heads * v`. Rows of `kv_up` per head: `nope` key rows, then `v` value rows.
+fn expand(lat: &[f32], w: &MlaWeights, m: &MlaDims) -> (Vec<f32>, Vec<f32>) {
+    let (h_n, qk, kv_w) = (m.heads, m.nope + m.rope, m.nope + m.v);
+    let lat_w = m.kv_rank + m.rope;
+    let n = lat.len() / lat_w;
+    let c_kv: Vec<f32> = lat
+        .chunks_exact(lat_w)
+        .flat_map(|row| &row[..m.kv_rank])
+        .copied()
+        .collect();
+    let kv = linear_new(&c_kv, n, m.kv_rank, w.kv_up, h_n * kv_w);
+    let mut keys = vec![0.0f32; n * h_n * qk];
+    let mut values = vec![0.0f32; n * h_n * m.v];
+    for (s, row) in lat.chunks_exact(lat_w).enumerate() {
+        let k_rope = &row[m.kv_rank..];
+        for h in 0..h_n {
+            let i = s * h_n + h;
+            let src = &kv[i * kv_w..(i + 1) * kv_w];
+            let k = &mut keys[i * qk..(i + 1) * qk];
+            k[..m.nope].copy_from_slice(&src[..m.nope]);
+            k[m.nope..].copy_from_slice(k_rope);
+            values[i * m.v..(i + 1) * m.v].copy_from_slice(&src[m.nope..]);
+        }
+    }
+    (keys, values)
+}
+
+/// Weight-absorbed attention of one new token per batch row against the
+/// cached latents (`latent[b]`, already holding that token). Per head `h`,
+/// with `W_uk[h]` / `W_uv[h]` the key / value blocks of `kv_up`:
+/// `q_abs = W_uk[h]^T q_nope`, score `s` = `[q_abs | q_rope] . latent[s]`
+/// (normalized `c_kv` and rope key in one dot product) times `scale`,
+/// softmax, `o_lat = sum_s p_s c_kv[s]`, output `W_uv[h] o_lat`. All heads
+/// share the latent, so scores and `o_lat` are one GEMM each per batch row,
+/// threaded by the GEMM itself when large. Returns `batch * heads * v`.
+fn absorbed(
+    q_nope: &[f32],
+    q_rope: &[f32],
+    latent: &[Vec<f32>],
+    start: usize,
+    w: &MlaWeights,
+    m: &MlaDims,
+    scale: f32,
+) -> Vec<f32> {
+    let b_n = latent.len();
+    let (h_n, r, nope, vd) = (m.heads, m.kv_rank, m.nope, m.v);
+    let (lat_w, kv_w) = (r + m.rope, nope + vd);
+    // The per-head products read all of `kv_up` once per batch row: threads
+    // from 2^18 multiply-adds, as for a linear layer.
+    let parallel = h_n * kv_w * r * b_n >= 1 << 18;
+    // Absorbed queries, `[heads, batch, kv_rank + rope]` (one block per head).
+    let mut q_cat = vec![0.0f32; h_n * b_n * lat_w];
+    for_heads(&mut q_cat, b_n * lat_w, parallel, |h, qh| {
+        // q_abs[b] = q_nope[b, h] @ W_uk[h]  ([nope] x [nope, kv_rank]).
+        gemm_strided(
+            b_n,
+            nope,
+            r,
+            &q_nope[h * nope..],
+            h_n * nope,
+            1,
+            &w.kv_up[h * kv_w * r..],
+            r,
+            1,
+            qh,
+            lat_w,
+            1,
+        );
+        for (b, dst) in qh.chunks_exact_mut(lat_w).enumerate() {
+            dst[r..].copy_from_slice(&q_rope[(b * h_n + h) * m.rope..(b * h_n + h + 1) * m.rope]);
+        }
+    });
+    // Attention-weighted latents, `[heads, batch, kv_rank]`.
+    let mut o_lat = vec![0.0f32; h_n * b_n * r];
+    let mut scores = Vec::new();
+    for (b, lat) in latent.iter().enumerate() {
+        let visible = (start + 1).min(lat.len() / lat_w);
+        if visible == 0 {
+            continue;
+        }
+        scores.clear();
+        scores.resize(h_n * visible, 0.0);
+        // scores[h, s] = q_cat[h, b] . latent[s]
+        gemm_strided(
+            h_n,
+            lat_w,
+            visible,
+            &q_cat[b * lat_w..],
+            b_n * lat_w,
+            1,
+            lat,
+            1,
+            lat_w,
+            &mut scores,
+            visible,
+            1,
+        );
+        for row in scores.chunks_exact_mut(visible) {
+            for v in row.iter_mut() {
+                *v *= scale;
+            }
+            softmax(row);
+        }
+        // o_lat[h, b] = sum_s p[h, s] c_kv[s]
+        gemm_strided(
+            h_n,
+            visible,
+            r,
+            &scores,
+            visible,
+            1,
+            lat,
+            lat_w,
+            1,
+            &mut o_lat[b * r..],
+            b_n * r,
+            1,
+        );
+    }
+    // Per-head values, `[heads, batch, v]`: o_lat[h, b] @ W_uv[h]^T.
+    let mut v_heads = vec![0.0f32; h_n * b_n * vd];
+    for_heads(&mut v_heads, b_n * vd, parallel, |h, vh| {
+        gemm_strided(
+            b_n,
+            r,
+            vd,
+            &o_lat[h * b_n * r..],
+            r,
+            1,
+            &w.kv_up[(h * kv_w + nope) * r..],
+            1,
+            r,
+            vh,
+            vd,
+            1,
+        );
+    });
+    let mut attn = vec![0.0f32; b_n * h_n * vd];
+    for (h, vh) in v_heads.chunks_exact(b_n * vd).enumerate() {
+        for (b, v) in vh.chunks_exact(vd).enumerate() {
+            attn[(b * h_n + h) * vd..(b * h_n + h + 1) * vd].copy_from_slice(v);
+        }
+    }
+    attn
+}
+
+/// Runs `f(h, block)` over the consecutive `chunk`-sized blocks of `out`,
+/// one per head, on all threads when `parallel`.
+fn for_heads<F>(out: &mut [f32], chunk: usize, parallel: bool, f: F)
+where
+    F: Fn(usize, &mut [f32]) + Sync + Send,
+{
+    if chunk == 0 {
+        return;
+    }
+    if parallel {
+        out.par_chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(h, c)| f(h, c));
+    } else {
+        out.chunks_mut(chunk).enumerate().for_each(|(h, c)| f(h, c));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::kv::KvCache;
+
+    const THETA: f64 = 10000.0;
+    const EPS: f64 = 1e-6;
+
+    /// The small MLA of the tests.
+    const SMALL: Case = Case {
+        dim: 32,
+        batch: 2,
+        m: MlaDims {
+            heads: 4,
+            q_rank: 16,
+            kv_rank: 12,
+            rope: 4,
+            nope: 8,
+            v: 8,
+        },
+    };
+
+    const ALL: [MlaOptions; 4] = [
+        MlaOptions {
+            compact: false,
+            absorb: false,
+        },
+        MlaOptions {
+            compact: true,
+            absorb: false,
+        },
+        MlaOptions {
+            compact: false,
+            absorb: true,
+        },
+        MlaOptions {
+            compact: true,
+            absorb: true,
+        },
+    ];
+
+    /// Deterministic uniform values in `[-1, 1)` (SplitMix64).
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> f32 {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            (z >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        }
+
+        fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+            (0..n).map(|_| self.next() * scale).collect()
+        }
+    }
+
+    /// A model width, batch and MLA sizes.
+    struct Case {
+        dim: usize,
+        batch: usize,
+        m: MlaDims,
+    }
+
+    impl Case {
+        /// Compact floats per token: `kv_rank + rope`.
+        fn compact_width(&self) -> usize {
+            self.m.kv_rank + self.m.rope
+        }
+
+        /// Reference floats per token: the latent, plus keys
+        /// `heads * (nope + rope)` and values `heads * v`.
+        fn reference_width(&self) -> usize {
+            let m = &self.m;
+            self.compact_width() + m.heads * (m.nope + m.rope + m.v)
+        }
+
+        /// Random weights, `[out, in]` each, in [`MlaWeights`] order.
+        fn weights(&self, seed: u64) -> Vec<Vec<f32>> {
+            let (m, mut rng) = (&self.m, Rng(seed));
+            let mut linear = |out: usize, inp: usize| rng.vec(out * inp, (inp as f32).powf(-0.5));
+            let (q_down, q_up_nope, q_up_rope) = (
+                linear(m.q_rank, self.dim),
+                linear(m.heads * m.nope, m.q_rank),
+                linear(m.heads * m.rope, m.q_rank),
+            );
+            let (kv_down, kv_up, wo) = (
+                linear(m.kv_rank + m.rope, self.dim),
+                linear(m.heads * (m.nope + m.v), m.kv_rank),
+                linear(self.dim, m.heads * m.v),
+            );
+            let mut norm = |n: usize| rng.vec(n, 0.2).iter().map(|v| 1.0 + v).collect();
+            let (q_norm, kv_norm) = (norm(m.q_rank), norm(m.kv_rank));
+            vec![
+                q_down, q_norm, q_up_nope, q_up_rope, kv_down, kv_norm, kv_up, wo,
+            ]
+        }
+
+        /// One MLA call of `seq` new tokens at `start` (inputs from `rng`).
+        fn call(
+            &self,
+            w: &[Vec<f32>],
+            rng: &mut Rng,
+            cache: &mut KvCache,
+            seq: usize,
+            start: usize,
+            opts: MlaOptions,
+        ) -> Vec<f32> {
+            let x = rng.vec(self.batch * seq * self.dim, 1.0);
+            let inp = Input {
+                x: &x,
+                batch: self.batch,
+                seq,
+                dim: self.dim,
+                start,
+            };
+            let weights = MlaWeights {
+                q_down: &w[0],
+                q_norm: &w[1],
+                q_up_nope: &w[2],
+                q_up_rope: &w[3],
+                kv_down: &w[4],
+                kv_norm: &w[5],
+                kv_up: &w[6],
+                wo: &w[7],
+            };
+            let rope = Rope::new(self.m.rope, start, seq, THETA);
+            let layer = cache.entry("prelude_0", self.batch);
+            let out = mla_with(&inp, &weights, &self.m, EPS, &rope, layer, opts);
+            assert_eq!(layer.len, start + seq);
+            assert_eq!(out.len(), self.batch * seq * self.dim);
+            out
+        }
+
+        /// Calls of `seqs` tokens each through one fresh cache (inputs from
+        /// `seed`); each call's output and the cache bytes at the end.
+        fn run(
+            &self,
+            w: &[Vec<f32>],
+            seqs: &[usize],
+            seed: u64,
+            opts: MlaOptions,
+        ) -> (Vec<Vec<f32>>, usize) {
+            let (mut rng, mut cache) = (Rng(seed), KvCache::new());
+            let mut start = 0;
+            let mut outs = Vec::new();
+            for &seq in seqs {
+                outs.push(self.call(w, &mut rng, &mut cache, seq, start, opts));
+                start += seq;
+            }
+            (outs, cache.bytes())
+        }
+
+        /// Runs `seqs` under every option combination and checks outputs
+        /// against the default and the cache bytes; returns the worst figure.
+        fn check_all(&self, seqs: &[usize]) -> f32 {
+            let w = self.weights(1);
+            let positions: usize = seqs.iter().sum();
+            let (reference, ref_bytes) = self.run(&w, seqs, 2, MlaOptions::default());
+            assert_eq!(
+                ref_bytes,
+                self.batch * positions * self.reference_width() * 4
+            );
+            let mut all_worst = 0.0f32;
+            for opts in ALL {
+                let (outs, bytes) = self.run(&w, seqs, 2, opts);
+                let err = worst(&reference, &outs);
+                println!("calls {seqs:?}, {opts:?}: worst relative difference {err:.3e}, cache {bytes} bytes");
+                assert!(err <= 1e-5, "{opts:?}: {err}");
+                let width = if opts.compact {
+                    self.compact_width()
+                } else {
+                    self.reference_width()
+                };
+                assert_eq!(bytes, self.batch * positions * width * 4);
+                all_worst = all_worst.max(err);
+            }
+            all_worst
+        }
+    }
+
+    /// Largest `|a - b|` over the calls, relative to the largest `|a|`.
+    fn worst(reference: &[Vec<f32>], other: &[Vec<f32>]) -> f32 {
+        let scale = reference
+            .iter()
+            .flatten()
+            .fold(0.0f32, |m, v| m.max(v.abs()));
+        assert!(scale > 0.0);
+        assert_eq!(reference.len(), other.len());
+        let diff = reference.iter().zip(other).fold(0.0f32, |m, (a, b)| {
+            assert_eq!(a.len(), b.len());
+            a.iter().zip(b).fold(m, |m, (x, y)| m.max((x - y).abs()))
+        });
+        diff / scale
+    }
+
+    #[test]
+    fn mla_options_match_reference_on_prefill_and_decode() {
+        // A 5-token prefill, then three decode steps.
+        SMALL.check_all(&[5, 1, 1, 1]);
+        // Exact sizes for these dims: 8 positions x 2 rows x (12 + 4) floats,
+        // against x (16 + 4 * (8 + 4) + 4 * 8) floats.
+        assert_eq!(SMALL.batch * 8 * SMALL.compact_width() * 4, 1024);
+        assert_eq!(SMALL.batch * 8 * SMALL.reference_width() * 4, 6144);
+    }
+
+    #[test]
+    fn prefill_after_cached_prefix_matches() {
+        // A 3-token prefill, a 2-token call over the cached prefix, one decode step.
+        SMALL.check_all(&[3, 2, 1]);
+    }
+
+    #[test]
+    fn threaded_paths_match_reference() {
+        // Big enough that the absorbed per-head products
+        // (heads * (nope + v) * kv_rank * batch = 2^18) and the decode
+        // scores of the expanded path run on all threads.
+        let case = Case {
+            dim: 64,
+            batch: 2,
+            m: MlaDims {
+                heads: 16,
+                q_rank: 32,
+                kv_rank: 128,
+                rope: 16,
+                nope: 32,
+                v: 32,
+            },
+        };
+        case.check_all(&[60, 1, 1]);
+    }
+
+    #[test]
+    fn cache_entry_keeps_its_first_layout() {
+        let w = SMALL.weights(5);
+        let (mut rng_a, mut rng_b) = (Rng(6), Rng(6));
+        let (mut reference, mut mixed) = (KvCache::new(), KvCache::new());
+        let compact = MlaOptions {
+            compact: true,
+            absorb: false,
+        };
+        let absorb = MlaOptions {
+            compact: false,
+            absorb: true,
+        };
+        // `mixed` is filled compact, then asked for the reference layout.
+        let steps = [
+            (3, compact),
+            (1, MlaOptions::default()),
+            (2, absorb),
+            (1, absorb),
+        ];
+        let mut start = 0;
+        for (seq, opts) in steps {
+            let want = SMALL.call(
+                &w,
+                &mut rng_a,
+                &mut reference,
+                seq,
+                start,
+                MlaOptions::default(),
+            );
+            let got = SMALL.call(&w, &mut rng_b, &mut mixed, seq, start, opts);
+            assert!(worst(&[want], &[got]) <= 1e-5);
+            start += seq;
+        }
+        assert!(!mixed.entry("prelude_0", SMALL.batch).holds_keys());
+        assert_eq!(
+            mixed.bytes(),
+            SMALL.batch * start * SMALL.compact_width() * 4
+        );
+    }
 }

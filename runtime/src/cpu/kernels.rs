@@ -315,6 +315,58 @@ impl Rope {
     }
 }
 
+/// [`linear`] on the calling thread only, with the same numbers (each
+/// output is the same dot product, or comes from the same GEMM blocking: the
+/// gemm crate splits only the output across threads, never the reduction).
+/// For callers that already run independent products in parallel, such as
+/// the experts of a grouped MoE GEMM, where nested threading costs more than
+/// it gives.
+pub fn linear_serial(x: &[f32], rows: usize, k: usize, w: &[f32], n: usize, out: &mut [f32]) {
+    assert_eq!(x.len(), rows * k, "linear: x is not rows x k");
+    assert_eq!(w.len(), n * k, "linear: w is not n x k");
+    assert_eq!(out.len(), rows * n, "linear: out is not rows x n");
+    if rows == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        out.fill(0.0);
+        return;
+    }
+    if rows <= GEMV_ROWS {
+        for (xr, o) in x.chunks_exact(k).zip(out.chunks_exact_mut(n)) {
+            for (v, wr) in o.iter_mut().zip(w.chunks_exact(k)) {
+                *v = dot(xr, wr);
+            }
+        }
+        return;
+    }
+    // SAFETY: the asserts above make x [rows, k], w [n, k] and out [rows, n],
+    // which are exactly the extents these strides reach.
+    unsafe {
+        gemm::gemm(
+            rows,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            x.as_ptr(),
+            1,
+            k as isize,
+            w.as_ptr(),
+            k as isize,
+            1,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

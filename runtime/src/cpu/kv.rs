@@ -1,22 +1,44 @@
 //! The KV cache: one entry per prelude layer, per loop iteration of each
 //! looped attention, and per coda layer (OpenMythos's `cache_key`s:
-//! `prelude_0`, `recurrent_loop_3`, `coda_1`). MLA entries use the compact
-//! layout: the latent `c_kv` (before its norm) and the rotated rope key once,
-//! not per head; the up-projected keys/values are kept beside them so that a
-//! decode step projects only its new token.
+//! `prelude_0`, `recurrent_loop_3`, `coda_1`).
+//!
+//! MLA entries always hold the compact per-token state (`latent`): the latent
+//! `c_kv` *after* its RMSNorm (`kv_norm`), then the rotated rope key, once per
+//! token rather than per head. Keeping `c_kv` normalized (same size as the raw
+//! one) spares the absorbed decode and the compact expansion from
+//! re-normalizing the whole cache on every step; every consumer of `c_kv`
+//! reads it normalized, so the numbers are unchanged. Two layouts:
+//!
+//! - reference: `latent` plus the up-projected per-head keys/values, so that
+//!   a non-absorbed decode step up-projects only its new token;
+//! - compact (`MlaOptions::compact`): `latent` only; `keys`/`values` stay empty.
+//!
+//! An entry keeps the layout it was first filled with (see
+//! [`LayerCache::holds_keys`]).
 
 use std::collections::HashMap;
 
 /// Keys and values of one attention layer, per batch row, appended in order.
 #[derive(Clone, Debug, Default)]
 pub struct LayerCache {
-    /// Per batch row: `len * k_width` keys (GQA: rotated k; MLA: `[k_nope | k_rope]` per head).
+    /// Per batch row: `len * k_width` keys (GQA: rotated k; MLA: `[k_nope | k_rope]`
+    /// per head). Empty for an MLA entry in the compact layout.
     pub keys: Vec<Vec<f32>>,
-    /// Per batch row: `len * v_width` values.
+    /// Per batch row: `len * v_width` values. Empty for an MLA entry in the compact layout.
     pub values: Vec<Vec<f32>>,
-    /// MLA only, per batch row: the compact state (`c_kv` then the rotated rope key).
+    /// MLA only, per batch row: `len * (kv_rank + rope)`, the normalized
+    /// `c_kv` then the rotated rope key of each token.
     pub latent: Vec<Vec<f32>>,
+    /// Positions held.
     pub len: usize,
+}
+
+impl LayerCache {
+    /// Whether the entry holds per-head keys (GQA, or MLA in the reference
+    /// layout). An empty entry holds none, so its first fill picks the layout.
+    pub fn holds_keys(&self) -> bool {
+        self.keys.iter().any(|k| !k.is_empty())
+    }
 }
 
 /// All cache entries of one sequence batch, and how many positions they hold.
@@ -51,7 +73,8 @@ impl KvCache {
         self.entries.len()
     }
 
-    /// Bytes held (f32), compact latent included.
+    /// Bytes held (f32): keys, values and latent, whatever the layout holds
+    /// (an MLA cache in the compact layout counts only its latent).
     pub fn bytes(&self) -> usize {
         self.entries
             .values()

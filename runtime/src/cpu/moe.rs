@@ -1,10 +1,35 @@
 //! DeepSeek-style MoE as in OpenMythos: `scores = softmax(router(x))`, top-k
 //! chosen on `router(x) + router_bias`, gates = chosen scores renormalised to
 //! sum 1, routed SwiGLU experts weighted by their gates, plus every shared
-//! expert. Each routed expert runs once over the tokens routed to it
-//! (gathered rows), not token by token.
+//! expert. Both paths share the routing ([`route`]) and the shared experts,
+//! and give the same numbers, bit for bit (same kernels on the same rows,
+//! same order of the sums).
+//!
+//! - [`moe`], the per-expert reference: each routed expert runs once over
+//!   the tokens routed to it, gathered into a buffer of its own (one
+//!   allocation per active expert for the rows, another for each
+//!   projection); experts run in parallel and every kernel threads on its
+//!   own as well, nested.
+//! - [`moe_batched`], expert batching: the `(token, slot)` assignments are
+//!   counting-sorted by expert into one permuted buffer `[rows * top_k, dim]`
+//!   with a segment per expert (tokens in order within a segment), and each
+//!   projection is one grouped GEMM over the segments of all active experts:
+//!   gate and up into contiguous `[rows * top_k, hidden]` buffers,
+//!   `silu(gate) * up` in place, down back into the permuted buffer (its
+//!   inputs are dead by then). A segment's stages depend on that segment
+//!   only, so each segment runs its three projections as one task: one
+//!   fork-join in all, and its activations are still in cache for down.
+//!   A segment larger than one thread's share of the rows (one that running
+//!   side by side could not balance) runs alone with threaded kernels; the
+//!   others run side by side on the pool with single-threaded kernels, so
+//!   threads never nest. The output is gathered back per token,
+//!   `out[t] += gate * y[slot]` over its slots in expert order, which is the
+//!   order in which [`moe`] adds them. The permuted rows and the
+//!   activations live in one scratch buffer per thread, reused across calls
+//!   (no allocation per expert, nor per call once warm). Decode (one token)
+//!   reads only the `top_k` chosen experts, as GEMVs.
 
-use super::kernels::{linear_new, softmax, swiglu};
+use super::kernels::{linear, linear_new, linear_serial, silu, softmax, swiglu};
 use rayon::prelude::*;
 
 pub struct MoeWeights<'a> {
@@ -29,23 +54,63 @@ pub struct MoeDims {
     pub shared_hidden: usize,
 }
 
-pub fn moe(x: &[f32], rows: usize, dim: usize, w: &MoeWeights, m: &MoeDims) -> Vec<f32> {
-    let logits = linear_new(x, rows, dim, w.router, m.experts);
-    // Routing per token: (expert, gate) pairs.
-    let mut routed: Vec<Vec<(usize, f32)>> = vec![Vec::new(); m.experts];
-    for r in 0..rows {
-        let l = &logits[r * m.experts..(r + 1) * m.experts];
-        let mut scores = l.to_vec();
+/// The experts each token is routed to.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Routing {
+    pub top_k: usize,
+    /// `rows * top_k` pairs `(expert, gate)`: token `t`'s are
+    /// `choices[t * top_k..(t + 1) * top_k]`, in ascending expert order.
+    pub choices: Vec<(usize, f32)>,
+}
+
+/// Routes `rows` tokens: `scores = softmax(router(x))`, the `top_k` highest
+/// `router(x) + bias` chosen (ties go to the lower index), gates = their
+/// scores renormalised to sum 1 (summed in rank order).
+pub fn route(x: &[f32], rows: usize, dim: usize, w: &MoeWeights, m: &MoeDims) -> Routing {
+    let (experts, k) = (m.experts, m.top_k);
+    assert!(
+        k <= experts,
+        "moe: top_k {k} is more than the {experts} experts"
+    );
+    if k == 0 {
+        return Routing {
+            top_k: 0,
+            choices: Vec::new(),
+        };
+    }
+    let logits = linear_new(x, rows, dim, w.router, experts);
+    let mut choices = Vec::with_capacity(rows * k);
+    let mut scores = vec![0.0f32; experts];
+    let mut order: Vec<usize> = Vec::with_capacity(experts);
+    for l in logits.chunks_exact(experts) {
+        scores.copy_from_slice(l);
         softmax(&mut scores);
-        let mut order: Vec<usize> = (0..m.experts).collect();
         let biased = |e: usize| l[e] + w.bias.map_or(0.0, |b| b[e]);
-        // Highest biased logit first; ties go to the lower index.
-        order.sort_by(|&a, &b| biased(b).total_cmp(&biased(a)).then(a.cmp(&b)));
-        let chosen = &order[..m.top_k];
-        let total: f32 = chosen.iter().map(|&e| scores[e]).sum();
-        for &e in chosen {
-            routed[e].push((r, scores[e] / total));
+        // Highest biased logit first; ties go to the lower index. A total
+        // order, so selecting the top k and sorting them ranks them as a
+        // full sort would.
+        let rank = |&a: &usize, &b: &usize| biased(b).total_cmp(&biased(a)).then(a.cmp(&b));
+        order.clear();
+        order.extend(0..experts);
+        if k < experts {
+            order.select_nth_unstable_by(k - 1, rank);
         }
+        let chosen = &mut order[..k];
+        chosen.sort_by(rank);
+        let total: f32 = chosen.iter().map(|&e| scores[e]).sum();
+        chosen.sort_unstable();
+        choices.extend(chosen.iter().map(|&e| (e, scores[e] / total)));
+    }
+    Routing { top_k: k, choices }
+}
+
+/// The per-expert reference path (see the module doc).
+pub fn moe(x: &[f32], rows: usize, dim: usize, w: &MoeWeights, m: &MoeDims) -> Vec<f32> {
+    let routing = route(x, rows, dim, w, m);
+    // Per expert: the tokens routed to it, in token order, with their gates.
+    let mut routed: Vec<Vec<(usize, f32)>> = vec![Vec::new(); m.experts];
+    for (i, &(e, g)) in routing.choices.iter().enumerate() {
+        routed[e].push((i / m.top_k, g));
     }
     let (h, e_stride, d_stride) = (m.hidden, m.hidden * dim, dim * m.hidden);
     // Each expert over its gathered tokens, in parallel; results added in expert order.
@@ -83,26 +148,448 @@ pub fn moe(x: &[f32], rows: usize, dim: usize, w: &MoeWeights, m: &MoeDims) -> V
             }
         }
     }
-    if let Some((gate, up, down)) = w.shared {
-        let (sh, se, sd) = (
-            m.shared_hidden,
-            m.shared_hidden * dim,
-            dim * m.shared_hidden,
+    add_shared(x, rows, dim, w, m, &mut out);
+    out
+}
+
+/// Adds every shared expert's SwiGLU of `x`, in order, to `out`.
+fn add_shared(x: &[f32], rows: usize, dim: usize, w: &MoeWeights, m: &MoeDims, out: &mut [f32]) {
+    let Some((gate, up, down)) = w.shared else {
+        return;
+    };
+    let (sh, se, sd) = (
+        m.shared_hidden,
+        m.shared_hidden * dim,
+        dim * m.shared_hidden,
+    );
+    for s in 0..m.shared {
+        let y = swiglu(
+            x,
+            rows,
+            dim,
+            &gate[s * se..(s + 1) * se],
+            &up[s * se..(s + 1) * se],
+            &down[s * sd..(s + 1) * sd],
+            sh,
         );
-        for s in 0..m.shared {
-            let y = swiglu(
-                x,
-                rows,
-                dim,
-                &gate[s * se..(s + 1) * se],
-                &up[s * se..(s + 1) * se],
-                &down[s * sd..(s + 1) * sd],
-                sh,
-            );
-            for (o, v) in out.iter_mut().zip(&y) {
-                *o += v;
+        for (o, v) in out.iter_mut().zip(&y) {
+            *o += v;
+        }
+    }
+}
+
+/// Below this many multiply-adds a product (or a batch of them) stays on
+/// one thread, as in the kernels: waking threads would cost more.
+const PARALLEL_WORK: usize = 1 << 18;
+
+/// Expert batching (see the module doc): the same numbers as [`moe`].
+pub fn moe_batched(x: &[f32], rows: usize, dim: usize, w: &MoeWeights, m: &MoeDims) -> Vec<f32> {
+    batched(
+        x,
+        rows,
+        dim,
+        w,
+        m,
+        rayon::current_num_threads(),
+        PARALLEL_WORK,
+    )
+}
+
+/// [`moe_batched`] with the scheduling knobs exposed (tests force each path).
+fn batched(
+    x: &[f32],
+    rows: usize,
+    dim: usize,
+    w: &MoeWeights,
+    m: &MoeDims,
+    threads: usize,
+    parallel_work: usize,
+) -> Vec<f32> {
+    assert_eq!(x.len(), rows * dim, "moe: x is not rows x dim");
+    let routing = route(x, rows, dim, w, m);
+    let (experts, k, h) = (m.experts, m.top_k, m.hidden);
+    let slots = rows * k;
+
+    // Counting sort of the assignments by expert: segment `e` of the permuted
+    // rows is `offsets[e]..offsets[e + 1]`, tokens in order within it.
+    let mut offsets = vec![0usize; experts + 1];
+    for &(e, _) in &routing.choices {
+        offsets[e + 1] += 1;
+    }
+    for e in 0..experts {
+        offsets[e + 1] += offsets[e];
+    }
+    let mut next = offsets.clone();
+    // `slot[i]`: the permuted row of assignment `i` (token `i / k`).
+    let slot: Vec<usize> = routing
+        .choices
+        .iter()
+        .map(|&(e, _)| {
+            next[e] += 1;
+            next[e] - 1
+        })
+        .collect();
+    // One scratch buffer for the permuted rows and the gate and up
+    // activations; every element is written before it is read.
+    let mut scratch = Scratch::take(slots * (dim + 2 * h));
+    let (permuted, act) = scratch.split_at_mut(slots * dim);
+    let (act, up) = act.split_at_mut(slots * h);
+    let up = &mut up[..slots * h];
+    for (i, &s) in slot.iter().enumerate() {
+        let t = i / k;
+        permuted[s * dim..(s + 1) * dim].copy_from_slice(&x[t * dim..(t + 1) * dim]);
+    }
+
+    // The grouped GEMMs: per segment, gate and up, silu(gate) * up in place,
+    // then down into the segment's permuted rows (their inputs are dead by
+    // then). A segment's stages depend only on that segment, so each runs as
+    // one task: one fork-join for the three projections of all experts.
+    let plan = Schedule::new(&offsets, dim * h, threads, parallel_work);
+    let (e_stride, d_stride) = (h * dim, dim * h);
+    let tasks = split_rows(permuted, dim, &offsets)
+        .into_iter()
+        .zip(split_rows(act, h, &offsets))
+        .zip(split_rows(up, h, &offsets));
+    plan.run(tasks, |e, ((xy, g), u), project| {
+        let n = plan.rows[e];
+        let gu = e * e_stride..(e + 1) * e_stride;
+        project(xy, n, dim, &w.gate[gu.clone()], h, g);
+        project(xy, n, dim, &w.up[gu], h, u);
+        for (g, u) in g.iter_mut().zip(u.iter()) {
+            *g = silu(*g) * u;
+        }
+        project(g, n, h, &w.down[e * d_stride..(e + 1) * d_stride], dim, xy);
+    });
+    let y = &scratch[..slots * dim];
+
+    // Un-permute: each token sums its slots weighted by their gates, in
+    // expert order, as `moe` does.
+    let mut out = vec![0.0f32; rows * dim];
+    if dim > 0 {
+        let gather = |(t, o): (usize, &mut [f32])| {
+            let span = t * k..(t + 1) * k;
+            for (&(_, g), &s) in routing.choices[span.clone()].iter().zip(&slot[span]) {
+                for (o, &v) in o.iter_mut().zip(&y[s * dim..(s + 1) * dim]) {
+                    *o += g * v;
+                }
+            }
+        };
+        if threads > 1 && slots * dim >= parallel_work {
+            out.par_chunks_mut(dim).enumerate().for_each(gather);
+        } else {
+            out.chunks_mut(dim).enumerate().for_each(gather);
+        }
+    }
+    drop(scratch);
+    add_shared(x, rows, dim, w, m, &mut out);
+    out
+}
+
+/// A per-thread buffer reused across calls (taken out while in use, so a
+/// nested call on the same thread just allocates its own). Buffers this big
+/// come fresh from the OS on every call otherwise, and the page faults of
+/// their first touch cost about a tenth of the routed experts at 256 rows.
+struct Scratch(Vec<f32>);
+
+thread_local! {
+    static SCRATCH: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+impl Scratch {
+    /// Most floats kept per thread between calls (64 MiB); past that the
+    /// GEMMs dwarf the allocation.
+    const KEEP: usize = 1 << 24;
+
+    /// At least `len` floats, holding whatever the last call left there.
+    fn take(len: usize) -> Scratch {
+        let mut buf = SCRATCH.with(|s| s.take());
+        if buf.len() < len {
+            buf = vec![0.0; len];
+        }
+        Scratch(buf)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if self.0.len() <= Self::KEEP {
+            let buf = std::mem::take(&mut self.0);
+            // Fails only while the thread is being torn down; the buffer is freed then.
+            let _ = SCRATCH.try_with(|s| s.set(buf));
+        }
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Scratch {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        &mut self.0
+    }
+}
+
+/// A linear layer kernel: [`linear`] (threads by itself) or [`linear_serial`].
+type Project = fn(&[f32], usize, usize, &[f32], usize, &mut [f32]);
+
+/// How the segments of a grouped GEMM share the threads.
+struct Schedule {
+    /// Rows of each expert's segment.
+    rows: Vec<usize>,
+    /// Per expert: its segment runs alone with threaded kernels, being more
+    /// than one thread's share of the rows (side by side with the others
+    /// could not balance it) and big enough for threads to pay.
+    alone: Vec<bool>,
+    /// Whether the other non-empty segments run side by side on the pool
+    /// with single-threaded kernels (at least two of them, with enough work
+    /// between them); otherwise they run one after another on this thread.
+    side_by_side: bool,
+}
+
+impl Schedule {
+    fn new(offsets: &[usize], row_work: usize, threads: usize, parallel_work: usize) -> Schedule {
+        let rows: Vec<usize> = offsets.windows(2).map(|s| s[1] - s[0]).collect();
+        let total: usize = rows.iter().sum();
+        let alone: Vec<bool> = rows
+            .iter()
+            .map(|&n| threads > 1 && n * threads > total && n * row_work >= parallel_work)
+            .collect();
+        let (mut others, mut other_rows) = (0, 0);
+        for (&n, &alone) in rows.iter().zip(&alone) {
+            if !alone && n > 0 {
+                others += 1;
+                other_rows += n;
+            }
+        }
+        Schedule {
+            rows,
+            alone,
+            side_by_side: threads > 1 && others > 1 && other_rows * row_work >= parallel_work,
+        }
+    }
+
+    /// Runs `f(expert, task, kernel)` for every expert with a non-empty
+    /// segment (`tasks` in expert order, one per expert): the segments that
+    /// run alone one after another, then the others.
+    fn run<T: Send>(&self, tasks: impl Iterator<Item = T>, f: impl Fn(usize, T, Project) + Sync) {
+        let mut others = Vec::with_capacity(self.alone.len());
+        for (e, task) in tasks.enumerate() {
+            if self.rows[e] == 0 {
+                continue;
+            }
+            if self.alone[e] {
+                f(e, task, linear);
+            } else {
+                others.push((e, task));
+            }
+        }
+        if self.side_by_side {
+            others
+                .into_par_iter()
+                .with_max_len(1)
+                .for_each(|(e, task)| f(e, task, linear_serial));
+        } else {
+            // Few rows or a lone segment: `linear` threads only where it pays.
+            for (e, task) in others {
+                f(e, task, linear);
             }
         }
     }
-    out
+}
+
+/// Splits `buf` (rows of `width`) into the per-expert segments of `offsets`.
+fn split_rows<'a>(mut buf: &'a mut [f32], width: usize, offsets: &[usize]) -> Vec<&'a mut [f32]> {
+    offsets
+        .windows(2)
+        .map(|s| {
+            let (seg, rest) = std::mem::take(&mut buf).split_at_mut((s[1] - s[0]) * width);
+            buf = rest;
+            seg
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// xorshift64*: deterministic values in `[-1, 1)`.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> f32 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            let v = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 40;
+            v as f32 / (1u64 << 23) as f32 - 1.0
+        }
+
+        fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+            (0..n).map(|_| self.next() * scale).collect()
+        }
+    }
+
+    struct Model {
+        dim: usize,
+        dims: MoeDims,
+        router: Vec<f32>,
+        bias: Option<Vec<f32>>,
+        gate: Vec<f32>,
+        up: Vec<f32>,
+        down: Vec<f32>,
+        shared: Option<(Vec<f32>, Vec<f32>, Vec<f32>)>,
+    }
+
+    impl Model {
+        fn new(seed: u64, dim: usize, dims: MoeDims, bias: bool) -> Model {
+            let mut rng = Rng(seed);
+            let (e, h, s, sh) = (dims.experts, dims.hidden, dims.shared, dims.shared_hidden);
+            let (wd, wh, ws) = (
+                1.0 / (dim as f32).sqrt(),
+                1.0 / (h as f32).sqrt(),
+                1.0 / (sh as f32).sqrt(),
+            );
+            Model {
+                router: rng.vec(e * dim, wd),
+                bias: bias.then(|| rng.vec(e, 0.5)),
+                gate: rng.vec(e * h * dim, wd),
+                up: rng.vec(e * h * dim, wd),
+                down: rng.vec(e * dim * h, wh),
+                shared: (s > 0).then(|| {
+                    (
+                        rng.vec(s * sh * dim, wd),
+                        rng.vec(s * sh * dim, wd),
+                        rng.vec(s * dim * sh, ws),
+                    )
+                }),
+                dim,
+                dims,
+            }
+        }
+
+        fn weights(&self) -> MoeWeights<'_> {
+            MoeWeights {
+                router: &self.router,
+                bias: self.bias.as_deref(),
+                gate: &self.gate,
+                up: &self.up,
+                down: &self.down,
+                shared: self
+                    .shared
+                    .as_ref()
+                    .map(|(g, u, d)| (&g[..], &u[..], &d[..])),
+            }
+        }
+    }
+
+    fn small(experts: usize, top_k: usize, shared: usize) -> MoeDims {
+        MoeDims {
+            experts,
+            top_k,
+            hidden: 16,
+            shared,
+            shared_hidden: 32,
+        }
+    }
+
+    /// Max |batched - moe| / max |moe| over `rows` random tokens, for the
+    /// default schedule and forced ones (all on one thread; big segments
+    /// alone and the rest side by side; every segment alone).
+    fn compare(model: &Model, rows: usize, seed: u64) -> f32 {
+        let x = Rng(seed).vec(rows * model.dim, 1.0);
+        let (w, m, dim) = (model.weights(), &model.dims, model.dim);
+        let reference = moe(&x, rows, dim, &w, m);
+        let scale = reference.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+        assert!(reference.iter().all(|v| v.is_finite()));
+        let mut worst = 0.0f32;
+        let runs = [
+            moe_batched(&x, rows, dim, &w, m),
+            batched(&x, rows, dim, &w, m, 1, PARALLEL_WORK),
+            batched(&x, rows, dim, &w, m, 4, 0),
+            batched(&x, rows, dim, &w, m, 1 << 20, 0),
+        ];
+        for out in runs {
+            assert_eq!(out.len(), rows * dim);
+            let diff = out
+                .iter()
+                .zip(&reference)
+                .fold(0.0f32, |a, (b, r)| a.max((b - r).abs()));
+            assert!(
+                diff <= 1e-6 * scale,
+                "rows {rows}: max |batched - moe| = {diff:e}, max |moe| = {scale:e}"
+            );
+            worst = worst.max(if scale > 0.0 { diff / scale } else { diff });
+        }
+        worst
+    }
+
+    #[test]
+    fn batched_matches_moe() {
+        for bias in [false, true] {
+            for shared in [0, 1] {
+                let model = Model::new(7, 32, small(6, 2, shared), bias);
+                for rows in [1, 2, 7, 64] {
+                    let rel = compare(&model, rows, 100 + rows as u64);
+                    println!("bias {bias}, shared {shared}, rows {rows}: relative error {rel:e}");
+                }
+            }
+        }
+        let model = Model::new(3, 32, small(6, 2, 1), true);
+        assert!(moe_batched(&[], 0, 32, &model.weights(), &model.dims).is_empty());
+    }
+
+    #[test]
+    fn expert_without_tokens() {
+        let mut model = Model::new(11, 32, small(6, 2, 1), true);
+        // Expert 2 is never chosen; NaN weights prove it is never read either.
+        model.bias.as_mut().unwrap()[2] = -1e4;
+        let (e, hd) = (2, 16 * 32);
+        for w in [&mut model.gate, &mut model.up, &mut model.down] {
+            w[e * hd..(e + 1) * hd].fill(f32::NAN);
+        }
+        let x = Rng(5).vec(64 * 32, 1.0);
+        let routing = route(&x, 64, 32, &model.weights(), &model.dims);
+        assert!(routing.choices.iter().all(|&(e, _)| e != 2));
+        let rel = compare(&model, 64, 5);
+        println!("expert 2 idle: relative error {rel:e}");
+    }
+
+    #[test]
+    fn every_expert_chosen() {
+        for bias in [false, true] {
+            let model = Model::new(13, 32, small(6, 6, 1), bias);
+            for rows in [1, 7, 64] {
+                let rel = compare(&model, rows, 200 + rows as u64);
+                println!("top_k = experts, bias {bias}, rows {rows}: relative error {rel:e}");
+            }
+        }
+    }
+
+    #[test]
+    fn routing_ties_and_gates() {
+        let mut model = Model::new(17, 4, small(6, 2, 0), true);
+        // Equal logits: ties go to the lower index, gates are equal.
+        model.router.fill(0.0);
+        model.bias.as_mut().unwrap().fill(0.0);
+        let r = route(&[1.0, 2.0, 3.0, 4.0], 1, 4, &model.weights(), &model.dims);
+        assert_eq!(r.choices, vec![(0, 0.5), (1, 0.5)]);
+        // The bias picks expert 5 but leaves the gates to the scores.
+        model.bias.as_mut().unwrap()[5] = 1.0;
+        let r = route(&[1.0, 2.0, 3.0, 4.0], 1, 4, &model.weights(), &model.dims);
+        assert_eq!(r.choices, vec![(0, 0.5), (5, 0.5)]);
+        // Gates of each token sum to 1, its experts in ascending order.
+        let model = Model::new(19, 32, small(6, 3, 0), true);
+        let x = Rng(23).vec(9 * 32, 1.0);
+        let r = route(&x, 9, 32, &model.weights(), &model.dims);
+        for token in r.choices.chunks_exact(3) {
+            assert!(token.windows(2).all(|p| p[0].0 < p[1].0));
+            let sum: f32 = token.iter().map(|c| c.1).sum();
+            assert!((sum - 1.0).abs() < 1e-6);
+        }
+    }
 }
