@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use mythos_compiler::diag::{self, Code};
 use mythos_compiler::sema::{self, Loader};
 use mythos_compiler::{
-    analysis, fmt, interop::openmythos, ir, presets, report, Diagnostic, SourceMap,
+    analysis, fmt, interop::openmythos, ir, passes, presets, report, Diagnostic, SourceMap,
 };
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -109,8 +109,10 @@ enum Command {
         /// Print the stable JSON document (schema mythos.inspect/1) instead of tables
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        opt: OptArgs,
     },
-    /// Print the graph IR of a model (text or Graphviz DOT)
+    /// Print the graph IR of a model (text or Graphviz DOT); as lowered unless -O1/-O2
     Graph {
         /// Spec file or @preset
         spec: String,
@@ -118,6 +120,8 @@ enum Command {
         model: Option<String>,
         #[arg(long, value_enum, default_value = "text")]
         format: GraphFormat,
+        #[command(flatten)]
+        opt: GraphOptArgs,
     },
     /// Write random weights with the reference's init scheme (safetensors, OpenMythos names)
     Init {
@@ -150,6 +154,8 @@ enum Command {
         /// Where to write `logits` (F32, [batch, tokens, vocab])
         #[arg(long)]
         dump_logits: PathBuf,
+        #[command(flatten)]
+        opt: OptArgs,
     },
     /// Generate tokens from a prompt on the CPU (streams token ids)
     Generate {
@@ -192,6 +198,8 @@ enum Command {
         eos: Option<i64>,
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1u64 << 16))]
         loops: Option<u64>,
+        #[command(flatten)]
+        opt: OptArgs,
     },
     /// Measure CPU prefill and decode speed on random tokens
     Bench {
@@ -215,6 +223,8 @@ enum Command {
         profile: bool,
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        opt: OptArgs,
     },
     /// Run an ablation sweep over a base model (docs/sweeps.md); resumes from its journal
     Sweep {
@@ -234,6 +244,74 @@ enum Command {
     Presets,
     /// Explain a diagnostic code (`mythos explain E0301`), or list them all
     Explain { code: Option<String> },
+}
+
+/// The pass pipeline (docs/passes.md): `-O0|-O1|-O2`, or an explicit list.
+#[derive(clap::Args, Clone, Debug)]
+struct OptArgs {
+    /// Optimization level: 0 = the IR as lowered, 1 = cleanups and hoisting, 2 = all passes
+    #[arg(short = 'O', long = "opt-level", default_value_t = 2, value_parser = clap::value_parser!(u8).range(0..=2))]
+    opt_level: u8,
+    #[command(flatten)]
+    common: PassArgs,
+}
+
+/// `mythos graph` prints the IR as lowered unless asked for a level.
+#[derive(clap::Args, Clone, Debug)]
+struct GraphOptArgs {
+    /// Optimization level: 0 = the IR as lowered, 1 = cleanups and hoisting, 2 = all passes
+    #[arg(short = 'O', long = "opt-level", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
+    opt_level: u8,
+    #[command(flatten)]
+    common: PassArgs,
+}
+
+#[derive(clap::Args, Clone, Debug)]
+struct PassArgs {
+    /// Run exactly these passes in this order instead of the level's (comma separated)
+    #[arg(long, value_delimiter = ',', value_name = "PASS,...")]
+    passes: Option<Vec<String>>,
+    /// Print the IR to stderr after this pass (`all`: after every pass)
+    #[arg(long, value_name = "PASS")]
+    print_ir_after: Option<String>,
+    /// Run the IR verifier after every pass
+    #[arg(long)]
+    verify_each: bool,
+    /// Print the time and rewrites of each pass to stderr
+    #[arg(long)]
+    timings: bool,
+}
+
+impl PassArgs {
+    fn options(&self, level: u8) -> passes::Options {
+        passes::Options {
+            level,
+            passes: self.passes.clone(),
+            print_ir_after: self.print_ir_after.clone(),
+            verify_each: self.verify_each,
+        }
+    }
+}
+
+impl OptArgs {
+    fn optimize(&self, module: &mut ir::Module) -> Result<Vec<String>> {
+        optimize(module, &self.common, self.opt_level)
+    }
+}
+
+/// Runs the pipeline on `module`, printing `--print-ir-after` and `--timings`
+/// to stderr; returns the passes run.
+fn optimize(module: &mut ir::Module, args: &PassArgs, level: u8) -> Result<Vec<String>> {
+    let opts = args.options(level);
+    let report = passes::run(module, &opts)?;
+    for (pass, text) in &report.printed {
+        eprintln!("// IR after {pass}");
+        eprint!("{text}");
+    }
+    if args.timings {
+        eprint!("{}", passes::timings_table(&report));
+    }
+    Ok(report.passes.iter().map(|p| p.0.to_string()).collect())
 }
 
 /// Weights from a file or from a seed.
@@ -325,7 +403,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             dtype,
             bandwidth,
             json,
+            opt,
         } => {
+            passes::validate(&opt.common.options(opt.opt_level))?;
             let Some(m) = load_model(&spec, model.as_deref()) else {
                 return Ok(ExitCode::FAILURE);
             };
@@ -339,7 +419,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 dtype: analysis::StorageType::parse(&dtype).expect("clap checked the value"),
                 bandwidth,
             };
-            let report = analysis::analyze(&module, &opts);
+            let mut optimized = module.clone();
+            let ran = opt.optimize(&mut optimized)?;
+            let mut report = analysis::analyze(&module, &opts);
+            report.optimization = Some(analysis::Optimization {
+                level: opt.opt_level,
+                passes: ran,
+                before: analysis::kernels(&module, &opts),
+                after: analysis::kernels(&optimized, &opts),
+            });
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -351,11 +439,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             spec,
             model,
             format,
+            opt,
         } => {
+            passes::validate(&opt.common.options(opt.opt_level))?;
             let Some(m) = load_model(&spec, model.as_deref()) else {
                 return Ok(ExitCode::FAILURE);
             };
-            let module = ir::lower::lower(&m);
+            let mut module = ir::lower::lower(&m);
+            optimize(&mut module, &opt.common, opt.opt_level)?;
             match format {
                 GraphFormat::Text => print!("{}", ir::print::text(&module)),
                 GraphFormat::Dot => print!("{}", ir::print::dot(&module)),
@@ -382,12 +473,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             loops,
             decode_from,
             dump_logits,
+            opt,
         } => {
+            passes::validate(&opt.common.options(opt.opt_level))?;
             let Some(m) = load_model(&spec, model.as_deref()) else {
                 return Ok(ExitCode::FAILURE);
             };
-            let module = run::module_of(&m);
+            let mut module = run::module_of(&m);
             let w = run::load_weights(&module, &weights.source())?;
+            opt.optimize(&mut module)?;
             run::run(&module, &w, &inputs, loops, decode_from, &dump_logits)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -405,7 +499,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             sample_seed,
             eos,
             loops,
+            opt,
         } => {
+            passes::validate(&opt.common.options(opt.opt_level))?;
             if !(temperature >= 0.0 && temperature.is_finite()) {
                 anyhow::bail!("--temperature must be >= 0 (0 = greedy), got {temperature}");
             }
@@ -415,8 +511,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let Some(m) = load_model(&spec, model.as_deref()) else {
                 return Ok(ExitCode::FAILURE);
             };
-            let module = run::module_of(&m);
+            let mut module = run::module_of(&m);
             let w = run::load_weights(&module, &weights.source())?;
+            opt.optimize(&mut module)?;
             let opts = run::GenerateOptions {
                 max_new_tokens,
                 loops,
@@ -459,7 +556,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             threads,
             profile,
             json,
+            opt,
         } => {
+            passes::validate(&opt.common.options(opt.opt_level))?;
             if let Some(n) = threads {
                 rayon::ThreadPoolBuilder::new()
                     .num_threads(n)
@@ -469,15 +568,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let Some(m) = load_model(&spec, model.as_deref()) else {
                 return Ok(ExitCode::FAILURE);
             };
-            let module = run::module_of(&m);
+            let mut module = run::module_of(&m);
             let w = run::load_weights(&module, &weights.source())?;
+            opt.optimize(&mut module)?;
             let r = run::bench(&module, &w, seq, decode, loops, 0, profile)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
                 println!(
-                    "model {}   loops {}   threads {}",
-                    r.model, r.loops, r.threads
+                    "model {}   loops {}   threads {}   -O{}",
+                    r.model, r.loops, r.threads, opt.opt_level
                 );
                 println!(
                     "  prefill {} tokens   {:>10.1} ms   {:>10.1} tokens/s   {:>8.2} GFLOP/s",

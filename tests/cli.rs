@@ -195,6 +195,67 @@ fn graph_prints_text_and_dot() {
 }
 
 #[test]
+fn pass_flags_end_to_end() {
+    // -O2 graph: hoisted invariants, a loop header, fused groups.
+    let out = mythos(&["graph", "@tiny-mla", "-O2"]);
+    assert_eq!(out.status.code(), Some(0));
+    let s = text(&out.stdout);
+    assert!(s.contains("invariants=2"), "{s}");
+    assert!(s.contains("header(%t = param 0)"), "{s}");
+    assert!(s.contains("fused[add+lti_apply]"), "{s}");
+    assert!(
+        s.contains("kv=compact absorb prenorm(eps=1e-6) residual"),
+        "{s}"
+    );
+    // --timings lists every pass of -O2; --print-ir-after prints after one pass.
+    let out = mythos(&[
+        "graph",
+        "@tiny-gqa",
+        "-O2",
+        "--timings",
+        "--verify-each",
+        "--print-ir-after",
+        "hoist",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let err = text(&out.stderr);
+    for pass in [
+        "canonicalize",
+        "hoist",
+        "expert-batching",
+        "fuse",
+        "dce",
+        "total",
+    ] {
+        assert!(err.contains(pass), "{pass}: {err}");
+    }
+    assert_eq!(err.matches("// IR after").count(), 1, "{err}");
+    // An unknown pass is an error with a suggestion, exit 1.
+    let out = mythos(&["inspect", "@tiny-gqa", "--passes", "cse,fusion"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("unknown pass `fusion`; the passes are: canonicalize, cse, hoist"),
+        "{err}"
+    );
+    let out = mythos(&["graph", "@tiny-gqa", "-O3"]);
+    assert_eq!(out.status.code(), Some(1));
+    // inspect compares -O0 with the level: the tiny MLA model's figures.
+    let out = mythos(&["inspect", "@tiny-mla", "--seq", "128", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let o = &v["optimization"];
+    assert_eq!(o["level"], 2);
+    assert_eq!(o["before"]["per_decode_step"], 67);
+    assert_eq!(o["after"]["per_decode_step"], 32);
+    assert_eq!(o["before"]["kv_bytes_per_token"], 576);
+    assert_eq!(o["after"]["kv_bytes_per_token"], 288);
+    let out = mythos(&["inspect", "@tiny-mla", "-O0"]);
+    let s = text(&out.stdout);
+    assert!(s.contains("kernels per decode step"), "{s}");
+}
+
+#[test]
 fn openmythos_export_import_round_trip_through_the_cli() {
     let dir = std::env::temp_dir().join(format!("mythos-rt-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -79,6 +79,19 @@ pub struct Report {
     pub weights: WeightMemory,
     pub kv_cache: KvCache,
     pub decode: Decode,
+    /// Kernels and bytes moved before and after the passes (set by the caller
+    /// that ran them, see [`kernels`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub optimization: Option<Optimization>,
+}
+
+/// `-O0` against the optimized module.
+#[derive(Clone, Debug, Serialize)]
+pub struct Optimization {
+    pub level: u8,
+    pub passes: Vec<String>,
+    pub before: Kernels,
+    pub after: Kernels,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -200,6 +213,7 @@ pub fn analyze(module: &Module, opts: &Options) -> Report {
                 0.0
             },
         },
+        optimization: None,
     }
 }
 
@@ -251,7 +265,7 @@ impl Walk<'_> {
                 })
                 .collect();
             let component = match op {
-                Op::Head => "head".to_string(),
+                Op::Head(_) => "head".to_string(),
                 _ => weights
                     .first()
                     .map_or_else(|| "other".to_string(), |w| w.component.clone()),
@@ -263,12 +277,16 @@ impl Walk<'_> {
                     let f = 2.0 * weights[0].numel() as f64;
                     (f, f)
                 }
-                Op::Head => {
+                Op::Head(_) => {
                     let f = 2.0 * d * self.module.vocab as f64;
                     (f, f)
                 }
-                Op::SwiGlu => {
-                    let f: f64 = weights.iter().map(|w| 2.0 * w.numel() as f64).sum();
+                Op::SwiGlu(_) => {
+                    let f: f64 = weights
+                        .iter()
+                        .filter(|w| w.shape.len() == 2)
+                        .map(|w| 2.0 * w.numel() as f64)
+                        .sum();
                     (f, f)
                 }
                 Op::Moe(m) => {
@@ -277,7 +295,7 @@ impl Walk<'_> {
                         + m.shared as f64 * 6.0 * d * m.shared_dim as f64;
                     (f, f)
                 }
-                Op::Lora { rank, .. } => {
+                Op::Lora { rank, .. } | Op::LoraApply { rank } => {
                     let f = 4.0 * d * *rank as f64;
                     (f, f)
                 }
@@ -334,6 +352,128 @@ impl Walk<'_> {
                 self.flops.prefill_per_token += prefill * t;
                 self.flops.decode_per_token += decode * t;
             }
+        }
+    }
+}
+
+/// Kernels and memory traffic of a (possibly optimized) module: what
+/// `mythos inspect` compares between `-O0` and the chosen level.
+///
+/// A kernel is a compute node of the graph (a fused group counts once): the
+/// unit a backend lowers to one function. Bytes moved estimate the traffic
+/// through memory: every kernel reads its operands (activations of the
+/// tokens it runs on, weights, vectors) and writes its result; values inside
+/// a fused group or folded into a composite's prologue or epilogue never
+/// touch memory. Attention also reads its KV cache: at prefill what the new
+/// tokens wrote, at decode the whole cache at context `seq` (MLA without
+/// absorption reads the keys and values expanded per head). Everything is
+/// at the storage type of the options; batch 1.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct Kernels {
+    /// Kernels of a prefill (loop bodies and headers counted `loops` times).
+    pub per_forward: u64,
+    /// Kernels of one decode step (loop headers are per-iteration constants,
+    /// computed once per index and reused: not counted).
+    pub per_decode_step: u64,
+    pub bytes_per_forward: u64,
+    pub bytes_per_decode_step: u64,
+    /// KV cache stored per token, all entries (the layout each layer uses).
+    pub kv_bytes_per_token: u64,
+}
+
+pub fn kernels(module: &Module, opts: &Options) -> Kernels {
+    let loops = opts
+        .loops
+        .unwrap_or_else(|| max_iters(&module.graph).unwrap_or(1));
+    let mut k = Kernels::default();
+    kernel_walk(module, &module.graph, 1, loops, opts, false, &mut k);
+    k
+}
+
+fn kernel_walk(
+    module: &Module,
+    g: &Graph,
+    times: u64,
+    loops: u64,
+    opts: &Options,
+    header: bool,
+    k: &mut Kernels,
+) {
+    let dt = opts.dtype.bytes();
+    let seq = opts.seq as u128;
+    for n in g.nodes() {
+        let op = g.op(n);
+        if let Op::Loop(region) = op {
+            kernel_walk(module, &region.header, times * loops, loops, opts, true, k);
+            kernel_walk(module, &region.body, times * loops, loops, opts, false, k);
+            continue;
+        }
+        if !op.is_compute() {
+            continue;
+        }
+        // Elements moved for `tokens` tokens.
+        let moved = |tokens: u128, decode: bool| -> u128 {
+            let value = |id: crate::ir::NodeId| -> u128 {
+                let ty = g.ty(id);
+                let per: u128 = ty
+                    .shape
+                    .iter()
+                    .map(|d| match d {
+                        crate::ir::Dim::Const(c) => *c as u128,
+                        crate::ir::Dim::Seq => tokens,
+                        crate::ir::Dim::Batch => 1,
+                    })
+                    .product();
+                if let Op::Weight(w) = g.op(id) {
+                    let w = module.weight(*w);
+                    if let Some(s) = w.stacked {
+                        // Experts touched: the active ones per token, at most all.
+                        let experts = (s.active as u128 * tokens).min(s.count as u128);
+                        return w.numel() / s.count as u128 * experts;
+                    }
+                    return w.numel();
+                }
+                per
+            };
+            let operands: u128 = g.operands(n).into_iter().map(value).sum();
+            let kv = match op {
+                Op::Attention(a) => {
+                    let stored = a.kv_elems_per_token() as u128;
+                    if !decode {
+                        2 * stored * tokens
+                    } else {
+                        let read = match (a.kind, a.absorb) {
+                            (
+                                AttnKind::Mla {
+                                    heads,
+                                    rope_dim,
+                                    nope_dim,
+                                    v_dim,
+                                    ..
+                                },
+                                false,
+                            ) => (heads * (nope_dim + rope_dim + v_dim)) as u128,
+                            _ => stored,
+                        };
+                        read * seq + stored
+                    }
+                }
+                _ => 0,
+            };
+            operands + value(n) + kv
+        };
+        k.per_forward += times;
+        k.bytes_per_forward = k
+            .bytes_per_forward
+            .saturating_add(sat(moved(seq, false) * times as u128 * dt));
+        if !header {
+            k.per_decode_step += times;
+            k.bytes_per_decode_step = k
+                .bytes_per_decode_step
+                .saturating_add(sat(moved(1, true) * times as u128 * dt));
+        }
+        if let Op::Attention(a) = op {
+            k.kv_bytes_per_token += a.kv_elems_per_token() * times * dt as u64;
         }
     }
 }

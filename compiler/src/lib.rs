@@ -12,6 +12,7 @@ pub mod fmt;
 pub mod interop;
 pub mod ir;
 pub mod model;
+pub mod passes;
 pub mod presets;
 pub mod report;
 pub mod sema;

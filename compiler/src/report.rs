@@ -245,6 +245,62 @@ pub fn inspect(r: &crate::analysis::Report) -> String {
         format!("{:.1} tok/s", r.decode.tokens_per_s_ceiling),
         human(r.decode.bandwidth, "B")
     );
+    if let Some(o) = &r.optimization {
+        let _ = writeln!(
+            s,
+            "\nkernels (graph nodes a backend runs; -O0 = the IR as lowered)"
+        );
+        let _ = writeln!(
+            s,
+            "  {:<24} {:>14} {:>14}",
+            "",
+            "-O0",
+            format!("-O{}", o.level)
+        );
+        let rows: [(&str, f64, f64, &str); 5] = [
+            (
+                "kernels per forward",
+                o.before.per_forward as f64,
+                o.after.per_forward as f64,
+                "",
+            ),
+            (
+                "kernels per decode step",
+                o.before.per_decode_step as f64,
+                o.after.per_decode_step as f64,
+                "",
+            ),
+            (
+                "bytes moved per forward",
+                o.before.bytes_per_forward as f64,
+                o.after.bytes_per_forward as f64,
+                "B",
+            ),
+            (
+                "bytes moved per decode",
+                o.before.bytes_per_decode_step as f64,
+                o.after.bytes_per_decode_step as f64,
+                "B",
+            ),
+            (
+                "KV cache per token",
+                o.before.kv_bytes_per_token as f64,
+                o.after.kv_bytes_per_token as f64,
+                "B",
+            ),
+        ];
+        for (name, before, after, unit) in rows {
+            let _ = writeln!(
+                s,
+                "  {name:<24} {:>14} {:>14}",
+                human(before, unit),
+                human(after, unit)
+            );
+        }
+        if !o.passes.is_empty() {
+            let _ = writeln!(s, "  passes: {}", o.passes.join(", "));
+        }
+    }
     s
 }
 

@@ -183,7 +183,7 @@ fn verifier_reports_broken_modules() {
     assert!(
         errors
             .iter()
-            .any(|e| e.message.contains("outside a loop body")),
+            .any(|e| e.message.contains("`param` outside a loop or fused body")),
         "{errors:?}"
     );
 }

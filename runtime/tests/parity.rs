@@ -64,7 +64,7 @@ fn read_io(path: &Path) -> (Vec<i64>, Vec<f32>, usize, usize) {
     (ids, logits, shape[0], shape[1])
 }
 
-fn run_fixture(f: &Fixture) -> (f32, f32, u64) {
+fn run_fixture(f: &Fixture, level: u8) -> (f32, f32, u64) {
     let dir = fixtures();
     let spec = dir.join(&f.spec);
     let mut loader = Loader::new();
@@ -75,7 +75,13 @@ fn run_fixture(f: &Fixture) -> (f32, f32, u64) {
         mythos_compiler::diag::render(&loader.sources, &checked.diagnostics)
     );
     let model = sema::select(&checked, Some(&f.model), &f.spec).unwrap();
-    let module = lower(model);
+    let mut module = lower(model);
+    let opts = mythos_compiler::passes::Options {
+        level,
+        verify_each: true,
+        ..Default::default()
+    };
+    mythos_compiler::passes::run(&mut module, &opts).unwrap();
     let weights =
         Weights::load(&module, &dir.join(&f.weights)).unwrap_or_else(|e| panic!("{}: {e}", f.name));
     let (ids, expected, b, _) = read_io(&dir.join(&f.io));
@@ -103,16 +109,22 @@ fn cpu_runtime_matches_openmythos_logits() {
         all.len()
     );
     let mut failures = Vec::new();
-    for f in &all {
-        let (err, max_ref, iterations) = run_fixture(f);
-        let rel = err / max_ref;
-        println!(
-            "parity {:<24} max|ours-ref| = {err:.3e}  max|ref| = {max_ref:.3}  relative = {rel:.3e}  loop iterations = {iterations}",
-            f.name
-        );
-        // NaN errors fail too.
-        if err.is_nan() || err > 1e-4 * max_ref {
-            failures.push(format!("{}: relative error {rel:.3e} > 1e-4", f.name));
+    // The IR as lowered and the fully optimized IR both match the reference.
+    for level in [0, 2] {
+        for f in &all {
+            let (err, max_ref, iterations) = run_fixture(f, level);
+            let rel = err / max_ref;
+            println!(
+                "parity -O{level} {:<24} max|ours-ref| = {err:.3e}  max|ref| = {max_ref:.3}  relative = {rel:.3e}  loop iterations = {iterations}",
+                f.name
+            );
+            // NaN errors fail too.
+            if err.is_nan() || err > 1e-4 * max_ref {
+                failures.push(format!(
+                    "-O{level} {}: relative error {rel:.3e} > 1e-4",
+                    f.name
+                ));
+            }
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

@@ -66,7 +66,7 @@ pub fn lower(model: &Model) -> Module {
             "head",
         )
     };
-    let logits = b.node(&mut g, Op::Head, &[x, table], "head");
+    let logits = b.node(&mut g, Op::Head(Fusion::default()), &[x, table], "head");
     g.outputs = vec![logits];
     Module {
         name: model.name.clone(),
@@ -207,6 +207,9 @@ impl Builder<'_> {
             rope_theta: self.model.rope_theta,
             norm_eps: self.model.norm_eps,
             cache: cache.to_string(),
+            kv_layout: KvLayout::Reference,
+            absorb: false,
+            fusion: Fusion::default(),
         };
         let mut operands = vec![x];
         for (name, shape) in op.weight_names().iter().zip(op.weight_shapes(d)) {
@@ -249,7 +252,7 @@ impl Builder<'_> {
                 );
                 self.node(
                     g,
-                    Op::SwiGlu,
+                    Op::SwiGlu(Fusion::default()),
                     &[x, gate, up, down],
                     &format!("{prefix}.ffn"),
                 )
@@ -269,6 +272,8 @@ impl Builder<'_> {
                     shared,
                     shared_dim,
                     router_bias,
+                    batched: false,
+                    fusion: Fusion::default(),
                 };
                 let router = self.weight(
                     g,
@@ -468,6 +473,8 @@ impl Builder<'_> {
             max_iters: r.max_iters,
             inject: r.inject,
             act_threshold,
+            invariants: 0,
+            header: Graph::default(),
         }
     }
 }

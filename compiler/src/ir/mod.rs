@@ -148,9 +148,50 @@ pub enum AttnKind {
     },
 }
 
+/// What the `fuse` pass folded into a composite op (attention, SwiGLU, MoE,
+/// head): the RMSNorm of its input in the prologue and the residual add in
+/// the epilogue. With `prenorm` the op computes `op(rmsnorm(x, w))` and takes
+/// the norm weight `w` as operand 1 (its own weights follow); with `residual`
+/// the result is `x + op(...)`. The default is neither.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Fusion {
+    /// Epsilon of the RMSNorm computed in the prologue.
+    pub prenorm: Option<f64>,
+    /// The input is added to the result.
+    pub residual: bool,
+}
+
+impl Fusion {
+    pub fn is_none(&self) -> bool {
+        self.prenorm.is_none() && !self.residual
+    }
+
+    /// ` prenorm(eps) residual` for printers (empty when nothing is fused).
+    pub fn describe(&self) -> String {
+        let mut s = String::new();
+        if let Some(eps) = self.prenorm {
+            s.push_str(&format!(" prenorm(eps={eps:e})"));
+        }
+        if self.residual {
+            s.push_str(" residual");
+        }
+        s
+    }
+}
+
+/// How an attention layer stores its KV cache.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KvLayout {
+    /// As OpenMythos: GQA rotated k and v; MLA `c_kv` plus the rope key per head.
+    #[default]
+    Reference,
+    /// MLA: `c_kv` and the rope key once per token (the `compact-kv` pass).
+    Compact,
+}
+
 /// A whole attention sub-layer: projections, RoPE, causal softmax attention
-/// over its KV-cache slot, output projection. Operands: `x`, then the weights
-/// in [`AttentionOp::weight_names`] order.
+/// over its KV-cache slot, output projection. Operands: `x`, [the prologue
+/// norm weight], then the weights in [`AttentionOp::weight_names`] order.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AttentionOp {
     pub kind: AttnKind,
@@ -159,6 +200,40 @@ pub struct AttentionOp {
     pub norm_eps: f64,
     /// The KV-cache entry: `prelude_0`, `recurrent_loop` (one per iteration), `coda_0`.
     pub cache: String,
+    pub kv_layout: KvLayout,
+    /// MLA only: decode steps attend over the latent cache with `kv_up`
+    /// folded into the query and the output (the `mla-absorb` pass).
+    pub absorb: bool,
+    pub fusion: Fusion,
+}
+
+impl AttentionOp {
+    /// KV-cache elements stored per token by this layer.
+    pub fn kv_elems_per_token(&self) -> u64 {
+        match (self.kind, self.kv_layout) {
+            (
+                AttnKind::Gqa {
+                    kv_heads, head_dim, ..
+                },
+                _,
+            ) => 2 * kv_heads * head_dim,
+            (
+                AttnKind::Mla {
+                    heads,
+                    kv_rank,
+                    rope_dim,
+                    ..
+                },
+                KvLayout::Reference,
+            ) => kv_rank + heads * rope_dim,
+            (
+                AttnKind::Mla {
+                    kv_rank, rope_dim, ..
+                },
+                KvLayout::Compact,
+            ) => kv_rank + rope_dim,
+        }
+    }
 }
 
 impl AttentionOp {
@@ -225,20 +300,27 @@ pub struct MoeOp {
     pub shared: u64,
     pub shared_dim: u64,
     pub router_bias: bool,
+    /// Tokens permuted by expert and one grouped GEMM per projection (the
+    /// `expert-batching` pass) instead of one dispatch per expert.
+    pub batched: bool,
+    pub fusion: Fusion,
 }
 
 impl MoeOp {
+    /// Operands without the fused prologue norm weight.
     pub fn operand_count(&self) -> usize {
         5 + usize::from(self.router_bias) + if self.shared > 0 { 3 } else { 0 }
     }
 }
 
 /// The recurrent stage. Body parameters: `Param 0` = state `h`, `Param 1` =
-/// the prelude output `e`, `Param 2` = the iteration index `t` (`[]` i64).
-/// Body outputs: the next `h`, and with ACT the halting probability `p`
-/// (`[B, T, 1]`). The loop op's result is the ACT-weighted sum of states
-/// (OpenMythos's `h_out`) with ACT, else the last state. The loop starts from
-/// `h = e`. Operands: `h0`, `e`.
+/// the prelude output `e`, `Param 2` = the iteration index `t` (`[]` i64),
+/// then one parameter per loop-invariant operand (`Param 3..3+invariants`,
+/// hoisted out by the `hoist` pass), then the header's outputs. Body outputs:
+/// the next `h`, and with ACT the halting probability `p` (`[B, T, 1]`). The
+/// loop op's result is the ACT-weighted sum of states (OpenMythos's `h_out`)
+/// with ACT, else the last state. The loop starts from `h = e`. Operands:
+/// `h0`, `e`, then the invariants.
 #[derive(Clone, Debug)]
 pub struct LoopRegion {
     pub body: Graph,
@@ -246,6 +328,48 @@ pub struct LoopRegion {
     pub inject: Injection,
     /// ACT threshold; `None` runs every iteration.
     pub act_threshold: Option<f64>,
+    /// Loop operands after `h0` and `e`: values computed once before the loop.
+    pub invariants: usize,
+    /// Per-iteration constants: a graph of `Param 0` = `t` and weights only
+    /// (loop embedding vectors, LoRA scales). Its outputs depend on nothing
+    /// but the iteration index, so a runtime computes them once per index and
+    /// reuses them for every token. Empty (no outputs) until `hoist` fills it.
+    pub header: Graph,
+}
+
+impl LoopRegion {
+    /// Types of the body's parameters, given the loop's operand types.
+    pub fn param_types(&self, operands: &[&TensorType], dim: u64) -> Vec<TensorType> {
+        let mut t: Vec<TensorType> = (0..3).map(|i| param_type(i, dim)).collect();
+        t.extend(operands.iter().skip(2).map(|&o| o.clone()));
+        t.extend(
+            self.header
+                .outputs
+                .iter()
+                .map(|&o| self.header.ty(o).clone()),
+        );
+        t
+    }
+}
+
+/// A fused group of row-local ops (the `fuse` pass): its body reads the
+/// group's operands as `Param i` and yields one value; a backend runs it as
+/// one kernel that never writes the intermediate values to memory. Body ops
+/// work on one row (`[.., width]`) at a time: `add`, `scale`, `lti_apply`,
+/// `add_prefix`, `rmsnorm`, `concat`.
+#[derive(Clone, Debug)]
+pub struct FusedOp {
+    pub body: Graph,
+}
+
+impl FusedOp {
+    /// Whether `op` may live in a fused body.
+    pub fn admits(op: &Op) -> bool {
+        matches!(
+            op,
+            Op::Add | Op::Scale | Op::LtiApply | Op::AddPrefix | Op::RmsNorm { .. } | Op::Concat
+        )
+    }
 }
 
 /// The operations. Composites name what backends match (attention, norms,
@@ -271,8 +395,8 @@ pub enum Op {
     /// Concatenation on the last axis: `(a, b)`.
     Concat,
     Attention(AttentionOp),
-    /// `down(silu(gate(x)) * up(x))`: `(x, gate, up, down)`.
-    SwiGlu,
+    /// `down(silu(gate(x)) * up(x))`: `(x, [norm], gate, up, down)`.
+    SwiGlu(Fusion),
     Moe(MoeOp),
     /// Adds `[sin(t f), cos(t f)][:channels]` to the first channels: `(h, t)`.
     LoopEmbedding {
@@ -290,10 +414,33 @@ pub enum Op {
     LtiUpdate,
     /// ACT halting probability `sigmoid(h @ w^T + b)`: `(h, w, b)` -> `[B, T, 1]`.
     ActHalt,
-    /// The recurrence: `(h0, e)`.
+    /// The recurrence: `(h0, e, invariants...)`.
     Loop(Box<LoopRegion>),
-    /// Output logits `x @ table^T`: `(x, table)`.
-    Head,
+    /// Output logits `x @ table^T`: `(x, [norm], table)` (only `prenorm` fuses).
+    Head(Fusion),
+    /// `x * w` with `w` broadcast over the last axis: `(x, w [width])`.
+    Scale,
+    /// The LTI decay `exp(-exp(clamp(log_dt + log_A, -20, 20)))`: `(log_A, log_dt)` -> `[d]`.
+    LtiDecay,
+    /// `a*h + be + out` (the LTI update with `B*e` and `A` given): `(h, be, out, a [d])`.
+    LtiApply,
+    /// The loop-embedding vector `[sin(t f), cos(t f)][:channels]`: `(t)` -> `[channels]`.
+    LoopEmbeddingVec {
+        channels: u64,
+        theta: f64,
+    },
+    /// Adds a vector to the first channels: `(h, v [c])`.
+    AddPrefix,
+    /// The LoRA scale row `scale[min(t, max_iters-1)]`: `(scale, t)` -> `[rank]`.
+    LoraScale {
+        max_iters: u64,
+    },
+    /// Depth LoRA delta with its scale given: `(down(x) * s) @ B`: `(x, down, B, s [rank])`.
+    LoraApply {
+        rank: u64,
+    },
+    /// A fused group of row-local ops: `(inputs...)`.
+    Fused(Box<FusedOp>),
 }
 
 impl Op {
@@ -312,15 +459,62 @@ impl Op {
                 AttnKind::Gqa { .. } => "attention.gqa",
                 AttnKind::Mla { .. } => "attention.mla",
             },
-            Op::SwiGlu => "swiglu",
+            Op::SwiGlu(_) => "swiglu",
             Op::Moe(_) => "moe",
             Op::LoopEmbedding { .. } => "loop_embedding",
             Op::Lora { .. } => "lora",
             Op::LtiUpdate => "lti_update",
             Op::ActHalt => "act_halt",
             Op::Loop(_) => "loop",
-            Op::Head => "head",
+            Op::Head(_) => "head",
+            Op::Scale => "scale",
+            Op::LtiDecay => "lti_decay",
+            Op::LtiApply => "lti_apply",
+            Op::LoopEmbeddingVec { .. } => "loop_embedding_vec",
+            Op::AddPrefix => "add_prefix",
+            Op::LoraScale { .. } => "lora_scale",
+            Op::LoraApply { .. } => "lora_apply",
+            Op::Fused(_) => "fused",
         }
+    }
+
+    /// What was fused into this op (default for ops that cannot fuse).
+    pub fn fusion(&self) -> Fusion {
+        match self {
+            Op::Attention(a) => a.fusion,
+            Op::SwiGlu(f) | Op::Head(f) => *f,
+            Op::Moe(m) => m.fusion,
+            _ => Fusion::default(),
+        }
+    }
+
+    /// The same op with `fusion` (for ops that can fuse; others unchanged).
+    pub fn with_fusion(&self, fusion: Fusion) -> Op {
+        match self {
+            Op::Attention(a) => Op::Attention(AttentionOp {
+                fusion,
+                ..a.clone()
+            }),
+            Op::SwiGlu(_) => Op::SwiGlu(fusion),
+            Op::Head(_) => Op::Head(fusion),
+            Op::Moe(m) => Op::Moe(MoeOp { fusion, ..*m }),
+            other => other.clone(),
+        }
+    }
+
+    /// Whether a norm can move into this op's prologue and a residual add
+    /// into its epilogue (`residual` is not offered by the head).
+    pub fn can_fuse(&self) -> (bool, bool) {
+        match self {
+            Op::Attention(_) | Op::SwiGlu(_) | Op::Moe(_) => (true, true),
+            Op::Head(_) => (true, false),
+            _ => (false, false),
+        }
+    }
+
+    /// Ops that compute something (not inputs, params or weights).
+    pub fn is_compute(&self) -> bool {
+        !matches!(self, Op::Input | Op::Param(_) | Op::Weight(_))
     }
 }
 
@@ -418,6 +612,56 @@ impl Graph {
 
     pub fn ty(&self, id: NodeId) -> &TensorType {
         &self.types[&id]
+    }
+
+    /// Replaces a node's operands (in order).
+    pub fn set_operands(&mut self, id: NodeId, operands: &[NodeId]) {
+        let old: Vec<_> = self
+            .g
+            .edges_directed(id.0, Direction::Incoming)
+            .map(|e| e.id())
+            .collect();
+        for e in old {
+            self.g.remove_edge(e);
+        }
+        for (pos, operand) in operands.iter().enumerate() {
+            self.g.add_edge(operand.0, id.0, pos);
+        }
+    }
+
+    /// Makes every use of `old` (operands and outputs) a use of `new`.
+    pub fn replace_uses(&mut self, old: NodeId, new: NodeId) {
+        let uses: Vec<_> = self
+            .g
+            .edges_directed(old.0, Direction::Outgoing)
+            .map(|e| (e.id(), e.target(), *e.weight()))
+            .collect();
+        for (edge, target, pos) in uses {
+            self.g.remove_edge(edge);
+            self.g.add_edge(new.0, target, pos);
+        }
+        for o in &mut self.outputs {
+            if *o == old {
+                *o = new;
+            }
+        }
+    }
+
+    /// Removes a node and its edges (callers make sure nothing uses it).
+    pub fn remove(&mut self, id: NodeId) -> Option<Node> {
+        self.types.remove(&id);
+        self.spans.remove(&id);
+        self.g.remove_node(id.0)
+    }
+
+    pub fn set_ty(&mut self, id: NodeId, ty: TensorType) {
+        self.types.insert(id, ty);
+    }
+
+    /// Number of uses (edges out, plus graph outputs).
+    pub fn use_count(&self, id: NodeId) -> usize {
+        self.g.edges_directed(id.0, Direction::Outgoing).count()
+            + self.outputs.iter().filter(|&&o| o == id).count()
     }
 
     pub fn set_span(&mut self, id: NodeId, span: Span) {
@@ -568,6 +812,27 @@ pub fn infer(
         }
     };
     let is_act = |i: usize| operands[i].dtype == DType::F32 && operands[i].shape.len() == 3;
+    let fusion = op.fusion();
+    if let Some(_eps) = fusion.prenorm {
+        // `(x, norm, rest...)`: check the norm weight, then type the op without it.
+        if operands.len() < 2 {
+            return err(format!("fused {} needs its norm weight", op.name()));
+        }
+        expect_shape(1, &[width(0)?])?;
+        let plain = op.with_fusion(Fusion {
+            prenorm: None,
+            ..fusion
+        });
+        let mut rest: Vec<&TensorType> = vec![operands[0]];
+        rest.extend(&operands[2..]);
+        return infer(&plain, &rest, weights);
+    }
+    if fusion.residual && !op.can_fuse().1 {
+        return err(format!("{} cannot take a residual", op.name()));
+    }
+    let is_vector =
+        |i: usize, n: u64| operands[i].dtype == DType::F32 && operands[i].shape == [Dim::Const(n)];
+    let is_step = |i: usize| operands[i].dtype == DType::I64 && operands[i].shape.is_empty();
     match op {
         Op::Input => {
             arity(0)?;
@@ -608,7 +873,7 @@ pub fn infer(
             expect_shape(1, &[width(0)?])?;
             Ok(operands[0].clone())
         }
-        Op::Linear | Op::Head => {
+        Op::Linear | Op::Head(_) => {
             arity(2)?;
             let w = vector(1)?;
             if w.len() != 2 || w[1] != width(0)? {
@@ -649,7 +914,7 @@ pub fn infer(
             }
             Ok(operands[0].clone())
         }
-        Op::SwiGlu => {
+        Op::SwiGlu(_) => {
             arity(4)?;
             let d = width(0)?;
             let h = vector(1)?.first().copied().unwrap_or(0);
@@ -713,9 +978,16 @@ pub fn infer(
             Ok(t)
         }
         Op::Loop(region) => {
-            arity(2)?;
+            arity(2 + region.invariants)?;
             if !is_act(0) || operands[0] != operands[1] {
                 return err("loop takes (h0, e) activations of one type".into());
+            }
+            if region
+                .header
+                .nodes()
+                .any(|n| matches!(region.header.op(n), Op::Param(i) if *i > 0))
+            {
+                return err("a loop header has one param, the iteration index".into());
             }
             let want_outputs = if region.act_threshold.is_some() { 2 } else { 1 };
             if region.body.outputs.len() != want_outputs {
@@ -727,7 +999,99 @@ pub fn infer(
             }
             Ok(operands[0].clone())
         }
+        Op::Scale => {
+            arity(2)?;
+            if !is_vector(1, width(0)?) {
+                return err("scale takes (x, w) with w of x's width".into());
+            }
+            Ok(operands[0].clone())
+        }
+        Op::LtiDecay => {
+            arity(2)?;
+            let d = vector(0)?;
+            if d.len() != 1 {
+                return err("lti_decay takes (log_A [d], log_dt [1])".into());
+            }
+            expect_shape(1, &[1])?;
+            Ok(operands[0].clone())
+        }
+        Op::LtiApply => {
+            arity(4)?;
+            if operands[0] != operands[1] || operands[0] != operands[2] {
+                return err("lti_apply needs h, be and out of one type".into());
+            }
+            if !is_vector(3, width(0)?) {
+                return err("lti_apply takes the decay as a vector of the state's width".into());
+            }
+            Ok(operands[0].clone())
+        }
+        Op::LoopEmbeddingVec { channels, .. } => {
+            arity(1)?;
+            if !is_step(0) {
+                return err("loop_embedding_vec takes the iteration index".into());
+            }
+            Ok(TensorType {
+                dtype: DType::F32,
+                shape: vec![Dim::Const(*channels)],
+            })
+        }
+        Op::AddPrefix => {
+            arity(2)?;
+            let v = vector(1)?;
+            if v.len() != 1 || v[0] > width(0)? {
+                return err("add_prefix takes (h, v) with v no wider than h".into());
+            }
+            Ok(operands[0].clone())
+        }
+        Op::LoraScale { max_iters } => {
+            arity(2)?;
+            let s = vector(0)?;
+            if s.len() != 2 || s[0] != *max_iters || !is_step(1) {
+                return err("lora_scale takes (scale [max_iters, rank], t)".into());
+            }
+            Ok(TensorType {
+                dtype: DType::F32,
+                shape: vec![Dim::Const(s[1])],
+            })
+        }
+        Op::LoraApply { rank } => {
+            arity(4)?;
+            let d = width(0)?;
+            expect_shape(1, &[*rank, d])?;
+            expect_shape(2, &[*rank, d])?;
+            if !is_vector(3, *rank) {
+                return err("lora_apply takes the scale row as a vector of the rank".into());
+            }
+            Ok(operands[0].clone())
+        }
+        Op::Fused(f) => {
+            let params = fused_params(&f.body)?;
+            arity(params)?;
+            if f.body.outputs.len() != 1 {
+                return err("a fused group yields one value".into());
+            }
+            Ok(f.body.ty(f.body.outputs[0]).clone())
+        }
     }
+}
+
+/// The number of params of a fused body (`Param 0..n`, each once).
+pub fn fused_params(body: &Graph) -> Result<usize, TypeError> {
+    let mut seen: Vec<usize> = body
+        .nodes()
+        .filter_map(|n| match body.op(n) {
+            Op::Param(i) => Some(*i),
+            _ => None,
+        })
+        .collect();
+    seen.sort();
+    if seen.iter().enumerate().any(|(i, &p)| i != p) {
+        return Err(TypeError(format!(
+            "fused body params are {seen:?}, not 0..{}",
+            seen.len()
+        )));
+    }
+    Ok(seen.len())
 }
 
 /// Types of the loop-body parameters for a state of width `dim`.

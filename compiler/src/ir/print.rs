@@ -68,14 +68,32 @@ fn graph_text(module: &Module, g: &Graph, header: &str, indent: usize, s: &mut S
             g.ty(n),
             node.label
         );
-        if let Op::Loop(region) = &node.op {
-            graph_text(
-                module,
-                &region.body,
-                "body(%h = param 0, %e = param 1, %t = param 2)",
-                indent + 2,
-                s,
-            );
+        match &node.op {
+            Op::Loop(region) => {
+                if !region.header.is_empty() {
+                    graph_text(
+                        module,
+                        &region.header,
+                        "header(%t = param 0)",
+                        indent + 2,
+                        s,
+                    );
+                }
+                let mut params = "%h = param 0, %e = param 1, %t = param 2".to_string();
+                let extra = region.invariants + region.header.outputs.len();
+                if extra > 0 {
+                    let _ = write!(params, ", params 3..{}", 3 + extra);
+                }
+                graph_text(
+                    module,
+                    &region.body,
+                    &format!("body({params})"),
+                    indent + 2,
+                    s,
+                );
+            }
+            Op::Fused(f) => graph_text(module, &f.body, "group", indent + 2, s),
+            _ => {}
         }
     }
     let outs: Vec<String> = g
@@ -100,20 +118,59 @@ fn attributes(module: &Module, op: &Op) -> String {
                     "heads={heads} q_rank={q_rank} kv_rank={kv_rank} rope_dim={rope_dim} nope_dim={nope_dim} v_dim={v_dim}"
                 ),
             };
-            format!("{kind} rope_theta={} cache={}", a.rope_theta, a.cache)
+            let mut extra = String::new();
+            if a.kv_layout == KvLayout::Compact {
+                extra.push_str(" kv=compact");
+            }
+            if a.absorb {
+                extra.push_str(" absorb");
+            }
+            format!(
+                "{kind} rope_theta={} cache={}{extra}{}",
+                a.rope_theta,
+                a.cache,
+                a.fusion.describe()
+            )
         }
         Op::Moe(m) => format!(
-            "experts={} top_k={} expert_dim={} shared={} shared_dim={} router_bias={}",
-            m.experts, m.top_k, m.expert_dim, m.shared, m.shared_dim, m.router_bias
+            "experts={} top_k={} expert_dim={} shared={} shared_dim={} router_bias={}{}{}",
+            m.experts,
+            m.top_k,
+            m.expert_dim,
+            m.shared,
+            m.shared_dim,
+            m.router_bias,
+            if m.batched { " batched" } else { "" },
+            m.fusion.describe()
         ),
+        Op::SwiGlu(f) | Op::Head(f) if !f.is_none() => f.describe().trim_start().to_string(),
+        Op::LoopEmbeddingVec { channels, theta } => format!("channels={channels} theta={theta}"),
+        Op::LoraScale { max_iters } => format!("max_iters={max_iters}"),
+        Op::LoraApply { rank } => format!("rank={rank}"),
+        Op::Fused(f) => {
+            let ops: Vec<&str> = f
+                .body
+                .topo_order()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|&n| f.body.op(n).is_compute())
+                .map(|n| f.body.op(n).name())
+                .collect();
+            ops.join("+")
+        }
         Op::LoopEmbedding { channels, theta } => format!("channels={channels} theta={theta}"),
         Op::Lora { rank, max_iters } => format!("rank={rank} max_iters={max_iters}"),
         Op::Loop(r) => {
             let halt = r
                 .act_threshold
                 .map_or("none".to_string(), |t| format!("act({t})"));
+            let inv = if r.invariants > 0 {
+                format!(" invariants={}", r.invariants)
+            } else {
+                String::new()
+            };
             format!(
-                "max_iters={} inject={} halt={halt}",
+                "max_iters={} inject={} halt={halt}{inv}",
                 r.max_iters,
                 r.inject.name()
             )
@@ -149,6 +206,7 @@ fn dot_graph(g: &Graph, prefix: &str, counter: &mut usize, s: &mut String) {
         let label = format!("{}\\n{}\\n{}", node.op.name(), node.label, g.ty(n)).replace('"', "'");
         let _ = writeln!(s, "  {} [label=\"{label}\"];", id(n));
         if let Op::Loop(region) = &node.op {
+            // The header's per-iteration constants are not drawn (they are listed by `--format text`).
             *counter += 1;
             let inner = format!("{prefix}_l{}", *counter);
             let _ = writeln!(

@@ -49,7 +49,7 @@ fn verify_graph(
     module: &Module,
     g: &Graph,
     name: &'static str,
-    loop_dim: Option<u64>,
+    params: Option<&[TensorType]>,
     used: &mut HashSet<WeightId>,
     errors: &mut Vec<VerifyError>,
 ) {
@@ -96,10 +96,13 @@ fn verify_graph(
         }
         let op = g.op(n);
         let inferred = match op {
-            Op::Param(i) => match loop_dim {
-                Some(d) if *i < 3 => Ok(param_type(*i, d)),
-                Some(_) => Err(TypeError(format!("loop bodies have params 0..3, not {i}"))),
-                None => Err(TypeError("`param` outside a loop body".into())),
+            Op::Param(i) => match params {
+                Some(p) if *i < p.len() => Ok(p[*i].clone()),
+                Some(p) => Err(TypeError(format!(
+                    "this body has params 0..{}, not {i}",
+                    p.len()
+                ))),
+                None => Err(TypeError("`param` outside a loop or fused body".into())),
             },
             _ => {
                 let operands = g.operands(n);
@@ -119,22 +122,62 @@ fn verify_graph(
             Op::Weight(id) => {
                 used.insert(*id);
             }
-            Op::Loop(region) => nested.push(region),
-            Op::Input if loop_dim.is_some() => {
+            Op::Loop(region) => {
+                let types: Vec<&TensorType> = g.operands(n).iter().map(|&o| g.ty(o)).collect();
+                nested.push((region, region.param_types(&types, module.dim)));
+            }
+            Op::Fused(f) => {
+                let types: Vec<TensorType> =
+                    g.operands(n).iter().map(|&o| g.ty(o).clone()).collect();
+                for b in f.body.nodes() {
+                    if !FusedOp::admits(f.body.op(b)) && f.body.op(b).is_compute() {
+                        errors.push(at(
+                            n,
+                            format!("`{}` cannot be in a fused group", f.body.op(b).name()),
+                        ));
+                    }
+                    if let Op::Weight(_) | Op::Input = f.body.op(b) {
+                        errors.push(at(n, "a fused body reads its inputs as params".into()));
+                    }
+                }
+                verify_graph(module, &f.body, "fused body", Some(&types), used, errors);
+            }
+            Op::Input if params.is_some() => {
                 errors.push(at(n, "`input` inside a loop body".into()))
             }
             _ => {}
         }
     }
-    for region in nested {
+    for (region, types) in nested {
         verify_graph(
             module,
             &region.body,
             "loop body",
-            Some(module.dim),
+            Some(&types),
             used,
             errors,
         );
+        if !region.header.outputs.is_empty() || !region.header.is_empty() {
+            let t = [param_type(2, module.dim)];
+            verify_graph(
+                module,
+                &region.header,
+                "loop header",
+                Some(&t),
+                used,
+                errors,
+            );
+            for n in region.header.nodes() {
+                if let Op::Attention(_) | Op::Loop(_) | Op::Input = region.header.op(n) {
+                    errors.push(VerifyError {
+                        graph: "loop header",
+                        node: n.index(),
+                        label: region.header.node(n).label.clone(),
+                        message: "a loop header holds per-iteration constants only".into(),
+                    });
+                }
+            }
+        }
         if region.max_iters == 0 {
             errors.push(VerifyError {
                 graph: name,

@@ -11,8 +11,9 @@ pub mod moe;
 use crate::weights::Weights;
 use kernels::{linear_new, rmsnorm, sigmoid, Rope};
 use kv::KvCache;
-use mythos_compiler::ir::{AttnKind, Graph, LoopRegion, Module, NodeId, Op};
+use mythos_compiler::ir::{AttnKind, Fusion, Graph, KvLayout, LoopRegion, Module, NodeId, Op};
 use std::collections::HashMap;
+use std::sync::Mutex;
 
 /// Why a forward pass cannot run on the given input.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -105,12 +106,20 @@ impl Schedule {
     }
 }
 
-/// Schedules of a graph and of the loop bodies inside it, keyed by address.
+/// Schedules of a graph and of the graphs inside it (loop headers and
+/// bodies, fused bodies), keyed by address.
 fn schedule_all(g: &Graph, out: &mut HashMap<usize, Schedule>) {
     out.insert(g as *const Graph as usize, Schedule::new(g));
     for n in g.nodes() {
-        if let Op::Loop(region) = g.op(n) {
-            schedule_all(&region.body, out);
+        match g.op(n) {
+            Op::Loop(region) => {
+                schedule_all(&region.body, out);
+                if !region.header.outputs.is_empty() {
+                    schedule_all(&region.header, out);
+                }
+            }
+            Op::Fused(f) => schedule_all(&f.body, out),
+            _ => {}
         }
     }
 }
@@ -122,8 +131,14 @@ pub struct CpuRuntime<'a> {
     /// One schedule per graph (the module is borrowed, so addresses are stable).
     schedules: HashMap<usize, Schedule>,
     /// Time per op kind, when profiling (`mythos bench --profile`).
-    profile: Option<std::sync::Mutex<HashMap<&'static str, std::time::Duration>>>,
+    profile: Option<Mutex<HashMap<&'static str, std::time::Duration>>>,
+    /// Loop-header outputs per (header, iteration index): per-iteration
+    /// constants, computed once and reused by every token.
+    header_values: Mutex<HeaderValues>,
 }
+
+/// Loop-header outputs keyed by (header graph address, iteration index).
+type HeaderValues = HashMap<(usize, usize), Vec<Vec<f32>>>;
 
 /// A value flowing through the graph.
 #[derive(Clone)]
@@ -131,6 +146,8 @@ enum Value<'w> {
     /// `rows x cols` activations.
     Act(Vec<f32>, usize),
     Weight(&'w [f32]),
+    /// A computed vector (the LTI decay, a loop-embedding vector, a LoRA scale row).
+    Vector(Vec<f32>),
     /// The loop iteration index.
     Step(usize),
     Ids,
@@ -144,10 +161,19 @@ impl Value<'_> {
         }
     }
 
+    /// A weight or a computed vector.
     fn weight(&self) -> &[f32] {
         match self {
             Value::Weight(w) => w,
-            _ => unreachable!("the verifier guarantees a weight here"),
+            Value::Vector(v) => v,
+            _ => unreachable!("the verifier guarantees a weight or vector here"),
+        }
+    }
+
+    fn step(&self) -> usize {
+        match self {
+            Value::Step(t) => *t,
+            _ => unreachable!("the verifier guarantees the iteration index here"),
         }
     }
 }
@@ -183,6 +209,7 @@ impl<'a> CpuRuntime<'a> {
             weights,
             schedules,
             profile: None,
+            header_values: Mutex::new(HashMap::new()),
         }
     }
 
@@ -422,6 +449,10 @@ impl<'a> CpuRuntime<'a> {
     ) -> Value<'w> {
         let rows = ctx.batch * ctx.seq;
         let d = self.module.dim as usize;
+        let fusion = op.fusion();
+        if !fusion.is_none() {
+            return self.eval_fused_composite(op, fusion, args, ctx, iteration, params);
+        }
         match op {
             Op::Input => Value::Ids,
             Op::Param(i) => params[*i].clone(),
@@ -440,7 +471,7 @@ impl<'a> CpuRuntime<'a> {
                 rmsnorm(x, c, args[1].weight(), *eps, &mut out);
                 Value::Act(out, c)
             }
-            Op::Head if ctx.last_only && ctx.seq > 1 => {
+            Op::Head(_) if ctx.last_only && ctx.seq > 1 => {
                 let (x, c) = args[0].act();
                 let w = args[1].weight();
                 let last: Vec<f32> = (0..ctx.batch)
@@ -452,7 +483,7 @@ impl<'a> CpuRuntime<'a> {
                     .collect();
                 Value::Act(linear_new(&last, ctx.batch, c, w, w.len() / c), w.len() / c)
             }
-            Op::Linear | Op::Head => {
+            Op::Linear | Op::Head(_) => {
                 let (x, c) = args[0].act();
                 let w = args[1].weight();
                 let n = w.len() / c;
@@ -473,7 +504,7 @@ impl<'a> CpuRuntime<'a> {
                 }
                 Value::Act(out, ca + cb)
             }
-            Op::SwiGlu => {
+            Op::SwiGlu(_) => {
                 let (x, c) = args[0].act();
                 let gate = args[1].weight();
                 let hidden = gate.len() / c;
@@ -547,7 +578,11 @@ impl<'a> CpuRuntime<'a> {
                             nope: nope_dim as usize,
                             v: v_dim as usize,
                         };
-                        attention::mla(&inp, &weights, &dims, a.norm_eps, &rope, layer)
+                        let opts = attention::MlaOptions {
+                            compact: a.kv_layout == KvLayout::Compact,
+                            absorb: a.absorb,
+                        };
+                        attention::mla_with(&inp, &weights, &dims, a.norm_eps, &rope, layer, opts)
                     }
                 };
                 Value::Act(out, c)
@@ -583,58 +618,44 @@ impl<'a> CpuRuntime<'a> {
                     shared: m.shared as usize,
                     shared_hidden: m.shared_dim as usize,
                 };
-                Value::Act(moe::moe(x, rows, c, &weights, &dims), c)
+                let out = if m.batched {
+                    moe::moe_batched(x, rows, c, &weights, &dims)
+                } else {
+                    moe::moe(x, rows, c, &weights, &dims)
+                };
+                Value::Act(out, c)
             }
             Op::LoopEmbedding { channels, theta } => {
                 let (h, c) = args[0].act();
-                let t = match args[1] {
-                    Value::Step(t) => *t,
-                    _ => unreachable!("loop embedding takes the iteration"),
-                };
-                let emb = loop_embedding(*channels as usize, *theta, t);
+                let emb = loop_embedding(*channels as usize, *theta, args[1].step());
                 let mut out = h.to_vec();
                 for row in out.chunks_exact_mut(c) {
-                    for (o, e) in row.iter_mut().zip(&emb) {
-                        *o += e;
-                    }
+                    row::add_prefix(row, &emb);
                 }
                 Value::Act(out, c)
             }
             Op::Lora { rank, max_iters } => {
                 let (x, c) = args[0].act();
                 let r = *rank as usize;
-                let t = match args[4] {
-                    Value::Step(t) => *t,
-                    _ => unreachable!("lora takes the iteration"),
-                };
                 // Iterations beyond the trained depth reuse the last scale.
-                let idx = t.min(*max_iters as usize - 1);
+                let idx = args[4].step().min(*max_iters as usize - 1);
                 let scale = &args[3].weight()[idx * r..(idx + 1) * r];
-                let mut down = linear_new(x, rows, c, args[1].weight(), r);
-                for row in down.chunks_exact_mut(r) {
-                    for (v, s) in row.iter_mut().zip(scale) {
-                        *v *= s;
-                    }
-                }
-                let mut out = vec![0.0; rows * c];
-                kernels::matmul(&down, rows, r, args[2].weight(), c, &mut out);
+                let out = lora_delta(x, rows, c, args[1].weight(), args[2].weight(), scale, r);
                 Value::Act(out, c)
             }
             Op::LtiUpdate => {
                 let (h, c) = args[0].act();
                 let (e, _) = args[1].act();
-                let (out, _) = args[2].act();
+                let (x, _) = args[2].act();
                 let (log_a, log_dt, b) = (args[3].weight(), args[4].weight()[0], args[5].weight());
-                let a: Vec<f32> = log_a
-                    .iter()
-                    .map(|&la| (-((log_dt + la).clamp(-20.0, 20.0)).exp()).exp())
-                    .collect();
-                let mut next = Vec::with_capacity(h.len());
-                for r in 0..rows {
-                    for i in 0..c {
-                        let k = r * c + i;
-                        next.push(a[i] * h[k] + b[i] * e[k] + out[k]);
-                    }
+                let a = lti_decay(log_a, log_dt);
+                let mut next = vec![0.0; h.len()];
+                let mut be = vec![0.0; c];
+                for (r, o) in next.chunks_exact_mut(c).enumerate() {
+                    let at = r * c..(r + 1) * c;
+                    be.copy_from_slice(&e[at.clone()]);
+                    row::scale(&mut be, b);
+                    row::lti_apply(&h[at.clone()], &be, &x[at], &a, o);
                 }
                 Value::Act(next, c)
             }
@@ -651,17 +672,182 @@ impl<'a> CpuRuntime<'a> {
             Op::Loop(region) => {
                 let (h0, c) = args[0].act();
                 let (e, _) = args[1].act();
-                Value::Act(self.run_loop(region, h0.to_vec(), e, c, ctx), c)
+                Value::Act(self.run_loop(region, h0.to_vec(), e, &args[2..], c, ctx), c)
             }
+            Op::Scale => {
+                let (x, c) = args[0].act();
+                let w = args[1].weight();
+                let mut out = x.to_vec();
+                for row in out.chunks_exact_mut(c) {
+                    row::scale(row, w);
+                }
+                Value::Act(out, c)
+            }
+            Op::LtiDecay => Value::Vector(lti_decay(args[0].weight(), args[1].weight()[0])),
+            Op::LtiApply => {
+                let (h, c) = args[0].act();
+                let (be, _) = args[1].act();
+                let (x, _) = args[2].act();
+                let a = args[3].weight();
+                let mut out = vec![0.0; h.len()];
+                for (r, o) in out.chunks_exact_mut(c).enumerate() {
+                    let at = r * c..(r + 1) * c;
+                    row::lti_apply(&h[at.clone()], &be[at.clone()], &x[at], a, o);
+                }
+                Value::Act(out, c)
+            }
+            Op::LoopEmbeddingVec { channels, theta } => {
+                Value::Vector(loop_embedding(*channels as usize, *theta, args[0].step()))
+            }
+            Op::AddPrefix => {
+                let (h, c) = args[0].act();
+                let v = args[1].weight();
+                let mut out = h.to_vec();
+                for row in out.chunks_exact_mut(c) {
+                    row::add_prefix(row, v);
+                }
+                Value::Act(out, c)
+            }
+            Op::LoraScale { max_iters } => {
+                let scale = args[0].weight();
+                let r = scale.len() / *max_iters as usize;
+                // Iterations beyond the trained depth reuse the last scale.
+                let idx = args[1].step().min(*max_iters as usize - 1);
+                Value::Vector(scale[idx * r..(idx + 1) * r].to_vec())
+            }
+            Op::LoraApply { rank } => {
+                let (x, c) = args[0].act();
+                let out = lora_delta(
+                    x,
+                    rows,
+                    c,
+                    args[1].weight(),
+                    args[2].weight(),
+                    args[3].weight(),
+                    *rank as usize,
+                );
+                Value::Act(out, c)
+            }
+            Op::Fused(f) => self.run_fused(&f.body, args, rows),
         }
     }
 
+    /// A composite with a norm folded into its prologue and/or the residual
+    /// add into its epilogue: the same arithmetic as the unfused ops, without
+    /// the separate nodes.
+    fn eval_fused_composite<'w>(
+        &'w self,
+        op: &Op,
+        fusion: Fusion,
+        args: &[&Value<'w>],
+        ctx: &mut Ctx,
+        iteration: Option<usize>,
+        params: &[Value<'w>],
+    ) -> Value<'w> {
+        let (x, c) = args[0].act();
+        let plain = op.with_fusion(Fusion::default());
+        let normed;
+        let mut inner: Vec<&Value<'w>> = Vec::with_capacity(args.len());
+        if let Some(eps) = fusion.prenorm {
+            let mut out = vec![0.0; x.len()];
+            rmsnorm(x, c, args[1].weight(), eps, &mut out);
+            normed = Value::Act(out, c);
+            inner.push(&normed);
+            inner.extend(&args[2..]);
+        } else {
+            inner.extend(args);
+        }
+        let mut v = self.eval(&plain, &inner, ctx, iteration, params);
+        if fusion.residual {
+            if let Value::Act(out, _) = &mut v {
+                for (o, &x) in out.iter_mut().zip(x) {
+                    *o += x;
+                }
+            }
+        }
+        v
+    }
+
+    /// A fused group, one row at a time: every body op works on row slices
+    /// kept in per-thread scratch buffers, so no intermediate tensor is made.
+    fn run_fused<'w>(&self, body: &Graph, args: &[&Value<'w>], rows: usize) -> Value<'w> {
+        let sched = self
+            .schedules
+            .get(&(body as *const Graph as usize))
+            .expect("fused bodies are scheduled in `new`");
+        let out_c = body
+            .ty(body.outputs[0])
+            .width()
+            .expect("activations have a constant width") as usize;
+        let out_step = sched.outputs[0];
+        let mut out = vec![0.0f32; rows * out_c];
+        let row_fn = |scratch: &mut Vec<Vec<f32>>, (r, o): (usize, &mut [f32])| {
+            for (i, step) in sched.steps.iter().enumerate() {
+                let op = body.op(step.node);
+                if let Op::Param(_) = op {
+                    continue;
+                }
+                let mut buf = std::mem::take(&mut scratch[i]);
+                {
+                    let arg = |j: usize| -> &[f32] {
+                        let s = &sched.steps[step.operands[j]];
+                        match body.op(s.node) {
+                            Op::Param(p) => match args[*p] {
+                                Value::Act(v, c) => &v[r * c..(r + 1) * c],
+                                other => other.weight(),
+                            },
+                            _ => &scratch[step.operands[j]],
+                        }
+                    };
+                    row::eval(op, &arg, &mut buf);
+                }
+                scratch[i] = buf;
+            }
+            o.copy_from_slice(&scratch[out_step]);
+        };
+        let n = sched.steps.len();
+        if rows * out_c >= 1 << 15 {
+            use rayon::prelude::*;
+            out.par_chunks_mut(out_c)
+                .enumerate()
+                .for_each_init(|| vec![Vec::new(); n], row_fn);
+        } else {
+            let mut scratch = vec![Vec::new(); n];
+            for item in out.chunks_mut(out_c).enumerate() {
+                row_fn(&mut scratch, item);
+            }
+        }
+        Value::Act(out, out_c)
+    }
+
+    /// The loop header's outputs for iteration `t`, computed once per index.
+    fn header(&self, region: &LoopRegion, t: usize, ctx: &mut Ctx) -> Vec<Vec<f32>> {
+        if region.header.outputs.is_empty() {
+            return Vec::new();
+        }
+        let key = (&region.header as *const Graph as usize, t);
+        if let Some(v) = self.header_values.lock().expect("header lock").get(&key) {
+            return v.clone();
+        }
+        let values: Vec<Vec<f32>> = self
+            .run(&region.header, &[Value::Step(t)], ctx, Some(t))
+            .into_iter()
+            .map(|v| v.weight().to_vec())
+            .collect();
+        self.header_values
+            .lock()
+            .expect("header lock")
+            .insert(key, values.clone());
+        values
+    }
+
     /// The recurrence with OpenMythos's ACT rule (reference item 8).
-    fn run_loop(
-        &self,
+    fn run_loop<'w>(
+        &'w self,
         region: &LoopRegion,
         mut h: Vec<f32>,
         e: &[f32],
+        invariants: &[&Value<'w>],
         c: usize,
         ctx: &mut Ctx,
     ) -> Vec<f32> {
@@ -671,7 +857,9 @@ impl<'a> CpuRuntime<'a> {
         let mut h_out = vec![0.0f32; rows * c];
         let e_val = Value::Act(e.to_vec(), c);
         for t in 0..ctx.loops as usize {
-            let params = [Value::Act(h, c), e_val.clone(), Value::Step(t)];
+            let mut params = vec![Value::Act(h, c), e_val.clone(), Value::Step(t)];
+            params.extend(invariants.iter().map(|&v| v.clone()));
+            params.extend(self.header(region, t, ctx).into_iter().map(Value::Vector));
             let mut outs = self.run(&region.body, &params, ctx, Some(t)).into_iter();
             h = match outs.next() {
                 Some(Value::Act(v, _)) => v,
@@ -710,6 +898,89 @@ impl<'a> CpuRuntime<'a> {
             h_out
         } else {
             h
+        }
+    }
+}
+
+/// The LoRA delta `(x @ down^T * scale) @ B` for `rows` rows.
+fn lora_delta(
+    x: &[f32],
+    rows: usize,
+    c: usize,
+    down: &[f32],
+    b: &[f32],
+    scale: &[f32],
+    rank: usize,
+) -> Vec<f32> {
+    let mut low = linear_new(x, rows, c, down, rank);
+    for row in low.chunks_exact_mut(rank) {
+        row::scale(row, scale);
+    }
+    let mut out = vec![0.0; rows * c];
+    kernels::matmul(&low, rows, rank, b, c, &mut out);
+    out
+}
+
+/// The LTI decay `A = exp(-exp(clamp(log_dt + log_A, -20, 20)))` in f32.
+fn lti_decay(log_a: &[f32], log_dt: f32) -> Vec<f32> {
+    log_a
+        .iter()
+        .map(|&la| (-((log_dt + la).clamp(-20.0, 20.0)).exp()).exp())
+        .collect()
+}
+
+/// Row-local ops: what a fused group runs on each row, and what the unfused
+/// ops run on every row, so both give the same bits.
+mod row {
+    use super::kernels::rmsnorm;
+    use mythos_compiler::ir::Op;
+
+    pub fn scale(x: &mut [f32], w: &[f32]) {
+        for (v, s) in x.iter_mut().zip(w) {
+            *v *= s;
+        }
+    }
+
+    pub fn add_prefix(x: &mut [f32], v: &[f32]) {
+        for (o, e) in x.iter_mut().zip(v) {
+            *o += e;
+        }
+    }
+
+    /// `a*h + be + x`, in that order.
+    pub fn lti_apply(h: &[f32], be: &[f32], x: &[f32], a: &[f32], out: &mut [f32]) {
+        for i in 0..out.len() {
+            out[i] = a[i] * h[i] + be[i] + x[i];
+        }
+    }
+
+    /// Evaluates a row-local op on row slices (`arg(i)` is operand `i`).
+    pub fn eval<'a>(op: &Op, arg: &dyn Fn(usize) -> &'a [f32], out: &mut Vec<f32>) {
+        out.clear();
+        match op {
+            Op::Add => out.extend(arg(0).iter().zip(arg(1)).map(|(a, b)| a + b)),
+            Op::Scale => {
+                out.extend_from_slice(arg(0));
+                scale(out, arg(1));
+            }
+            Op::AddPrefix => {
+                out.extend_from_slice(arg(0));
+                add_prefix(out, arg(1));
+            }
+            Op::LtiApply => {
+                out.resize(arg(0).len(), 0.0);
+                lti_apply(arg(0), arg(1), arg(2), arg(3), out);
+            }
+            Op::RmsNorm { eps } => {
+                let x = arg(0);
+                out.resize(x.len(), 0.0);
+                rmsnorm(x, x.len(), arg(1), *eps, out);
+            }
+            Op::Concat => {
+                out.extend_from_slice(arg(0));
+                out.extend_from_slice(arg(1));
+            }
+            other => unreachable!("the verifier admits no `{}` in a fused group", other.name()),
         }
     }
 }

@@ -1,0 +1,198 @@
+//! `hoist`: loop-invariant code motion out of the recurrence.
+//!
+//! A loop-body value that depends only on `e` (the prelude output) and
+//! weights is the same in every iteration: it moves before the loop and
+//! enters as a new loop operand (`B*e`, the LTI decay `A`). A value that
+//! depends only on the iteration index `t` and weights is the same for every
+//! token: it moves into the loop header, which a runtime evaluates once per
+//! index (loop-embedding vectors, LoRA scale rows).
+
+use super::cleanup::dce_graph;
+use crate::ir::{Graph, Module, NodeId, Op, Weight};
+use std::collections::HashMap;
+
+/// What a body value depends on.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Class {
+    /// Weights only.
+    Const,
+    /// `e`, loop invariants and weights.
+    Invariant,
+    /// `t` and weights.
+    PerStep,
+    /// The state, or both `e` and `t`, or a side effect (attention's cache).
+    Variant,
+}
+
+fn join(a: Class, b: Class) -> Class {
+    use Class::*;
+    match (a, b) {
+        (Variant, _) | (_, Variant) => Variant,
+        (Const, x) | (x, Const) => x,
+        (Invariant, Invariant) => Invariant,
+        (PerStep, PerStep) => PerStep,
+        _ => Variant,
+    }
+}
+
+pub fn hoist(module: &mut Module) -> usize {
+    let weights = module.weights.clone();
+    let g = &mut module.graph;
+    let loops: Vec<NodeId> = g
+        .nodes()
+        .filter(|&n| matches!(g.op(n), Op::Loop(_)))
+        .collect();
+    let mut moved = 0;
+    for l in loops {
+        let Op::Loop(mut region) = std::mem::replace(&mut g.node_mut(l).op, Op::Input) else {
+            unreachable!("filtered on loops")
+        };
+        moved += hoist_loop(g, l, &mut region, &weights);
+        g.node_mut(l).op = Op::Loop(region);
+    }
+    moved
+}
+
+fn hoist_loop(
+    parent: &mut Graph,
+    l: NodeId,
+    region: &mut crate::ir::LoopRegion,
+    _weights: &[Weight],
+) -> usize {
+    let body = &region.body;
+    let Ok(order) = body.topo_order() else {
+        return 0;
+    };
+    let inv = region.invariants;
+    let mut class: HashMap<NodeId, Class> = HashMap::new();
+    for &id in &order {
+        let c = match body.op(id) {
+            Op::Param(0) => Class::Variant,
+            Op::Param(1) => Class::Invariant,
+            Op::Param(2) => Class::PerStep,
+            Op::Param(i) if *i < 3 + inv => Class::Invariant,
+            Op::Param(_) => Class::PerStep,
+            Op::Weight(_) => Class::Const,
+            Op::Attention(_) | Op::Loop(_) | Op::Input => Class::Variant,
+            _ => body
+                .operands(id)
+                .iter()
+                .fold(Class::Const, |acc, o| join(acc, class[o])),
+        };
+        class.insert(id, c);
+    }
+    // Values worth moving: computed (not params or weights) and used by the varying part.
+    let feeds_variant = |id: NodeId| {
+        body.users(id).iter().any(|u| class[u] == Class::Variant) || body.outputs.contains(&id)
+    };
+    let mut to_parent = Vec::new();
+    let mut to_header = Vec::new();
+    for &id in &order {
+        if !body.op(id).is_compute() || !feeds_variant(id) {
+            continue;
+        }
+        match class[&id] {
+            Class::Const | Class::Invariant => to_parent.push(id),
+            Class::PerStep => to_header.push(id),
+            Class::Variant => {}
+        }
+    }
+    let moved = to_parent.len() + to_header.len();
+    let loop_operands = parent.operands(l);
+    let mut memo = HashMap::new();
+    let mut new_operands = loop_operands.clone();
+    for id in to_parent {
+        let outside = copy(&region.body, id, parent, &mut memo, &|i| {
+            if i == 1 {
+                loop_operands[1]
+            } else {
+                loop_operands[i - 1]
+            }
+        });
+        new_operands.push(outside);
+        let index = 3 + region.invariants;
+        // Header outputs come after the invariants: shift them up by one.
+        let body = &mut region.body;
+        let header_params: Vec<NodeId> = body
+            .nodes()
+            .filter(|&n| matches!(body.op(n), Op::Param(i) if *i >= index))
+            .collect();
+        for p in header_params {
+            if let Op::Param(i) = &mut body.node_mut(p).op {
+                *i += 1;
+            }
+        }
+        let ty = body.ty(id).clone();
+        let label = body.node(id).label.clone();
+        let param = body.add(Op::Param(index), &[], ty, label);
+        body.replace_uses(id, param);
+        region.invariants += 1;
+    }
+    parent.set_operands(l, &new_operands);
+    let mut memo = HashMap::new();
+    let header_t = region
+        .header
+        .nodes()
+        .find(|&n| matches!(region.header.op(n), Op::Param(0)));
+    let header_t = header_t.unwrap_or_else(|| {
+        region.header.add(
+            Op::Param(0),
+            &[],
+            crate::ir::param_type(2, 0),
+            "t".to_string(),
+        )
+    });
+    for id in to_header {
+        let inside = copy(&region.body, id, &mut region.header, &mut memo, &|_| {
+            header_t
+        });
+        region.header.outputs.push(inside);
+        let index = 3 + region.invariants + region.header.outputs.len() - 1;
+        let body = &mut region.body;
+        let ty = body.ty(id).clone();
+        let label = body.node(id).label.clone();
+        let param = body.add(Op::Param(index), &[], ty, label);
+        body.replace_uses(id, param);
+    }
+    if region.header.outputs.is_empty() {
+        region.header = Graph::default();
+    }
+    dce_graph(&mut region.body);
+    moved
+}
+
+/// Copies `id` and what it depends on from `from` into `to` (once each, via
+/// `memo`); body params become the nodes `param` gives.
+fn copy(
+    from: &Graph,
+    id: NodeId,
+    to: &mut Graph,
+    memo: &mut HashMap<NodeId, NodeId>,
+    param: &dyn Fn(usize) -> NodeId,
+) -> NodeId {
+    if let Some(&done) = memo.get(&id) {
+        return done;
+    }
+    let new = match from.op(id) {
+        Op::Param(i) => param(*i),
+        op => {
+            let operands: Vec<NodeId> = from
+                .operands(id)
+                .into_iter()
+                .map(|o| copy(from, o, to, memo, param))
+                .collect();
+            let n = to.add(
+                op.clone(),
+                &operands,
+                from.ty(id).clone(),
+                from.node(id).label.clone(),
+            );
+            if let Some(span) = from.span(id) {
+                to.set_span(n, span);
+            }
+            n
+        }
+    };
+    memo.insert(id, new);
+    new
+}
