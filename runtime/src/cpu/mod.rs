@@ -191,6 +191,9 @@ struct Ctx<'c> {
     iterations: u64,
     /// Compute the head for the last position of each row only.
     last_only: bool,
+    /// RoPE tables of this call's positions by (rotated dims, theta): built
+    /// once per forward, shared by every layer and loop iteration.
+    ropes: HashMap<(usize, u64), Rope>,
 }
 
 /// Which positions get logits.
@@ -315,6 +318,7 @@ impl<'a> CpuRuntime<'a> {
             loops,
             iterations: 0,
             last_only: logits == Logits::Last,
+            ropes: HashMap::new(),
         };
         let logits_mode_last = ctx.last_only;
         let outputs = self.run(&self.module.graph, &[], &mut ctx, None);
@@ -526,6 +530,15 @@ impl<'a> CpuRuntime<'a> {
                     dim: c,
                     start: ctx.start,
                 };
+                let rope_dim = match a.kind {
+                    AttnKind::Gqa { head_dim, .. } => head_dim,
+                    AttnKind::Mla { rope_dim, .. } => rope_dim,
+                } as usize;
+                let (start, seq) = (ctx.start, ctx.seq);
+                let rope = ctx
+                    .ropes
+                    .entry((rope_dim, a.rope_theta.to_bits()))
+                    .or_insert_with(|| Rope::new(rope_dim, start, seq, a.rope_theta));
                 let layer = ctx.cache.entry(&key, ctx.batch);
                 let w: Vec<&[f32]> = args[1..].iter().map(|v| v.weight()).collect();
                 let out = match a.kind {
@@ -534,7 +547,6 @@ impl<'a> CpuRuntime<'a> {
                         kv_heads,
                         head_dim,
                     } => {
-                        let rope = Rope::new(head_dim as usize, ctx.start, ctx.seq, a.rope_theta);
                         let weights = attention::GqaWeights {
                             wq: w[0],
                             wk: w[1],
@@ -547,7 +559,7 @@ impl<'a> CpuRuntime<'a> {
                             heads as usize,
                             kv_heads as usize,
                             head_dim as usize,
-                            &rope,
+                            rope,
                             layer,
                         )
                     }
@@ -559,7 +571,6 @@ impl<'a> CpuRuntime<'a> {
                         nope_dim,
                         v_dim,
                     } => {
-                        let rope = Rope::new(rope_dim as usize, ctx.start, ctx.seq, a.rope_theta);
                         let weights = attention::MlaWeights {
                             q_down: w[0],
                             q_norm: w[1],
@@ -582,7 +593,7 @@ impl<'a> CpuRuntime<'a> {
                             compact: a.kv_layout == KvLayout::Compact,
                             absorb: a.absorb,
                         };
-                        attention::mla_with(&inp, &weights, &dims, a.norm_eps, &rope, layer, opts)
+                        attention::mla_with(&inp, &weights, &dims, a.norm_eps, rope, layer, opts)
                     }
                 };
                 Value::Act(out, c)
