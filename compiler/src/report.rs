@@ -257,44 +257,20 @@ pub fn inspect(r: &crate::analysis::Report) -> String {
             "-O0",
             format!("-O{}", o.level)
         );
-        let rows: [(&str, f64, f64, &str); 5] = [
-            (
-                "kernels per forward",
-                o.before.per_forward as f64,
-                o.after.per_forward as f64,
-                "",
-            ),
-            (
-                "kernels per decode step",
-                o.before.per_decode_step as f64,
-                o.after.per_decode_step as f64,
-                "",
-            ),
-            (
-                "bytes moved per forward",
-                o.before.bytes_per_forward as f64,
-                o.after.bytes_per_forward as f64,
-                "B",
-            ),
-            (
-                "bytes moved per decode",
-                o.before.bytes_per_decode_step as f64,
-                o.after.bytes_per_decode_step as f64,
-                "B",
-            ),
-            (
-                "KV cache per token",
-                o.before.kv_bytes_per_token as f64,
-                o.after.kv_bytes_per_token as f64,
-                "B",
-            ),
+        type Figure = fn(&crate::analysis::Kernels) -> u64;
+        let rows: [(&str, Figure, &str); 5] = [
+            ("kernels per forward", |k| k.per_forward, ""),
+            ("kernels per decode step", |k| k.per_decode_step, ""),
+            ("bytes moved per forward", |k| k.bytes_per_forward, "B"),
+            ("bytes moved per decode", |k| k.bytes_per_decode_step, "B"),
+            ("KV cache per token", |k| k.kv_bytes_per_token, "B"),
         ];
-        for (name, before, after, unit) in rows {
+        for (name, figure, unit) in rows {
             let _ = writeln!(
                 s,
                 "  {name:<24} {:>14} {:>14}",
-                human(before, unit),
-                human(after, unit)
+                human(figure(&o.before) as f64, unit),
+                human(figure(&o.after) as f64, unit)
             );
         }
         if !o.passes.is_empty() {

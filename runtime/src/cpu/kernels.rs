@@ -8,9 +8,22 @@ const GEMV_ROWS: usize = 4;
 
 /// `out[rows, n] = x[rows, k] @ w[n, k]^T` (a linear layer), overwriting `out`.
 pub fn linear(x: &[f32], rows: usize, k: usize, w: &[f32], n: usize, out: &mut [f32]) {
-    debug_assert_eq!(x.len(), rows * k);
-    debug_assert_eq!(w.len(), n * k);
-    debug_assert_eq!(out.len(), rows * n);
+    linear_on(x, rows, k, w, n, out, true);
+}
+
+/// [`linear`], on several threads when `threads` and the product is big enough.
+fn linear_on(
+    x: &[f32],
+    rows: usize,
+    k: usize,
+    w: &[f32],
+    n: usize,
+    out: &mut [f32],
+    threads: bool,
+) {
+    assert_eq!(x.len(), rows * k, "linear: x is not rows x k");
+    assert_eq!(w.len(), n * k, "linear: w is not n x k");
+    assert_eq!(out.len(), rows * n, "linear: out is not rows x n");
     if rows == 0 || n == 0 {
         return;
     }
@@ -19,10 +32,10 @@ pub fn linear(x: &[f32], rows: usize, k: usize, w: &[f32], n: usize, out: &mut [
         return;
     }
     if rows <= GEMV_ROWS {
-        gemv_rows(x, rows, k, w, n, out);
+        gemv_rows(x, rows, k, w, n, out, threads);
         return;
     }
-    gemm_strided(rows, k, n, x, k, 1, w, 1, k, out, n, 1);
+    gemm_with(rows, k, n, x, k, 1, w, 1, k, out, n, 1, threads);
 }
 
 /// Each output is a dot product of an input row with a weight row (weights
@@ -31,10 +44,18 @@ pub fn linear(x: &[f32], rows: usize, k: usize, w: &[f32], n: usize, out: &mut [
 /// blocks large enough to keep each thread streaming. Below 256k
 /// multiply-adds (1 MB of f32 weights) waking the threads costs more than it
 /// saves: measured on the bench configs, the threshold 2^18 beat 2^14 and 2^20.
-fn gemv_rows(x: &[f32], rows: usize, k: usize, w: &[f32], n: usize, out: &mut [f32]) {
+fn gemv_rows(
+    x: &[f32],
+    rows: usize,
+    k: usize,
+    w: &[f32],
+    n: usize,
+    out: &mut [f32],
+    allow_threads: bool,
+) {
     use rayon::prelude::*;
     let threads = rayon::current_num_threads();
-    let parallel = threads > 1 && n * k >= 1 << 18;
+    let parallel = allow_threads && threads > 1 && n * k >= 1 << 18;
     let chunk = if parallel {
         (n / (threads * 4)).max(16)
     } else {
@@ -146,6 +167,26 @@ pub fn gemm_strided(
     rsc: usize,
     csc: usize,
 ) {
+    gemm_with(m, k, n, a, rsa, csa, b, rsb, csb, c, rsc, csc, true);
+}
+
+/// [`gemm_strided`], on several threads only when `threads` and the product is big.
+#[allow(clippy::too_many_arguments)]
+fn gemm_with(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    rsa: usize,
+    csa: usize,
+    b: &[f32],
+    rsb: usize,
+    csb: usize,
+    c: &mut [f32],
+    rsc: usize,
+    csc: usize,
+    threads: bool,
+) {
     if m == 0 || n == 0 {
         return;
     }
@@ -168,7 +209,7 @@ pub fn gemm_strided(
         return;
     }
     // Small products run on the calling thread; threads cost more than they give there.
-    let parallelism = if m * n * k >= 1 << 18 {
+    let parallelism = if threads && m * n * k >= 1 << 18 {
         gemm::Parallelism::Rayon(0)
     } else {
         gemm::Parallelism::None
@@ -322,49 +363,7 @@ impl Rope {
 /// the experts of a grouped MoE GEMM, where nested threading costs more than
 /// it gives.
 pub fn linear_serial(x: &[f32], rows: usize, k: usize, w: &[f32], n: usize, out: &mut [f32]) {
-    assert_eq!(x.len(), rows * k, "linear: x is not rows x k");
-    assert_eq!(w.len(), n * k, "linear: w is not n x k");
-    assert_eq!(out.len(), rows * n, "linear: out is not rows x n");
-    if rows == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        out.fill(0.0);
-        return;
-    }
-    if rows <= GEMV_ROWS {
-        for (xr, o) in x.chunks_exact(k).zip(out.chunks_exact_mut(n)) {
-            for (v, wr) in o.iter_mut().zip(w.chunks_exact(k)) {
-                *v = dot(xr, wr);
-            }
-        }
-        return;
-    }
-    // SAFETY: the asserts above make x [rows, k], w [n, k] and out [rows, n],
-    // which are exactly the extents these strides reach.
-    unsafe {
-        gemm::gemm(
-            rows,
-            n,
-            k,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            x.as_ptr(),
-            1,
-            k as isize,
-            w.as_ptr(),
-            k as isize,
-            1,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
+    linear_on(x, rows, k, w, n, out, false);
 }
 
 #[cfg(test)]
