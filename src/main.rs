@@ -121,7 +121,7 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: GraphFormat,
         #[command(flatten)]
-        opt: GraphOptArgs,
+        opt: OptArgs,
     },
     /// Write random weights with the reference's init scheme (safetensors, OpenMythos names)
     Init {
@@ -250,24 +250,9 @@ enum Command {
 #[derive(clap::Args, Clone, Debug)]
 struct OptArgs {
     /// Optimization level: 0 = the IR as lowered, 1 = cleanups and hoisting, 2 = all passes
-    #[arg(short = 'O', long = "opt-level", default_value_t = 2, value_parser = clap::value_parser!(u8).range(0..=2))]
-    opt_level: u8,
-    #[command(flatten)]
-    common: PassArgs,
-}
-
-/// `mythos graph` prints the IR as lowered unless asked for a level.
-#[derive(clap::Args, Clone, Debug)]
-struct GraphOptArgs {
-    /// Optimization level: 0 = the IR as lowered, 1 = cleanups and hoisting, 2 = all passes
-    #[arg(short = 'O', long = "opt-level", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
-    opt_level: u8,
-    #[command(flatten)]
-    common: PassArgs,
-}
-
-#[derive(clap::Args, Clone, Debug)]
-struct PassArgs {
+    /// [default: 2; `graph`: 0]
+    #[arg(short = 'O', long = "opt-level", value_parser = clap::value_parser!(u8).range(0..=2))]
+    opt_level: Option<u8>,
     /// Run exactly these passes in this order instead of the level's (comma separated)
     #[arg(long, value_delimiter = ',', value_name = "PASS,...")]
     passes: Option<Vec<String>>,
@@ -282,36 +267,39 @@ struct PassArgs {
     timings: bool,
 }
 
-impl PassArgs {
-    fn options(&self, level: u8) -> passes::Options {
+impl OptArgs {
+    /// The level asked for, or the command's default.
+    fn level(&self, default: u8) -> u8 {
+        self.opt_level.unwrap_or(default)
+    }
+
+    fn options(&self, default: u8) -> passes::Options {
         passes::Options {
-            level,
+            level: self.level(default),
             passes: self.passes.clone(),
             print_ir_after: self.print_ir_after.clone(),
             verify_each: self.verify_each,
         }
     }
-}
 
-impl OptArgs {
-    fn optimize(&self, module: &mut ir::Module) -> Result<Vec<String>> {
-        optimize(module, &self.common, self.opt_level)
+    /// Checks the pass names before any slow work (loading a spec or weights).
+    fn check(&self) -> Result<()> {
+        Ok(passes::validate(&self.options(0))?)
     }
-}
 
-/// Runs the pipeline on `module`, printing `--print-ir-after` and `--timings`
-/// to stderr; returns the passes run.
-fn optimize(module: &mut ir::Module, args: &PassArgs, level: u8) -> Result<Vec<String>> {
-    let opts = args.options(level);
-    let report = passes::run(module, &opts)?;
-    for (pass, text) in &report.printed {
-        eprintln!("// IR after {pass}");
-        eprint!("{text}");
+    /// Runs the pipeline on `module`, printing `--print-ir-after` and
+    /// `--timings` to stderr; returns the passes run.
+    fn optimize(&self, module: &mut ir::Module, default: u8) -> Result<Vec<String>> {
+        let report = passes::run(module, &self.options(default))?;
+        for (pass, text) in &report.printed {
+            eprintln!("// IR after {pass}");
+            eprint!("{text}");
+        }
+        if self.timings {
+            eprint!("{}", passes::timings_table(&report));
+        }
+        Ok(report.passes.iter().map(|p| p.0.to_string()).collect())
     }
-    if args.timings {
-        eprint!("{}", passes::timings_table(&report));
-    }
-    Ok(report.passes.iter().map(|p| p.0.to_string()).collect())
 }
 
 /// Weights from a file or from a seed.
@@ -405,7 +393,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             json,
             opt,
         } => {
-            passes::validate(&opt.common.options(opt.opt_level))?;
+            opt.check()?;
             let Some(m) = load_model(&spec, model.as_deref()) else {
                 return Ok(ExitCode::FAILURE);
             };
@@ -420,10 +408,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 bandwidth,
             };
             let mut optimized = module.clone();
-            let ran = opt.optimize(&mut optimized)?;
+            let ran = opt.optimize(&mut optimized, 2)?;
             let mut report = analysis::analyze(&module, &opts);
             report.optimization = Some(analysis::Optimization {
-                level: opt.opt_level,
+                level: opt.level(2),
                 passes: ran,
                 before: analysis::kernels(&module, &opts),
                 after: analysis::kernels(&optimized, &opts),
@@ -441,12 +429,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             format,
             opt,
         } => {
-            passes::validate(&opt.common.options(opt.opt_level))?;
+            opt.check()?;
             let Some(m) = load_model(&spec, model.as_deref()) else {
                 return Ok(ExitCode::FAILURE);
             };
             let mut module = ir::lower::lower(&m);
-            optimize(&mut module, &opt.common, opt.opt_level)?;
+            opt.optimize(&mut module, 0)?;
             match format {
                 GraphFormat::Text => print!("{}", ir::print::text(&module)),
                 GraphFormat::Dot => print!("{}", ir::print::dot(&module)),
@@ -475,13 +463,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             dump_logits,
             opt,
         } => {
-            passes::validate(&opt.common.options(opt.opt_level))?;
+            opt.check()?;
             let Some(m) = load_model(&spec, model.as_deref()) else {
                 return Ok(ExitCode::FAILURE);
             };
             let mut module = run::module_of(&m);
             let w = run::load_weights(&module, &weights.source())?;
-            opt.optimize(&mut module)?;
+            opt.optimize(&mut module, 2)?;
             run::run(&module, &w, &inputs, loops, decode_from, &dump_logits)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -501,7 +489,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             loops,
             opt,
         } => {
-            passes::validate(&opt.common.options(opt.opt_level))?;
+            opt.check()?;
             if !(temperature >= 0.0 && temperature.is_finite()) {
                 anyhow::bail!("--temperature must be >= 0 (0 = greedy), got {temperature}");
             }
@@ -513,7 +501,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             let mut module = run::module_of(&m);
             let w = run::load_weights(&module, &weights.source())?;
-            opt.optimize(&mut module)?;
+            opt.optimize(&mut module, 2)?;
             let opts = run::GenerateOptions {
                 max_new_tokens,
                 loops,
@@ -558,7 +546,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             json,
             opt,
         } => {
-            passes::validate(&opt.common.options(opt.opt_level))?;
+            opt.check()?;
             if let Some(n) = threads {
                 rayon::ThreadPoolBuilder::new()
                     .num_threads(n)
@@ -570,14 +558,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             let mut module = run::module_of(&m);
             let w = run::load_weights(&module, &weights.source())?;
-            opt.optimize(&mut module)?;
+            opt.optimize(&mut module, 2)?;
             let r = run::bench(&module, &w, seq, decode, loops, 0, profile)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
                 println!(
                     "model {}   loops {}   threads {}   -O{}",
-                    r.model, r.loops, r.threads, opt.opt_level
+                    r.model,
+                    r.loops,
+                    r.threads,
+                    opt.level(2)
                 );
                 println!(
                     "  prefill {} tokens   {:>10.1} ms   {:>10.1} tokens/s   {:>8.2} GFLOP/s",

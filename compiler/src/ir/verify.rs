@@ -157,7 +157,7 @@ fn verify_graph(
             used,
             errors,
         );
-        if !region.header.outputs.is_empty() || !region.header.is_empty() {
+        if !region.header.is_empty() {
             let t = [param_type(2, module.dim)];
             verify_graph(
                 module,

@@ -12,8 +12,8 @@ use std::collections::{HashMap, HashSet};
 ///
 /// The arithmetic is the same, in the same order.
 pub fn canonicalize(module: &mut Module) -> usize {
-    let weights = module.weights.clone();
-    each_graph(&mut module.graph, &mut |g| {
+    let (weights, graph) = (&module.weights, &mut module.graph);
+    each_graph(graph, &mut |g| {
         let mut n = 0;
         let ids: Vec<NodeId> = g.nodes().collect();
         for id in ids {
@@ -25,35 +25,35 @@ pub fn canonicalize(module: &mut Module) -> usize {
                         (ops[0], ops[1], ops[2], ops[3], ops[4], ops[5]);
                     let a = add_typed(
                         g,
-                        &weights,
+                        weights,
                         Op::LtiDecay,
                         &[log_a, log_dt],
                         &format!("{label}.decay"),
                     );
-                    let be = add_typed(g, &weights, Op::Scale, &[e, b], &format!("{label}.b_e"));
-                    add_typed(g, &weights, Op::LtiApply, &[h, be, out, a], &label)
+                    let be = add_typed(g, weights, Op::Scale, &[e, b], &format!("{label}.b_e"));
+                    add_typed(g, weights, Op::LtiApply, &[h, be, out, a], &label)
                 }
                 Op::LoopEmbedding { channels, theta } => {
                     let v = add_typed(
                         g,
-                        &weights,
+                        weights,
                         Op::LoopEmbeddingVec { channels, theta },
                         &[ops[1]],
                         &format!("{label}.vec"),
                     );
-                    add_typed(g, &weights, Op::AddPrefix, &[ops[0], v], &label)
+                    add_typed(g, weights, Op::AddPrefix, &[ops[0], v], &label)
                 }
                 Op::Lora { rank, max_iters } => {
                     let s = add_typed(
                         g,
-                        &weights,
+                        weights,
                         Op::LoraScale { max_iters },
                         &[ops[3], ops[4]],
                         &format!("{label}.scale"),
                     );
                     add_typed(
                         g,
-                        &weights,
+                        weights,
                         Op::LoraApply { rank },
                         &[ops[0], ops[1], ops[2], s],
                         &label,

@@ -18,8 +18,7 @@ use crate::ir::{FusedOp, Fusion, Graph, Module, NodeId, Op, Weight};
 use std::collections::{BTreeMap, HashMap};
 
 pub fn fuse(module: &mut Module) -> usize {
-    let weights = module.weights.clone();
-    fuse_graph(&mut module.graph, &weights)
+    fuse_graph(&mut module.graph, &module.weights)
 }
 
 /// The graph and its loop bodies; not fused bodies (already one kernel) and
@@ -150,18 +149,16 @@ fn row_groups(g: &mut Graph, weights: &[Weight]) -> usize {
         if members.len() < 2 {
             continue;
         }
-        // The sink is the member whose users are all outside (members are in topo order).
+        // The sink is the member whose users are all outside (members are in
+        // topo order). `map` takes members and outside operands to body nodes.
         let sink = *members.last().expect("two members");
-        let inside: std::collections::HashSet<NodeId> = members.iter().copied().collect();
         let mut body = Graph::default();
         let mut map: HashMap<NodeId, NodeId> = HashMap::new();
         let mut inputs: Vec<NodeId> = Vec::new();
         for &m in &members {
             let mut ops = Vec::new();
             for o in g.operands(m) {
-                let mapped = if inside.contains(&o) {
-                    map[&o]
-                } else if let Some(&p) = map.get(&o) {
+                let mapped = if let Some(&p) = map.get(&o) {
                     p
                 } else {
                     let p = body.add(

@@ -8,7 +8,7 @@
 //! index (loop-embedding vectors, LoRA scale rows).
 
 use super::cleanup::dce_graph;
-use crate::ir::{Graph, Module, NodeId, Op, Weight};
+use crate::ir::{Graph, Module, NodeId, Op};
 use std::collections::HashMap;
 
 /// What a body value depends on.
@@ -36,7 +36,6 @@ fn join(a: Class, b: Class) -> Class {
 }
 
 pub fn hoist(module: &mut Module) -> usize {
-    let weights = module.weights.clone();
     let g = &mut module.graph;
     let loops: Vec<NodeId> = g
         .nodes()
@@ -47,18 +46,13 @@ pub fn hoist(module: &mut Module) -> usize {
         let Op::Loop(mut region) = std::mem::replace(&mut g.node_mut(l).op, Op::Input) else {
             unreachable!("filtered on loops")
         };
-        moved += hoist_loop(g, l, &mut region, &weights);
+        moved += hoist_loop(g, l, &mut region);
         g.node_mut(l).op = Op::Loop(region);
     }
     moved
 }
 
-fn hoist_loop(
-    parent: &mut Graph,
-    l: NodeId,
-    region: &mut crate::ir::LoopRegion,
-    _weights: &[Weight],
-) -> usize {
+fn hoist_loop(parent: &mut Graph, l: NodeId, region: &mut crate::ir::LoopRegion) -> usize {
     let body = &region.body;
     let Ok(order) = body.topo_order() else {
         return 0;

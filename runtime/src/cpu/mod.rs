@@ -443,7 +443,26 @@ impl<'a> CpuRuntime<'a> {
             .collect()
     }
 
+    /// One op; a composite with a fused prologue or epilogue goes through
+    /// [`CpuRuntime::eval_fused_composite`].
     fn eval<'w>(
+        &'w self,
+        op: &Op,
+        args: &[&Value<'w>],
+        ctx: &mut Ctx,
+        iteration: Option<usize>,
+        params: &[Value<'w>],
+    ) -> Value<'w> {
+        let fusion = op.fusion();
+        if fusion.is_none() {
+            self.eval_op(op, args, ctx, iteration, params)
+        } else {
+            self.eval_fused_composite(op, fusion, args, ctx, iteration, params)
+        }
+    }
+
+    /// One op without its fusion flags (operands without the prologue norm weight).
+    fn eval_op<'w>(
         &'w self,
         op: &Op,
         args: &[&Value<'w>],
@@ -453,10 +472,6 @@ impl<'a> CpuRuntime<'a> {
     ) -> Value<'w> {
         let rows = ctx.batch * ctx.seq;
         let d = self.module.dim as usize;
-        let fusion = op.fusion();
-        if !fusion.is_none() {
-            return self.eval_fused_composite(op, fusion, args, ctx, iteration, params);
-        }
         match op {
             Op::Input => Value::Ids,
             Op::Param(i) => params[*i].clone(),
@@ -648,9 +663,7 @@ impl<'a> CpuRuntime<'a> {
             Op::Lora { rank, max_iters } => {
                 let (x, c) = args[0].act();
                 let r = *rank as usize;
-                // Iterations beyond the trained depth reuse the last scale.
-                let idx = args[4].step().min(*max_iters as usize - 1);
-                let scale = &args[3].weight()[idx * r..(idx + 1) * r];
+                let scale = lora_scale_row(args[3].weight(), *max_iters, args[4].step());
                 let out = lora_delta(x, rows, c, args[1].weight(), args[2].weight(), scale, r);
                 Value::Act(out, c)
             }
@@ -720,11 +733,7 @@ impl<'a> CpuRuntime<'a> {
                 Value::Act(out, c)
             }
             Op::LoraScale { max_iters } => {
-                let scale = args[0].weight();
-                let r = scale.len() / *max_iters as usize;
-                // Iterations beyond the trained depth reuse the last scale.
-                let idx = args[1].step().min(*max_iters as usize - 1);
-                Value::Vector(scale[idx * r..(idx + 1) * r].to_vec())
+                Value::Vector(lora_scale_row(args[0].weight(), *max_iters, args[1].step()).to_vec())
             }
             Op::LoraApply { rank } => {
                 let (x, c) = args[0].act();
@@ -756,7 +765,6 @@ impl<'a> CpuRuntime<'a> {
         params: &[Value<'w>],
     ) -> Value<'w> {
         let (x, c) = args[0].act();
-        let plain = op.with_fusion(Fusion::default());
         let normed;
         let mut inner: Vec<&Value<'w>> = Vec::with_capacity(args.len());
         if let Some(eps) = fusion.prenorm {
@@ -768,7 +776,7 @@ impl<'a> CpuRuntime<'a> {
         } else {
             inner.extend(args);
         }
-        let mut v = self.eval(&plain, &inner, ctx, iteration, params);
+        let mut v = self.eval_op(op, &inner, ctx, iteration, params);
         if fusion.residual {
             if let Value::Act(out, _) = &mut v {
                 for (o, &x) in out.iter_mut().zip(x) {
@@ -911,6 +919,14 @@ impl<'a> CpuRuntime<'a> {
             h
         }
     }
+}
+
+/// Row `t` of the LoRA scale table `[max_iters, rank]`; iterations beyond
+/// the trained depth reuse the last row (the reference's index clamp).
+fn lora_scale_row(table: &[f32], max_iters: u64, t: usize) -> &[f32] {
+    let rank = table.len() / max_iters as usize;
+    let idx = t.min(max_iters as usize - 1);
+    &table[idx * rank..(idx + 1) * rank]
 }
 
 /// The LoRA delta `(x @ down^T * scale) @ B` for `rows` rows.
