@@ -5,7 +5,7 @@
 set -euo pipefail
 
 MIN_RUST="1.85"
-PACKAGES=(llvm-22-dev libmlir-22-dev mlir-22-tools libzstd-dev libz3-dev libxml2-dev)
+PACKAGES=(llvm-22-dev libmlir-22-dev mlir-22-tools libclang-22-dev libpolly-22-dev libzstd-dev libz3-dev libxml2-dev)
 
 # Rust: we cannot install it for the user (rustup is a per-user choice), so say how.
 if ! command -v cargo >/dev/null 2>&1; then

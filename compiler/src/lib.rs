@@ -13,6 +13,7 @@ pub mod interop;
 pub mod ir;
 pub mod model;
 pub mod passes;
+pub mod plan;
 pub mod presets;
 pub mod report;
 pub mod sema;

@@ -4,6 +4,7 @@
 //! so it follows OpenMythos's semantics exactly (shared/openmythos-reference.md).
 
 pub mod attention;
+pub mod compiled;
 pub mod kernels;
 pub mod kv;
 pub mod moe;
@@ -135,6 +136,8 @@ pub struct CpuRuntime<'a> {
     /// Loop-header outputs per (header, iteration index): per-iteration
     /// constants, computed once and reused by every token.
     header_values: Mutex<HeaderValues>,
+    /// Compiled kernels (the `mlir-cpu` backend) by node, when loaded.
+    kernels: Option<(&'a compiled::CompiledKernels, compiled::Bound)>,
 }
 
 /// Loop-header outputs keyed by (header graph address, iteration index).
@@ -213,7 +216,24 @@ impl<'a> CpuRuntime<'a> {
             schedules,
             profile: None,
             header_values: Mutex::new(HashMap::new()),
+            kernels: None,
         }
+    }
+
+    /// Runs every node the compiled plan covers with its compiled kernels
+    /// (the `mlir-cpu` backend); the rest stays on the reference code.
+    pub fn with_kernels(
+        mut self,
+        kernels: &'a compiled::CompiledKernels,
+    ) -> Result<CpuRuntime<'a>, compiled::LoadError> {
+        let bound = kernels.bind(self.module)?;
+        self.kernels = Some((kernels, bound));
+        Ok(self)
+    }
+
+    /// How many nodes run compiled kernels.
+    pub fn compiled_nodes(&self) -> usize {
+        self.kernels.as_ref().map_or(0, |(_, b)| b.len())
     }
 
     /// Records the time spent in each op kind (see [`CpuRuntime::profile`]).
@@ -421,7 +441,10 @@ impl<'a> CpuRuntime<'a> {
                     .iter()
                     .map(|&o| slots[o].as_ref().expect("operands run first"))
                     .collect();
-                self.eval(op, &args, ctx, iteration, params)
+                match self.compiled_for(g, step.node) {
+                    Some(fns) => self.eval_compiled(fns, g, step.node, op, &args, ctx, iteration),
+                    None => self.eval(op, &args, ctx, iteration, params),
+                }
             };
             if let (Some(p), Some(t0), false) = (&self.profile, started, matches!(op, Op::Loop(_)))
             {
@@ -441,6 +464,99 @@ impl<'a> CpuRuntime<'a> {
             .iter()
             .map(|&o| slots[o].clone().expect("outputs are kept"))
             .collect()
+    }
+
+    fn compiled_for(&self, g: &Graph, n: NodeId) -> Option<&[compiled::KernelFn]> {
+        let (_, bound) = self.kernels.as_ref()?;
+        bound
+            .get(&(g as *const Graph as usize, n))
+            .map(|v| v.as_slice())
+    }
+
+    /// A node through its compiled kernels. Every kind but attention uses
+    /// the generic ABI: operands in order, the output, the row count.
+    #[allow(clippy::too_many_arguments)]
+    fn eval_compiled<'w>(
+        &'w self,
+        fns: &[compiled::KernelFn],
+        g: &Graph,
+        n: NodeId,
+        op: &Op,
+        args: &[&Value<'w>],
+        ctx: &mut Ctx,
+        iteration: Option<usize>,
+    ) -> Value<'w> {
+        if let Op::Attention(a) = op {
+            return self.attention_compiled(fns, a, args, ctx, iteration);
+        }
+        let ty = g.ty(n);
+        let width = ty.width().unwrap_or(1) as usize;
+        let act = ty
+            .shape
+            .iter()
+            .any(|d| !matches!(d, mythos_compiler::ir::Dim::Const(_)));
+        let mut rows = if act { ctx.batch * ctx.seq } else { 1 };
+        let last;
+        let mut args = args.to_vec();
+        if matches!(op, Op::Head(_)) && ctx.last_only && ctx.seq > 1 {
+            let (x, c) = args[0].act();
+            last = Value::Act(
+                (0..ctx.batch)
+                    .flat_map(|b| {
+                        x[((b + 1) * ctx.seq - 1) * c..(b + 1) * ctx.seq * c]
+                            .iter()
+                            .copied()
+                    })
+                    .collect(),
+                c,
+            );
+            args[0] = &last;
+            rows = ctx.batch;
+        }
+        let mut out = vec![0.0f32; rows * width];
+        let f32s: Vec<compiled::Desc<f32>> = args
+            .iter()
+            .filter_map(|v| match v {
+                Value::Act(v, _) | Value::Vector(v) => Some(compiled::Desc::of(v)),
+                Value::Weight(w) => Some(compiled::Desc::of(w)),
+                _ => None,
+            })
+            .collect();
+        let ids = compiled::Desc::of(ctx.ids);
+        let out_desc = compiled::Desc::of_mut(&mut out);
+        let mut words = Vec::with_capacity(args.len() + 2);
+        let mut next = f32s.iter();
+        for v in &args {
+            words.push(match v {
+                Value::Ids => ids.word(),
+                Value::Step(t) => *t,
+                _ => next.next().expect("one descriptor per buffer").word(),
+            });
+        }
+        words.push(out_desc.word());
+        words.push(rows);
+        for &k in fns {
+            // SAFETY: the plan's kernels for this node take exactly these
+            // words (the generic ABI), and the buffers outlive the call.
+            unsafe { compiled::call(k, &words) };
+        }
+        if act {
+            Value::Act(out, width)
+        } else {
+            Value::Vector(out)
+        }
+    }
+
+    /// Attention through compiled kernels (see `backend/src/ops.rs`).
+    fn attention_compiled<'w>(
+        &'w self,
+        _fns: &[compiled::KernelFn],
+        a: &mythos_compiler::ir::AttentionOp,
+        _args: &[&Value<'w>],
+        _ctx: &mut Ctx,
+        _iteration: Option<usize>,
+    ) -> Value<'w> {
+        unreachable!("the backend does not plan attention `{}` yet", a.cache)
     }
 
     /// One op; a composite with a fused prologue or epilogue goes through

@@ -1,0 +1,465 @@
+//! Optimized IR -> kernels and plan.
+//!
+//! Every compute node of every graph becomes one or more kernels, each
+//! rendered from a template in `templates/mlir/` with a typed context
+//! (`ctx` structs below); identical kernels (same template, same context)
+//! are emitted once and shared by every node that needs them. A fused group
+//! is one kernel. Loops, their ACT bookkeeping, parameters and weights stay
+//! on the host (the runtime walks the plan's graphs).
+//!
+//! The kernel ABI (all kinds except attention, which documents its own):
+//! every operand of the node in IR order (activations, weights and vectors
+//! as `memref<?xf32>`, token ids as `memref<?xi64>`, the loop index as
+//! `index`), then the output `memref<?xf32>`, then the row count `index`.
+
+use crate::render::Templates;
+use mythos_compiler::ir::{Dim, FusedOp, Graph, Module, NodeId, Op};
+use mythos_compiler::plan::{graph_paths, KernelInfo, Launch, Plan, PlanStep};
+use mythos_compiler::Span;
+use serde::Serialize;
+use serde_json::Value as Json;
+use std::collections::HashMap;
+
+/// Why a module cannot be lowered.
+#[derive(Debug, thiserror::Error)]
+pub enum LowerError {
+    #[error("the MLIR backend cannot lower `{op}` ({label}) yet; run it with the CPU reference runtime (--backend cpu)")]
+    Unsupported { op: String, label: String },
+    #[error("kernel template `{template}` failed to render: {message}")]
+    Template { template: String, message: String },
+}
+
+/// The kernels of a module as one MLIR module text, and the plan.
+pub struct Lowered {
+    pub mlir: String,
+    pub plan: Plan,
+}
+
+/// Turns a span into `file:line:col` (the CLI knows the source files).
+pub type Locate<'a> = &'a dyn Fn(Span) -> Option<(String, usize, usize)>;
+
+/// One kernel a node needs: a template and its context.
+pub(crate) struct Request {
+    pub template: &'static str,
+    pub ctx: Json,
+    /// Argument kinds in call order.
+    pub args: Vec<String>,
+}
+
+impl Request {
+    pub(crate) fn new(template: &'static str, ctx: impl Serialize, args: Vec<String>) -> Request {
+        Request {
+            template,
+            ctx: serde_json::to_value(ctx).expect("kernel contexts serialize"),
+            args,
+        }
+    }
+}
+
+/// Lowers every compute node of an optimized (at least canonicalized) module.
+/// With `partial`, nodes that cannot be lowered yet are left out of the
+/// plan (the runtime runs them itself) instead of failing.
+pub fn lower(module: &Module, locate: Locate, partial: bool) -> Result<Lowered, LowerError> {
+    let templates = Templates::new()?;
+    let mut plan = Plan::default();
+    let mut texts: Vec<String> = Vec::new();
+    let mut by_key: HashMap<String, String> = HashMap::new();
+    for (path, g) in graph_paths(module) {
+        let order = g.topo_order().expect("a verified graph is acyclic");
+        for n in order {
+            let op = g.op(n);
+            if !op.is_compute() || matches!(op, Op::Loop(_)) {
+                continue;
+            }
+            let label = g.node(n).label.clone();
+            let requests = match requests(module, g, n) {
+                Err(LowerError::Unsupported { .. }) if partial => continue,
+                r => r?,
+            };
+            let loc = mlir_loc(&label, g.span(n).and_then(locate));
+            let mut symbols = Vec::new();
+            for req in requests {
+                // Kernels are named by what they compute, not where they come
+                // from: the location is left out of the key.
+                let key = format!("{}:{}", req.template, req.ctx);
+                let symbol = match by_key.get(&key) {
+                    Some(s) => s.clone(),
+                    None => {
+                        let symbol = format!("{}_{}", req.template, short_hash(&key));
+                        let text = templates.render(
+                            req.template,
+                            &req.ctx,
+                            &symbol,
+                            &loc,
+                            &format!("{} `{}` ({})", op.name(), label, path),
+                        )?;
+                        texts.push(text);
+                        plan.kernels.push(KernelInfo {
+                            symbol: symbol.clone(),
+                            kind: req.template.to_string(),
+                            loc: g
+                                .span(n)
+                                .and_then(locate)
+                                .map(|(f, l, c)| format!("{f}:{l}:{c}")),
+                            args: req.args.clone(),
+                        });
+                        by_key.insert(key, symbol.clone());
+                        symbol
+                    }
+                };
+                symbols.push(symbol);
+            }
+            let width = g.ty(n).width().unwrap_or(1);
+            plan.steps.push(PlanStep {
+                graph: path.clone(),
+                node: n.index() as u32,
+                label,
+                op: op.name().to_string(),
+                kernels: symbols,
+                weights: weights_read(module, g, n),
+                launch: Launch {
+                    rows: rows_of(g, n).to_string(),
+                    width,
+                    bytes_per_row: width * 4,
+                    block: None,
+                },
+            });
+        }
+    }
+    let mut mlir = String::from("module {\n");
+    for t in &texts {
+        mlir.push_str(t.trim_end());
+        mlir.push_str("\n\n");
+    }
+    mlir.push_str("}\n");
+    Ok(Lowered { mlir, plan })
+}
+
+/// `loc("label"("file":line:col))`, or a bare name location.
+fn mlir_loc(label: &str, at: Option<(String, usize, usize)>) -> String {
+    let label = label.replace('"', "'");
+    match at {
+        Some((file, line, col)) => format!(
+            "loc(\"{label}\"(\"{}\":{line}:{col}))",
+            file.replace('"', "'")
+        ),
+        None => format!("loc(\"{label}\")"),
+    }
+}
+
+/// First 8 bytes of SHA-256, hex: short, stable kernel names.
+fn short_hash(s: &str) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(s.as_bytes());
+    d[..6].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether a value has one row per token (rather than being a vector).
+pub(crate) fn is_act(g: &Graph, n: NodeId) -> bool {
+    g.ty(n).shape.iter().any(|d| !matches!(d, Dim::Const(_)))
+}
+
+fn rows_of(g: &Graph, n: NodeId) -> &'static str {
+    match g.op(n) {
+        Op::Head(_) => "tokens-or-batch",
+        Op::Attention(_) => "tokens",
+        _ if is_act(g, n) => "tokens",
+        _ => "one",
+    }
+}
+
+/// State-dict names of the weights a node reads (through fused bodies too).
+fn weights_read(module: &Module, g: &Graph, n: NodeId) -> Vec<String> {
+    g.operands(n)
+        .into_iter()
+        .filter_map(|o| match g.op(o) {
+            Op::Weight(id) => Some(module.weight(*id).name.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Argument kinds of the generic ABI: the operands, the output, the rows.
+pub(crate) fn generic_args(g: &Graph, n: NodeId) -> Vec<String> {
+    let mut args: Vec<String> = g
+        .operands(n)
+        .into_iter()
+        .map(|o| match g.op(o) {
+            Op::Input => "i64[]".to_string(),
+            Op::Param(2) if !is_act(g, o) && g.ty(o).dtype == mythos_compiler::ir::DType::I64 => {
+                "index".to_string()
+            }
+            _ => "f32[]".to_string(),
+        })
+        .collect();
+    args.push("f32[]".into());
+    args.push("index".into());
+    args
+}
+
+/// The kernels of one node.
+fn requests(module: &Module, g: &Graph, n: NodeId) -> Result<Vec<Request>, LowerError> {
+    let op = g.op(n);
+    let operands = g.operands(n);
+    let width = |o: NodeId| g.ty(o).width().unwrap_or(1);
+    let shape = |o: NodeId| -> Vec<u64> {
+        g.ty(o)
+            .shape
+            .iter()
+            .map(|d| match d {
+                Dim::Const(c) => *c,
+                _ => 0,
+            })
+            .collect()
+    };
+    let args = generic_args(g, n);
+    Ok(match op {
+        Op::Embedding => vec![Request::new(
+            "embedding",
+            ctx::Embedding {
+                vocab: shape(operands[1])[0],
+                dim: module.dim,
+            },
+            args,
+        )],
+        Op::Linear => {
+            let w = shape(operands[1]);
+            vec![Request::new(
+                "linear",
+                ctx::Linear::plain(w[1], w[0], true),
+                args,
+            )]
+        }
+        Op::Head(f) => {
+            let table = shape(*operands.last().expect("head has a table"));
+            let mut l = ctx::Linear::plain(table[1], table[0], true);
+            l.set_prenorm(f.prenorm);
+            vec![Request::new("linear", l, args)]
+        }
+        Op::Fused(f) => vec![Request::new("rowwise", rowwise_fused(g, n, f), args)],
+        op if FusedOp::admits(op) => {
+            vec![Request::new("rowwise", rowwise_single(g, n), args)]
+        }
+        other => {
+            return crate::ops::requests(module, g, n, other, args, &width).ok_or_else(|| {
+                LowerError::Unsupported {
+                    op: other.name().to_string(),
+                    label: g.node(n).label.clone(),
+                }
+            })
+        }
+    })
+}
+
+/// A single row-local op as a one-step rowwise kernel.
+fn rowwise_single(g: &Graph, n: NodeId) -> ctx::Rowwise {
+    let inputs: Vec<ctx::RowInput> = g
+        .operands(n)
+        .into_iter()
+        .map(|o| ctx::RowInput::of(g, o))
+        .collect();
+    let args = (0..inputs.len())
+        .map(|i| ctx::Src::input(i, &inputs[i]))
+        .collect();
+    let step = ctx::RowStep::new(0, g.op(n), g, n, args);
+    let out_width = step.width;
+    ctx::Rowwise {
+        inputs,
+        steps: vec![step],
+        out_width,
+        last: 0,
+    }
+}
+
+/// A fused group: its body's params are the node's operands.
+fn rowwise_fused(g: &Graph, n: NodeId, f: &FusedOp) -> ctx::Rowwise {
+    let body = &f.body;
+    let inputs: Vec<ctx::RowInput> = g
+        .operands(n)
+        .into_iter()
+        .map(|o| ctx::RowInput::of(g, o))
+        .collect();
+    let order = body.topo_order().expect("a verified body is acyclic");
+    let mut src: HashMap<NodeId, ctx::Src> = HashMap::new();
+    let mut steps = Vec::new();
+    for b in order {
+        match body.op(b) {
+            Op::Param(p) => {
+                src.insert(b, ctx::Src::input(*p, &inputs[*p]));
+            }
+            op => {
+                let id = steps.len();
+                let args = body.operands(b).iter().map(|o| src[o].clone()).collect();
+                let step = ctx::RowStep::new(id, op, body, b, args);
+                src.insert(b, ctx::Src::tmp(id, step.width));
+                steps.push(step);
+            }
+        }
+    }
+    let out = body.outputs[0];
+    let last: usize = match &src[&out] {
+        ctx::Src { kind, mem, .. } if kind == "tmp" => mem[1..].parse().expect("tN"),
+        _ => unreachable!("a fused body's output is computed in the body"),
+    };
+    ctx::Rowwise {
+        out_width: steps[last].width,
+        inputs,
+        steps,
+        last,
+    }
+}
+
+/// Typed template contexts, one per kernel template.
+pub(crate) mod ctx {
+    use super::*;
+
+    #[derive(Serialize)]
+    pub struct Embedding {
+        pub vocab: u64,
+        pub dim: u64,
+    }
+
+    #[derive(Serialize)]
+    pub struct Linear {
+        pub k: u64,
+        pub n: u64,
+        /// `x @ W^T` (W as `[n, k]`) rather than `x @ W` (W as `[k, n]`).
+        pub transpose_b: bool,
+        pub prenorm: bool,
+        /// The prologue RMSNorm's epsilon as an exact f32 literal.
+        pub eps: String,
+        pub eps_text: String,
+        pub residual: bool,
+    }
+
+    impl Linear {
+        pub fn plain(k: u64, n: u64, transpose_b: bool) -> Linear {
+            Linear {
+                k,
+                n,
+                transpose_b,
+                prenorm: false,
+                eps: String::new(),
+                eps_text: String::new(),
+                residual: false,
+            }
+        }
+
+        pub fn set_prenorm(&mut self, eps: Option<f64>) {
+            if let Some(eps) = eps {
+                self.prenorm = true;
+                self.eps = f32_literal(eps);
+                self.eps_text = format!("{eps:e}");
+            }
+        }
+    }
+
+    /// An f32 constant written exactly (MLIR hex float literal).
+    pub fn f32_literal(v: f64) -> String {
+        format!("0x{:08X}", (v as f32).to_bits())
+    }
+
+    #[derive(Serialize)]
+    pub struct Rowwise {
+        pub inputs: Vec<RowInput>,
+        pub steps: Vec<RowStep>,
+        pub out_width: u64,
+        /// The step whose result is the output.
+        pub last: usize,
+    }
+
+    #[derive(Serialize, Clone)]
+    pub struct RowInput {
+        /// `act` (one row per token) or `vec`.
+        pub kind: String,
+        pub width: u64,
+    }
+
+    impl RowInput {
+        pub fn of(g: &Graph, o: NodeId) -> RowInput {
+            RowInput {
+                kind: if is_act(g, o) { "act" } else { "vec" }.into(),
+                width: g.ty(o).width().unwrap_or(1),
+            }
+        }
+    }
+
+    /// Where a row step reads an operand (see `macros.tera`).
+    #[derive(Serialize, Clone)]
+    pub struct Src {
+        pub kind: String,
+        pub mem: String,
+        pub base: String,
+        pub width: u64,
+    }
+
+    impl Src {
+        pub fn input(i: usize, inp: &RowInput) -> Src {
+            Src {
+                kind: inp.kind.clone(),
+                mem: format!("in{i}"),
+                base: format!("base{i}"),
+                width: inp.width,
+            }
+        }
+
+        pub fn tmp(id: usize, width: u64) -> Src {
+            Src {
+                kind: "tmp".into(),
+                mem: format!("t{id}"),
+                base: String::new(),
+                width,
+            }
+        }
+    }
+
+    #[derive(Serialize)]
+    pub struct RowStep {
+        pub id: usize,
+        pub kind: String,
+        pub width: u64,
+        pub args: Vec<Src>,
+        pub eps: String,
+        /// add_prefix: channels of the added vector; concat: width of the first part.
+        pub prefix: u64,
+        /// concat: width of the second part.
+        pub suffix: u64,
+        pub loc: String,
+    }
+
+    impl RowStep {
+        pub fn new(id: usize, op: &Op, g: &Graph, n: NodeId, args: Vec<Src>) -> RowStep {
+            let width = g.ty(n).width().unwrap_or(1);
+            let (kind, eps) = match op {
+                Op::Add => ("add", String::new()),
+                Op::Scale => ("scale", String::new()),
+                Op::LtiApply => ("lti_apply", String::new()),
+                Op::AddPrefix => ("add_prefix", String::new()),
+                Op::Concat => ("concat", String::new()),
+                Op::RmsNorm { eps } => ("rmsnorm", f32_literal(*eps)),
+                other => unreachable!("`{}` is not row-local", other.name()),
+            };
+            let prefix = match op {
+                Op::AddPrefix | Op::Concat => args
+                    .get(if matches!(op, Op::Concat) { 0 } else { 1 })
+                    .map_or(0, |s: &Src| s.width),
+                _ => 0,
+            };
+            let suffix = if matches!(op, Op::Concat) {
+                args[1].width
+            } else {
+                0
+            };
+            RowStep {
+                id,
+                kind: kind.into(),
+                width,
+                args,
+                eps,
+                prefix,
+                suffix,
+                loc: String::new(),
+            }
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! The execution plan of a compiled model: which kernel runs for which IR
+//! node, in what order, on how many rows, reading which weights.
+//!
+//! The plan names IR nodes by graph path and node index. Graph paths are
+//! stable because lowering and the passes are deterministic: `main` is the
+//! top level, `main/12/body` and `main/12/header` the body and header of the
+//! loop at node 12 of `main`. Kernels take 1-D `memref<?xf32>` buffers (ids:
+//! `memref<?xi64>`) and `index` scalars through MLIR's C interface
+//! (`_mlir_ciface_<symbol>`); each kernel kind documents its argument order
+//! in its template (`templates/mlir/`).
+
+use crate::ir::{Graph, Module, NodeId, Op};
+use serde::{Deserialize, Serialize};
+
+/// Every compiled node of a module, graph by graph, in execution order.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub steps: Vec<PlanStep>,
+    /// Every kernel the plan calls, once, in first-use order.
+    pub kernels: Vec<KernelInfo>,
+}
+
+/// One IR node and the kernels that compute it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlanStep {
+    /// Graph path (see the module docs).
+    pub graph: String,
+    /// Node index in that graph.
+    pub node: u32,
+    /// The node's label (`prelude.0.attn`).
+    pub label: String,
+    /// The IR op's name.
+    pub op: String,
+    /// Kernel symbols, called in this order.
+    pub kernels: Vec<String>,
+    /// Weights the kernels read (state_dict names).
+    pub weights: Vec<String>,
+    pub launch: Launch,
+}
+
+/// How a step is launched and what it writes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Launch {
+    /// What the kernels iterate over: `tokens` (batch x seq rows),
+    /// `batch` (the head on the last position only), `rows-of-cache`
+    /// (attention: per batch row over the cached positions) or `one`.
+    pub rows: String,
+    /// Output elements per row.
+    pub width: u64,
+    /// Output buffer bytes per row (f32).
+    pub bytes_per_row: u64,
+    /// CUDA only: threads per block, and what one block covers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block: Option<u32>,
+}
+
+/// A kernel in the compiled code.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KernelInfo {
+    pub symbol: String,
+    /// Which template made it (`linear`, `rowwise`, ...).
+    pub kind: String,
+    /// Where in the spec the first node using it was written (`file:line:col`).
+    pub loc: Option<String>,
+    /// Argument kinds in call order: `f32[]`, `i64[]` or `index`.
+    pub args: Vec<String>,
+}
+
+/// Every graph of a module that runs, with its path: the top level, then
+/// for each loop (in node order) its header and body, recursively.
+pub fn graph_paths(module: &Module) -> Vec<(String, &Graph)> {
+    let mut out = Vec::new();
+    collect(&module.graph, "main".to_string(), &mut out);
+    out
+}
+
+fn collect<'g>(g: &'g Graph, path: String, out: &mut Vec<(String, &'g Graph)>) {
+    out.push((path.clone(), g));
+    let mut nodes: Vec<NodeId> = g.nodes().collect();
+    nodes.sort_by_key(|n| n.index());
+    for n in nodes {
+        if let Op::Loop(region) = g.op(n) {
+            collect(&region.header, format!("{path}/{}/header", n.index()), out);
+            collect(&region.body, format!("{path}/{}/body", n.index()), out);
+        }
+    }
+}
