@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 pub enum Target {
     /// This machine's CPU: a shared object of the kernels.
     Cpu,
+    /// NVIDIA GPUs: PTX for `arch` (`sm_80`, `sm_90`).
+    Cuda { arch: String },
 }
 
 #[derive(Clone, Debug)]
@@ -87,6 +89,11 @@ pub fn compile(module: &Module, locate: Locate, opts: &Options) -> Result<Compil
             }
             out.code = crate::cpu::shared_object(&tc, &m)?;
             lap("LLVM codegen + link", &mut timings);
+        }
+        Target::Cuda { .. } => {
+            return Err(Error::Mlir(mlir::Error::Other(
+                "the CUDA target is not implemented yet".into(),
+            )))
         }
     }
     out.timings = timings;
