@@ -1,6 +1,7 @@
 //! `mythos`: the command-line edge of the compiler. Errors from the libraries
 //! arrive as diagnostics (rendered here, exit code 1); anything else that goes
-//! wrong (I/O on output files) is an `anyhow` error, also exit code 1.
+//! wrong (I/O on output files, unreadable artifacts) is an `anyhow` error,
+//! also exit code 1.
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -9,9 +10,11 @@ use mythos_compiler::sema::{self, Loader};
 use mythos_compiler::{
     analysis, fmt, interop::openmythos, ir, passes, presets, report, Diagnostic, SourceMap,
 };
+use mythos_runtime::cpu::compiled::CompiledKernels;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod compile;
 mod run;
 mod sweep;
 
@@ -123,6 +126,33 @@ enum Command {
         #[command(flatten)]
         opt: OptArgs,
     },
+    /// Compile a model to an artifact (.mythosc): plan + kernels for the CPU or CUDA (docs/compile.md)
+    Compile {
+        /// Spec file or @preset
+        spec: String,
+        #[arg(long)]
+        model: Option<String>,
+        /// What to compile for
+        #[arg(long, value_enum, default_value = "cpu")]
+        target: compile::TargetArg,
+        /// CUDA architecture (--target cuda) [default: sm_90]
+        #[arg(long, value_parser = ["sm_80", "sm_90"])]
+        arch: Option<String>,
+        #[command(flatten)]
+        opt: OptArgs,
+        /// Where to write the artifact (MODEL.mythosc)
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Also write these stages to files (comma separated or repeated): ast, ir, mlir, llvm, ptx
+        #[arg(long, value_enum, value_delimiter = ',', value_name = "STAGE,...")]
+        emit: Vec<compile::Emit>,
+        /// Folder for --emit files [default: the output's folder]
+        #[arg(long, value_name = "DIR")]
+        emit_dir: Option<PathBuf>,
+        /// Neither read nor write the compile cache
+        #[arg(long)]
+        no_cache: bool,
+    },
     /// Write random weights with the reference's init scheme (safetensors, OpenMythos names)
     Init {
         /// Spec file or @preset
@@ -156,6 +186,8 @@ enum Command {
         dump_logits: PathBuf,
         #[command(flatten)]
         opt: OptArgs,
+        #[command(flatten)]
+        backend: BackendArgs,
     },
     /// Generate tokens from a prompt on the CPU (streams token ids)
     Generate {
@@ -200,6 +232,8 @@ enum Command {
         loops: Option<u64>,
         #[command(flatten)]
         opt: OptArgs,
+        #[command(flatten)]
+        backend: BackendArgs,
     },
     /// Measure CPU prefill and decode speed on random tokens
     Bench {
@@ -225,6 +259,8 @@ enum Command {
         json: bool,
         #[command(flatten)]
         opt: OptArgs,
+        #[command(flatten)]
+        backend: BackendArgs,
     },
     /// Run an ablation sweep over a base model (docs/sweeps.md); resumes from its journal
     Sweep {
@@ -262,7 +298,7 @@ struct OptArgs {
     /// Run the IR verifier after every pass
     #[arg(long)]
     verify_each: bool,
-    /// Print the time and rewrites of each pass to stderr
+    /// Print the time and rewrites of each pass to stderr (`compile`: the time of every stage)
     #[arg(long)]
     timings: bool,
 }
@@ -300,6 +336,88 @@ impl OptArgs {
         }
         Ok(report.passes.iter().map(|p| p.0.to_string()).collect())
     }
+}
+
+/// Which code runs the model: the reference runtime or compiled kernels.
+#[derive(clap::Args)]
+struct BackendArgs {
+    /// cpu: the reference runtime; mlir-cpu: kernels compiled by the MLIR backend
+    /// (through the compile cache) [default: cpu; mlir-cpu with --artifact]
+    #[arg(long, value_enum)]
+    backend: Option<Backend>,
+    /// Run the kernels of this artifact (`mythos compile --target cpu`) instead of compiling;
+    /// it must match the spec and options
+    #[arg(long, value_name = "MODEL.mythosc")]
+    artifact: Option<PathBuf>,
+    /// mlir-cpu: compile without reading or writing the compile cache
+    #[arg(long)]
+    no_cache: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Backend {
+    /// The CPU reference runtime
+    Cpu,
+    /// Kernels compiled by the MLIR backend, run by the CPU runtime
+    MlirCpu,
+}
+
+impl BackendArgs {
+    fn compiled(&self) -> Result<bool> {
+        match (self.backend, &self.artifact) {
+            (Some(Backend::Cpu), Some(_)) => {
+                anyhow::bail!(
+                    "--artifact needs --backend mlir-cpu (the reference runtime runs the IR)"
+                )
+            }
+            (Some(Backend::Cpu), None) | (None, None) => Ok(false),
+            (Some(Backend::MlirCpu), _) | (None, Some(_)) => Ok(true),
+        }
+    }
+}
+
+/// What `run`, `generate` and `bench` run: the module, its weights and,
+/// with `--backend mlir-cpu`, the compiled kernels.
+type Runnable = (
+    ir::Module,
+    mythos_runtime::weights::Weights,
+    Option<CompiledKernels>,
+);
+
+/// The module to run and, with `--backend mlir-cpu`, its compiled kernels
+/// (the cache or artifact line printed to stderr). Weights are loaded
+/// before compiling so that a wrong file fails fast. `None` when the spec
+/// has errors (printed).
+fn prepare_run(
+    spec: &str,
+    model: Option<&str>,
+    opt: &OptArgs,
+    backend: &BackendArgs,
+    weights: &WeightArgs,
+) -> Result<Option<Runnable>> {
+    opt.check()?;
+    if !backend.compiled()? {
+        let Some(m) = load_model(spec, model) else {
+            return Ok(None);
+        };
+        let mut module = run::module_of(&m);
+        let w = run::load_weights(&module, &weights.source())?;
+        opt.optimize(&mut module, 2)?;
+        return Ok(Some((module, w, None)));
+    }
+    let Some(c) = compile::for_run(
+        spec,
+        model,
+        opt,
+        backend.artifact.as_deref(),
+        backend.no_cache,
+    )?
+    else {
+        return Ok(None);
+    };
+    let w = run::load_weights(c.module(), &weights.source())?;
+    let (module, kernels) = c.finish()?;
+    Ok(Some((module, w, Some(kernels))))
 }
 
 /// Weights from a file or from a seed.
@@ -441,6 +559,27 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Compile {
+            spec,
+            model,
+            target,
+            arch,
+            opt,
+            output,
+            emit,
+            emit_dir,
+            no_cache,
+        } => compile::command(compile::CompileArgs {
+            spec,
+            model,
+            target,
+            arch,
+            opt,
+            output,
+            emit,
+            emit_dir,
+            no_cache,
+        }),
         Command::Init {
             spec,
             model,
@@ -462,15 +601,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
             decode_from,
             dump_logits,
             opt,
+            backend,
         } => {
-            opt.check()?;
-            let Some(m) = load_model(&spec, model.as_deref()) else {
+            let Some((module, w, kernels)) =
+                prepare_run(&spec, model.as_deref(), &opt, &backend, &weights)?
+            else {
                 return Ok(ExitCode::FAILURE);
             };
-            let mut module = run::module_of(&m);
-            let w = run::load_weights(&module, &weights.source())?;
-            opt.optimize(&mut module, 2)?;
-            run::run(&module, &w, &inputs, loops, decode_from, &dump_logits)?;
+            run::run(
+                &module,
+                &w,
+                kernels.as_ref(),
+                &inputs,
+                loops,
+                decode_from,
+                &dump_logits,
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Generate {
@@ -488,20 +634,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
             eos,
             loops,
             opt,
+            backend,
         } => {
             opt.check()?;
+            backend.compiled()?;
             if !(temperature >= 0.0 && temperature.is_finite()) {
                 anyhow::bail!("--temperature must be >= 0 (0 = greedy), got {temperature}");
             }
             if !(top_p > 0.0 && top_p <= 1.0) {
                 anyhow::bail!("--top-p must be in (0, 1], got {top_p}");
             }
-            let Some(m) = load_model(&spec, model.as_deref()) else {
+            let Some((module, w, kernels)) =
+                prepare_run(&spec, model.as_deref(), &opt, &backend, &weights)?
+            else {
                 return Ok(ExitCode::FAILURE);
             };
-            let mut module = run::module_of(&m);
-            let w = run::load_weights(&module, &weights.source())?;
-            opt.optimize(&mut module, 2)?;
             let opts = run::GenerateOptions {
                 max_new_tokens,
                 loops,
@@ -526,10 +673,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                             );
                         }
                     }
-                    run::generate_text(&module, &w, &ids, &opts, &tok)?;
+                    run::generate_text(&module, &w, kernels.as_ref(), &ids, &opts, &tok)?;
                 }
                 _ => {
-                    run::generate(&module, &w, &prompt_ids, &opts)?;
+                    run::generate(&module, &w, kernels.as_ref(), &prompt_ids, &opts)?;
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -545,30 +692,41 @@ fn run(cli: Cli) -> Result<ExitCode> {
             profile,
             json,
             opt,
+            backend,
         } => {
             opt.check()?;
+            backend.compiled()?;
             if let Some(n) = threads {
                 rayon::ThreadPoolBuilder::new()
                     .num_threads(n)
                     .build_global()
                     .context("setting --threads")?;
             }
-            let Some(m) = load_model(&spec, model.as_deref()) else {
+            let Some((module, w, kernels)) =
+                prepare_run(&spec, model.as_deref(), &opt, &backend, &weights)?
+            else {
                 return Ok(ExitCode::FAILURE);
             };
-            let mut module = run::module_of(&m);
-            let w = run::load_weights(&module, &weights.source())?;
-            opt.optimize(&mut module, 2)?;
-            let r = run::bench(&module, &w, seq, decode, loops, 0, profile)?;
+            let r = run::bench(
+                &module,
+                &w,
+                kernels.as_ref(),
+                seq,
+                decode,
+                loops,
+                0,
+                profile,
+            )?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
                 println!(
-                    "model {}   loops {}   threads {}   -O{}",
+                    "model {}   loops {}   threads {}   -O{}   backend {}",
                     r.model,
                     r.loops,
                     r.threads,
-                    opt.level(2)
+                    opt.level(2),
+                    r.backend
                 );
                 println!(
                     "  prefill {} tokens   {:>10.1} ms   {:>10.1} tokens/s   {:>8.2} GFLOP/s",
@@ -641,18 +799,7 @@ fn check(specs: &[String], deny_warnings: bool) -> Result<ExitCode> {
 
 /// Loads and checks a spec and picks one model; diagnostics are printed.
 fn load_model(spec: &str, model: Option<&str>) -> Option<mythos_compiler::model::Model> {
-    let mut loader = Loader::new();
-    let checked = sema::check_file(&mut loader, spec);
-    if report(&loader.sources, &checked.diagnostics) {
-        return None;
-    }
-    match sema::select(&checked, model, spec) {
-        Ok(m) => Some(m.clone()),
-        Err(d) => {
-            report(&loader.sources, &[d]);
-            None
-        }
-    }
+    compile::front(spec, model).map(|f| f.model)
 }
 
 fn show(spec: Option<&str>, model: Option<&str>, json: bool) -> Result<ExitCode> {

@@ -5,13 +5,27 @@
 use anyhow::{bail, Context, Result};
 use mythos_compiler::analysis;
 use mythos_compiler::ir::{self, Module};
-use mythos_runtime::cpu::{kv::KvCache, CpuRuntime, Logits};
+use mythos_runtime::cpu::{compiled::CompiledKernels, kv::KvCache, CpuRuntime, Logits};
 use mythos_runtime::sample::{Sampler, SamplingOptions};
 use mythos_runtime::weights::Weights;
 use safetensors::{tensor::TensorView, Dtype, SafeTensors};
 use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
+
+/// The runtime over `module`, running `kernels` (the mlir-cpu backend) for
+/// every node their plan covers.
+fn runtime<'a>(
+    module: &'a Module,
+    weights: &'a Weights,
+    kernels: Option<&'a CompiledKernels>,
+) -> Result<CpuRuntime<'a>> {
+    let rt = CpuRuntime::new(module, weights);
+    Ok(match kernels {
+        Some(k) => rt.with_kernels(k)?,
+        None => rt,
+    })
+}
 
 /// Where weights come from: a file, or the reference's random init.
 pub enum WeightSource<'a> {
@@ -86,13 +100,14 @@ pub fn write_logits(path: &Path, logits: &[f32], b: usize, t: usize, v: usize) -
 pub fn run(
     module: &Module,
     weights: &Weights,
+    kernels: Option<&CompiledKernels>,
     ids_path: &Path,
     loops: Option<u64>,
     decode_from: Option<usize>,
     out: &Path,
 ) -> Result<()> {
     let (ids, b, t) = read_input_ids(ids_path)?;
-    let rt = CpuRuntime::new(module, weights);
+    let rt = runtime(module, weights, kernels)?;
     let v = module.vocab as usize;
     let start = Instant::now();
     let f = match decode_from {
@@ -121,12 +136,13 @@ pub struct GenerateOptions {
 pub fn generate(
     module: &Module,
     weights: &Weights,
+    kernels: Option<&CompiledKernels>,
     prompt: &[i64],
     opts: &GenerateOptions,
 ) -> Result<Vec<i64>> {
     let stdout = std::io::stdout();
     let mut lock = stdout.lock();
-    let out = generate_with(module, weights, prompt, opts, |i, tok| {
+    let out = generate_with(module, weights, kernels, prompt, opts, |i, tok| {
         let sep = if i == 0 { "" } else { " " };
         write!(lock, "{sep}{tok}")?;
         lock.flush()?;
@@ -140,6 +156,7 @@ pub fn generate(
 pub fn generate_text(
     module: &Module,
     weights: &Weights,
+    kernels: Option<&CompiledKernels>,
     prompt: &[i64],
     opts: &GenerateOptions,
     tok: &Tokenizer,
@@ -148,7 +165,7 @@ pub fn generate_text(
     let mut lock = stdout.lock();
     let mut shown = 0usize;
     let mut ids: Vec<i64> = Vec::new();
-    let out = generate_with(module, weights, prompt, opts, |_, t| {
+    let out = generate_with(module, weights, kernels, prompt, opts, |_, t| {
         // Decode the whole continuation and print what is new: a token may
         // complete a character that an earlier one started.
         ids.push(t);
@@ -169,6 +186,7 @@ pub fn generate_text(
 fn generate_with(
     module: &Module,
     weights: &Weights,
+    kernels: Option<&CompiledKernels>,
     prompt: &[i64],
     opts: &GenerateOptions,
     mut emit: impl FnMut(usize, i64) -> Result<()>,
@@ -176,7 +194,7 @@ fn generate_with(
     if prompt.is_empty() {
         bail!("the prompt is empty: give at least one token");
     }
-    let rt = CpuRuntime::new(module, weights);
+    let rt = runtime(module, weights, kernels)?;
     let v = module.vocab as usize;
     let mut cache = KvCache::new();
     let mut sampler = Sampler::new(opts.sampling);
@@ -249,6 +267,8 @@ impl Tokenizer {
 #[derive(serde::Serialize)]
 pub struct BenchReport {
     pub model: String,
+    /// `cpu` (the reference runtime) or `mlir-cpu` (compiled kernels).
+    pub backend: String,
     pub seq: usize,
     pub decode_tokens: usize,
     pub loops: u64,
@@ -262,16 +282,18 @@ pub struct BenchReport {
 }
 
 /// `mythos bench`: a prefill of `seq` random tokens, then `decode` single-token steps.
+#[allow(clippy::too_many_arguments)]
 pub fn bench(
     module: &Module,
     weights: &Weights,
+    kernels: Option<&CompiledKernels>,
     seq: usize,
     decode: usize,
     loops: Option<u64>,
     seed: u64,
     profile: bool,
 ) -> Result<BenchReport> {
-    let mut rt = CpuRuntime::new(module, weights);
+    let mut rt = runtime(module, weights, kernels)?;
     if profile {
         rt = rt.with_profiling();
     }
@@ -329,6 +351,7 @@ pub fn bench(
         .map_or(0.0, |c| c.prefill_per_token);
     Ok(BenchReport {
         model: module.name.clone(),
+        backend: if kernels.is_some() { "mlir-cpu" } else { "cpu" }.to_string(),
         seq,
         decode_tokens: decode,
         loops: loops_n,

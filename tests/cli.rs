@@ -546,3 +546,525 @@ fn generate_from_text_through_a_tokenizer() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("cannot load tokenizer README.md"));
 }
+
+// ---- `mythos compile`, artifacts, the compile cache, `--backend mlir-cpu` (docs/compile.md)
+
+/// `mythos` with extra environment (a private compile cache).
+fn mythos_env(args: &[&str], env: &[(&str, &std::path::Path)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mythos"));
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("the mythos binary runs")
+}
+
+/// A fresh temporary folder for one test.
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("mythos-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Logits written by `mythos run --dump-logits`.
+fn read_logits(p: &std::path::Path) -> Vec<f32> {
+    let bytes = std::fs::read(p).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensor("logits")
+        .unwrap()
+        .data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+/// Full compiles of a tiny model: needs a kernel for every op of it
+/// (attention, MoE, ...). The summary, the artifact, --emit, --timings,
+/// and the cache: a hit the second time, a miss with its reason after.
+#[test]
+fn compile_tiny_gqa_emit_timings_and_cache() {
+    use mythos_compiler::artifact::Artifact;
+    let dir = temp_dir("compile");
+    let cache = dir.join("cache");
+    let env = [("MYTHOS_CACHE_DIR", cache.as_path())];
+    let out_path = dir.join("tiny.mythosc");
+    let o = out_path.to_str().unwrap();
+    let out = mythos_env(&["compile", "@tiny-gqa", "-o", o, "--timings"], &env);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("compiled tiny_gqa (@tiny-gqa) for cpu at -O2: ")
+            && err.contains(" kernels, ")
+            && err.contains(" plan steps, ")
+            && err.contains(&format!(" of code -> {o}")),
+        "{err}"
+    );
+    assert!(
+        err.contains("cache miss: first compile of @tiny-gqa (model tiny_gqa) for cpu"),
+        "{err}"
+    );
+    for row in [
+        "parse + check",
+        "lower to IR",
+        "passes (-O2)",
+        "  fuse (",
+        "backend: kernels (IR -> MLIR text)",
+        "backend: LLVM codegen + link",
+        "write artifact",
+        "total",
+    ] {
+        assert!(err.contains(row), "no `{row}` row: {err}");
+    }
+    let a = Artifact::read(&out_path, mythos_backend::cache::compiler_id()).unwrap();
+    assert_eq!((a.model.as_str(), a.target.as_str()), ("tiny_gqa", "cpu"));
+    assert!(!a.plan.steps.is_empty() && a.kernel("kernels.so").is_some());
+    assert_eq!(a.sources[0].name, "@tiny-gqa");
+
+    // The same compile again is a hit; other options are a miss that says why.
+    let out = mythos_env(&["compile", "@tiny-gqa", "-o", o], &env);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("cache hit: "),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        Artifact::read(&out_path, mythos_backend::cache::compiler_id()).unwrap(),
+        a
+    );
+    let out = mythos_env(&["compile", "@tiny-gqa", "-o", o, "-O1"], &env);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("cache miss: options changed (-O2 -> -O1)"),
+        "{}",
+        text(&out.stderr)
+    );
+    // A changed spec file is named; --no-cache neither reads nor writes.
+    let spec = dir.join("tiny.mythos");
+    let preset = std::fs::read_to_string("models/tiny-gqa.mythos").unwrap();
+    std::fs::write(&spec, &preset).unwrap();
+    let s = spec.to_str().unwrap();
+    let out = mythos_env(&["compile", s, "-o", o], &env);
+    assert!(text(&out.stderr).contains("cache miss: first compile of"));
+    std::fs::write(&spec, preset.replace("max_seq = ", "max_seq = 2 * ")).unwrap();
+    let out = mythos_env(&["compile", s, "-o", o], &env);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(&format!("cache miss: spec text changed ({s})")),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = mythos_env(&["compile", s, "-o", o, "--no-cache"], &env);
+    assert!(text(&out.stderr).contains("cache bypassed (--no-cache)"));
+
+    // -O0 is legalized (canonicalize) before the backend; --emit writes the stages.
+    let emit = dir.join("emit");
+    let out = mythos_env(
+        &[
+            "compile",
+            "@tiny-gqa",
+            "-O0",
+            "-o",
+            o,
+            "--emit",
+            "mlir,ir",
+            "--emit",
+            "llvm",
+            "--emit-dir",
+            emit.to_str().unwrap(),
+            "--timings",
+        ],
+        &env,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("legalize: canonicalize (the backend needs canonical IR)"),
+        "{err}"
+    );
+    for ext in ["mlir", "ir", "ll"] {
+        let f = emit.join(format!("tiny.{ext}"));
+        let len = std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0);
+        assert!(len > 0, "{} is missing or empty", f.display());
+    }
+    assert!(std::fs::read_to_string(emit.join("tiny.mlir"))
+        .unwrap()
+        .contains("func.func"));
+    assert!(std::fs::read_to_string(emit.join("tiny.ir"))
+        .unwrap()
+        .starts_with("module tiny_gqa"));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `run`/`generate`/`bench --backend mlir-cpu` compile through the cache and
+/// give the reference's logits; `--artifact` runs a compiled file. Needs a
+/// kernel for every op of the model (attention, MoE, ...).
+#[test]
+fn backend_mlir_cpu_matches_the_reference_runtime() {
+    let dir = temp_dir("mlir-cpu");
+    let cache = dir.join("cache");
+    let env = [("MYTHOS_CACHE_DIR", cache.as_path())];
+    let io = "tests/fixtures/parity/gqa_decode.io.safetensors";
+    let logits = |name: &str, extra: &[&str]| {
+        let path = dir.join(name);
+        let mut args = vec![
+            "run",
+            "@tiny-gqa",
+            "--seed",
+            "5",
+            "--inputs",
+            io,
+            "--decode-from",
+            "4",
+            "--dump-logits",
+            path.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let out = mythos_env(&args, &env);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        (read_logits(&path), text(&out.stderr))
+    };
+    let (reference, _) = logits("ref.safetensors", &[]);
+    let (compiled, err) = logits("mlir.safetensors", &["--backend", "mlir-cpu"]);
+    assert!(err.contains("cache miss: first compile"), "{err}");
+    let max = reference.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let diff = reference
+        .iter()
+        .zip(&compiled)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(diff <= 1e-5 * max, "mlir-cpu differs: {diff} vs max {max}");
+    let (_, err) = logits("again.safetensors", &["--backend", "mlir-cpu"]);
+    assert!(err.contains("cache hit: "), "{err}");
+
+    // A compiled artifact runs the same; at other options it is stale.
+    let art = dir.join("tiny.mythosc");
+    let a = art.to_str().unwrap();
+    let out = mythos_env(&["compile", "@tiny-gqa", "-O1", "-o", a], &env);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let (from_file, err) = logits("art.safetensors", &["--artifact", a]);
+    assert!(err.contains(&format!("using {a}")), "{err}");
+    let diff = reference
+        .iter()
+        .zip(&from_file)
+        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    assert!(diff <= 1e-5 * max, "the -O1 artifact differs: {diff}");
+    let path = dir.join("x.safetensors");
+    let out = mythos_env(
+        &[
+            "run",
+            "@tiny-gqa",
+            "--seed",
+            "5",
+            "--inputs",
+            io,
+            "--dump-logits",
+            path.to_str().unwrap(),
+            "--artifact",
+            a,
+            "-O2",
+        ],
+        &env,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!("{a} is stale: it was compiled from other spec text or options (at -O1) than @tiny-gqa at -O2"))
+            && err.contains("recompile it with `mythos compile @tiny-gqa --model tiny_gqa --target cpu -O2 -o"),
+        "{err}"
+    );
+
+    let out = mythos_env(
+        &[
+            "generate",
+            "@tiny-gqa",
+            "--seed",
+            "1",
+            "--prompt-ids",
+            "1,2,3",
+            "--max-new-tokens",
+            "5",
+            "--temperature",
+            "0",
+            "--backend",
+            "mlir-cpu",
+        ],
+        &env,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let reference = mythos(&[
+        "generate",
+        "@tiny-gqa",
+        "--seed",
+        "1",
+        "--prompt-ids",
+        "1,2,3",
+        "--max-new-tokens",
+        "5",
+        "--temperature",
+        "0",
+    ]);
+    assert_eq!(text(&out.stdout), text(&reference.stdout));
+    let out = mythos_env(
+        &[
+            "bench",
+            "@tiny-gqa",
+            "--seed",
+            "1",
+            "--seq",
+            "16",
+            "--decode",
+            "2",
+            "--json",
+            "--backend",
+            "mlir-cpu",
+        ],
+        &env,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["backend"], "mlir-cpu");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Damaged artifacts: each kind of damage is its own error, exit 1, never
+/// a panic. Made with the library (no compile needed).
+#[test]
+fn damaged_artifacts_fail_with_clear_errors() {
+    use mythos_compiler::artifact::{Artifact, Kernel, Options};
+    use sha2::Digest;
+    let dir = temp_dir("artifacts");
+    let compiler = mythos_backend::cache::compiler_id();
+    let good = Artifact {
+        compiler: compiler.to_string(),
+        target: "cpu".into(),
+        options: Options {
+            level: 2,
+            passes: mythos_compiler::passes::pipeline(2)
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            legalized: false,
+        },
+        entry: "@tiny-gqa".into(),
+        model: "tiny_gqa".into(),
+        sources: Vec::new(),
+        ir_fingerprint: "0".repeat(64),
+        plan: Default::default(),
+        kernels: vec![Kernel {
+            name: "kernels.so".into(),
+            bytes: vec![0x7f; 512],
+        }],
+    }
+    .to_bytes();
+    let rehash = |b: &mut Vec<u8>| {
+        let end = b.len() - 32;
+        let h = sha2::Sha256::digest(&b[..end]);
+        b[end..].copy_from_slice(&h);
+    };
+    let mut corrupt = good.clone();
+    let n = corrupt.len();
+    corrupt[n - 200] ^= 0x01;
+    let truncated = good[..good.len() / 2].to_vec();
+    let mut bad_magic = good.clone();
+    bad_magic[..4].copy_from_slice(b"GGUF");
+    let mut old_format = good.clone();
+    old_format[8] = old_format[8].wrapping_add(1);
+    // Another compiler version, with a valid content hash.
+    let mut old_compiler = good.clone();
+    let at = 16 + compiler.find(|c: char| c.is_ascii_digit()).unwrap();
+    old_compiler[at] = if old_compiler[at] == b'9' { b'8' } else { b'9' };
+    rehash(&mut old_compiler);
+    let io = "tests/fixtures/parity/gqa_decode.io.safetensors";
+    let dump = dir.join("l.safetensors");
+    let cases: [(&str, Vec<u8>, &str); 6] = [
+        (
+            "corrupt",
+            corrupt,
+            "is corrupt (its content hash does not match its contents); recompile it with `mythos compile",
+        ),
+        (
+            "truncated",
+            truncated,
+            "is truncated (",
+        ),
+        (
+            "magic",
+            bad_magic,
+            "is not a Mythos artifact (it does not start with the .mythosc header); compile one with `mythos compile",
+        ),
+        (
+            "format",
+            old_format,
+            "is stale: it is in artifact format 2, this compiler",
+        ),
+        (
+            "compiler",
+            old_compiler,
+            "is stale: it was compiled by mythos ",
+        ),
+        (
+            // Readable, but not this spec's IR.
+            "fingerprint",
+            good,
+            "is stale: it was compiled from other spec text or options (at -O2) than @tiny-gqa at -O2",
+        ),
+    ];
+    for (name, bytes, message) in cases {
+        let path = dir.join(format!("{name}.mythosc"));
+        std::fs::write(&path, bytes).unwrap();
+        let p = path.to_str().unwrap();
+        let out = mythos(&[
+            "run",
+            "@tiny-gqa",
+            "--seed",
+            "1",
+            "--inputs",
+            io,
+            "--dump-logits",
+            dump.to_str().unwrap(),
+            "--artifact",
+            p,
+        ]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: {err}");
+        assert!(err.contains(&format!("error: {p} ")), "{name}: {err}");
+        assert!(err.contains(message), "{name}: {err}");
+        assert!(err.contains("mythos compile"), "{name}: {err}");
+        assert!(!err.contains("panicked"), "{name}: {err}");
+    }
+    // Not a file at all, and --artifact with the reference runtime.
+    let missing = dir.join("missing.mythosc");
+    let out = mythos(&[
+        "bench",
+        "@tiny-gqa",
+        "--seed",
+        "1",
+        "--artifact",
+        missing.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("missing.mythosc: no such file"));
+    let out = mythos(&[
+        "bench",
+        "@tiny-gqa",
+        "--seed",
+        "1",
+        "--backend",
+        "cpu",
+        "--artifact",
+        missing.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("--artifact needs --backend mlir-cpu"));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn compile_rejects_bad_option_combinations() {
+    let dir = temp_dir("compile-flags");
+    let o = dir.join("x.mythosc");
+    let o = o.to_str().unwrap();
+    for (args, message) in [
+        (
+            vec!["compile", "@tiny-gqa", "-o", o, "--arch", "sm_80"],
+            "--arch sm_80 applies to --target cuda",
+        ),
+        (
+            vec!["compile", "@tiny-gqa", "-o", o, "--emit", "ptx"],
+            "--emit ptx needs --target cuda",
+        ),
+        (
+            vec!["compile", "@tiny-gqa", "-o", o, "--emit", "bitcode"],
+            "invalid value 'bitcode' for '--emit",
+        ),
+        (
+            vec![
+                "compile",
+                "@tiny-gqa",
+                "-o",
+                o,
+                "--target",
+                "cuda",
+                "--arch",
+                "sm_70",
+            ],
+            "invalid value 'sm_70' for '--arch",
+        ),
+        (
+            vec!["compile", "@tiny-gqa", "-o", o, "--passes", "fusion"],
+            "unknown pass `fusion`",
+        ),
+        (vec!["compile", "@tiny-gqa"], "--output"),
+        (
+            vec![
+                "compile",
+                "tests/ui/e0301-dim-not-divisible-by-heads.mythos",
+                "-o",
+                o,
+            ],
+            "error[E0301]",
+        ),
+    ] {
+        let out = mythos(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = text(&out.stderr);
+        assert!(err.contains(message), "{args:?}: {err}");
+    }
+    assert!(!std::path::Path::new(o).exists());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `--target cuda`: PTX for the chosen arch in the artifact and with
+/// `--emit ptx`. Needs the CUDA lowering (backend/src/cuda.rs); no GPU.
+#[test]
+fn compile_for_cuda_writes_ptx() {
+    use mythos_compiler::artifact::Artifact;
+    let dir = temp_dir("compile-cuda");
+    let cache = dir.join("cache");
+    let env = [("MYTHOS_CACHE_DIR", cache.as_path())];
+    let out_path = dir.join("tiny.mythosc");
+    let o = out_path.to_str().unwrap();
+    let out = mythos_env(
+        &[
+            "compile",
+            "@tiny-gqa",
+            "--target",
+            "cuda",
+            "--arch",
+            "sm_80",
+            "-o",
+            o,
+            "--emit",
+            "ptx",
+        ],
+        &env,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("compiled tiny_gqa (@tiny-gqa) for sm_80 at -O2: "));
+    let a = Artifact::read(&out_path, mythos_backend::cache::compiler_id()).unwrap();
+    assert_eq!(a.target, "sm_80");
+    let ptx: Vec<_> = a
+        .kernels
+        .iter()
+        .filter(|k| k.name.ends_with(".ptx"))
+        .collect();
+    assert!(!ptx.is_empty(), "no PTX blobs");
+    for k in ptx {
+        let text = String::from_utf8(k.bytes.clone()).unwrap();
+        assert!(text.contains(".target sm_80"), "{}", k.name);
+        let emitted = dir.join(format!("tiny.{}", k.name));
+        assert_eq!(std::fs::read_to_string(&emitted).unwrap(), text);
+    }
+    // Compiled before for sm_80 only: sm_90 is a new target.
+    let out = mythos_env(&["compile", "@tiny-gqa", "--target", "cuda", "-o", o], &env);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(
+            "cache miss: target changed: first compile for sm_90 (compiled before for sm_80)"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

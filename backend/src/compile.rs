@@ -51,12 +51,16 @@ pub struct Compiled {
     pub plan: Plan,
     /// The kernel module as generated and verified (before any pass).
     pub mlir: String,
-    /// After lowering to the LLVM dialect (with `keep_text`).
+    /// After lowering to the LLVM dialect (CUDA: the NVVM/LLVM dialect
+    /// inside the `gpu.module`), with `keep_text`.
     pub llvm_dialect: Option<String>,
     /// LLVM IR (with `keep_text`).
     pub llvm_ir: Option<String>,
-    /// The shared object (CPU).
+    /// The shared object (CPU), or the PTX bundle (CUDA, see
+    /// [`crate::cuda::bundle`]: one module's PTX after a header line).
     pub code: Vec<u8>,
+    /// CUDA: the PTX of each GPU module, as `(module name, PTX text)`.
+    pub ptx: Vec<(String, String)>,
     /// Wall time per stage, in order.
     pub timings: Vec<(&'static str, Duration)>,
 }
@@ -68,7 +72,13 @@ pub fn compile(module: &Module, locate: Locate, opts: &Options) -> Result<Compil
         timings.push((name, t.elapsed()));
         t = Instant::now();
     };
-    let lowered = kernels::lower(module, locate, opts.partial)?;
+    let lowered = match &opts.target {
+        Target::Cpu => kernels::lower(module, locate, opts.partial)?,
+        Target::Cuda { arch } => {
+            crate::cuda::check_arch(arch)?;
+            kernels::lower_for(module, locate, opts.partial, &crate::cuda::CudaKernels)?
+        }
+    };
     lap("kernels (IR -> MLIR text)", &mut timings);
     let tc = Toolchain::new();
     let mut m = tc.parse(&lowered.mlir)?;
@@ -78,7 +88,7 @@ pub fn compile(module: &Module, locate: Locate, opts: &Options) -> Result<Compil
         mlir: lowered.mlir,
         ..Compiled::default()
     };
-    match opts.target {
+    match &opts.target {
         Target::Cpu => {
             crate::cpu::lower_to_llvm(&tc, &mut m)?;
             lap("lower to LLVM dialect", &mut timings);
@@ -90,10 +100,16 @@ pub fn compile(module: &Module, locate: Locate, opts: &Options) -> Result<Compil
             out.code = crate::cpu::shared_object(&tc, &m)?;
             lap("LLVM codegen + link", &mut timings);
         }
-        Target::Cuda { .. } => {
-            return Err(Error::Mlir(mlir::Error::Other(
-                "the CUDA target is not implemented yet".into(),
-            )))
+        Target::Cuda { arch } => {
+            crate::cuda::lower_to_nvvm(&tc, &mut m, arch)?;
+            lap("lower to NVVM", &mut timings);
+            if opts.keep_text {
+                out.llvm_dialect = Some(m.as_operation().to_string());
+                lap("print NVVM", &mut timings);
+            }
+            out.ptx = crate::cuda::ptx(&tc, &mut m)?;
+            out.code = crate::cuda::bundle(&out.ptx);
+            lap("LLVM NVPTX codegen (PTX)", &mut timings);
         }
     }
     out.timings = timings;

@@ -2,8 +2,37 @@
 //! code for this machine by LLVM, and linked into a shared object that the
 //! runtime loads (`mythos run --backend mlir-cpu`).
 
+use crate::kernels::{KernelTarget, Request, Variant};
 use crate::mlir::{link_shared, Error, Toolchain};
 use melior::ir::Module;
+
+/// The CPU kernels: every kind's own template (`templates/mlir/<kind>.mlir.tera`),
+/// one `func.func` each, in a plain module.
+pub(crate) struct CpuKernels;
+
+impl KernelTarget for CpuKernels {
+    fn name(&self) -> &str {
+        "CPU"
+    }
+
+    fn variant(&self, req: &Request) -> Option<Variant> {
+        Some(Variant {
+            template: req.template.to_string(),
+            extra: Default::default(),
+            gpu: None,
+        })
+    }
+
+    fn module(&self, kernels: &[String]) -> String {
+        let mut mlir = String::from("module {\n");
+        for t in kernels {
+            mlir.push_str(t.trim_end());
+            mlir.push_str("\n\n");
+        }
+        mlir.push_str("}\n");
+        mlir
+    }
+}
 
 /// Kernel module (scf/memref/arith/math on 1-D memrefs) -> LLVM dialect.
 pub const PIPELINE: &str = "builtin.module(\

@@ -25,6 +25,13 @@ use std::collections::HashMap;
 pub enum LowerError {
     #[error("the MLIR backend cannot lower `{op}` ({label}) yet; run it with the CPU reference runtime (--backend cpu)")]
     Unsupported { op: String, label: String },
+    #[error("no {target} kernel for `{kind}` yet (needed by `{op}` {label}); compile with partial lowering or run it on another backend")]
+    NoVariant {
+        target: String,
+        kind: String,
+        op: String,
+        label: String,
+    },
     #[error("kernel template `{template}` failed to render: {message}")]
     Template { template: String, message: String },
 }
@@ -56,10 +63,39 @@ impl Request {
     }
 }
 
-/// Lowers every compute node of an optimized (at least canonicalized) module.
-/// With `partial`, nodes that cannot be lowered yet are left out of the
-/// plan (the runtime runs them itself) instead of failing.
+/// How a target renders the kernels: the CPU uses each kind's template as
+/// it is; CUDA (`crate::cuda`) picks a GPU variant of each kind.
+pub(crate) trait KernelTarget {
+    /// Names the target in messages (`GPU`).
+    fn name(&self) -> &str;
+    /// This target's variant of a kernel, or `None` when it has none yet.
+    fn variant(&self, req: &Request) -> Option<Variant>;
+    /// The module text around the rendered kernels.
+    fn module(&self, kernels: &[String]) -> String;
+}
+
+/// The template a target renders for a kernel, what it adds to the
+/// kernel's context, and (CUDA) how the kernel is launched.
+pub(crate) struct Variant {
+    pub template: String,
+    pub extra: serde_json::Map<String, Json>,
+    pub gpu: Option<mythos_compiler::plan::GpuLaunch>,
+}
+
+/// Lowers every compute node of an optimized (at least canonicalized) module
+/// for the CPU. With `partial`, nodes that cannot be lowered yet are left
+/// out of the plan (the runtime runs them itself) instead of failing.
 pub fn lower(module: &Module, locate: Locate, partial: bool) -> Result<Lowered, LowerError> {
+    lower_for(module, locate, partial, &crate::cpu::CpuKernels)
+}
+
+/// [`lower`] for any target.
+pub(crate) fn lower_for(
+    module: &Module,
+    locate: Locate,
+    partial: bool,
+    target: &dyn KernelTarget,
+) -> Result<Lowered, LowerError> {
     let templates = Templates::new()?;
     let mut plan = Plan::default();
     let mut texts: Vec<String> = Vec::new();
@@ -72,23 +108,46 @@ pub fn lower(module: &Module, locate: Locate, partial: bool) -> Result<Lowered, 
                 continue;
             }
             let label = g.node(n).label.clone();
-            let requests = match requests(module, g, n) {
-                Err(LowerError::Unsupported { .. }) if partial => continue,
+            let requests = requests(module, g, n).and_then(|reqs| {
+                reqs.into_iter()
+                    .map(|req| match target.variant(&req) {
+                        Some(v) => Ok((req, v)),
+                        None => Err(LowerError::NoVariant {
+                            target: target.name().to_string(),
+                            kind: req.template.to_string(),
+                            op: op.name().to_string(),
+                            label: label.clone(),
+                        }),
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            });
+            let requests = match requests {
+                Err(LowerError::Unsupported { .. } | LowerError::NoVariant { .. }) if partial => {
+                    continue
+                }
                 r => r?,
             };
+            let block = requests
+                .first()
+                .and_then(|(_, v)| v.gpu.as_ref())
+                .map(|l| l.threads());
             let loc = mlir_loc(&label, g.span(n).and_then(locate));
             let mut symbols = Vec::new();
-            for req in requests {
+            for (req, variant) in requests {
+                let mut ctx = req.ctx;
+                if let Json::Object(map) = &mut ctx {
+                    map.extend(variant.extra);
+                }
                 // Kernels are named by what they compute, not where they come
                 // from: the location is left out of the key.
-                let key = format!("{}:{}", req.template, req.ctx);
+                let key = format!("{}:{}", variant.template, ctx);
                 let symbol = match by_key.get(&key) {
                     Some(s) => s.clone(),
                     None => {
                         let symbol = format!("{}_{}", req.template, short_hash(&key));
                         let text = templates.render(
-                            req.template,
-                            &req.ctx,
+                            &variant.template,
+                            &ctx,
                             &symbol,
                             &loc,
                             &format!("{} `{}` ({})", op.name(), label, path),
@@ -102,6 +161,7 @@ pub fn lower(module: &Module, locate: Locate, partial: bool) -> Result<Lowered, 
                                 .and_then(locate)
                                 .map(|(f, l, c)| format!("{f}:{l}:{c}")),
                             args: req.args.clone(),
+                            gpu: variant.gpu,
                         });
                         by_key.insert(key, symbol.clone());
                         symbol
@@ -121,17 +181,12 @@ pub fn lower(module: &Module, locate: Locate, partial: bool) -> Result<Lowered, 
                     rows: rows_of(g, n).to_string(),
                     width,
                     bytes_per_row: width * 4,
-                    block: None,
+                    block,
                 },
             });
         }
     }
-    let mut mlir = String::from("module {\n");
-    for t in &texts {
-        mlir.push_str(t.trim_end());
-        mlir.push_str("\n\n");
-    }
-    mlir.push_str("}\n");
+    let mlir = target.module(&texts);
     Ok(Lowered { mlir, plan })
 }
 
@@ -186,7 +241,8 @@ pub(crate) fn generic_args(g: &Graph, n: NodeId) -> Vec<String> {
         .into_iter()
         .map(|o| match g.op(o) {
             Op::Input => "i64[]".to_string(),
-            Op::Param(2) if !is_act(g, o) && g.ty(o).dtype == mythos_compiler::ir::DType::I64 => {
+            // The loop index (`t`: param 2 of a body, param 0 of a header).
+            Op::Param(_) if !is_act(g, o) && g.ty(o).dtype == mythos_compiler::ir::DType::I64 => {
                 "index".to_string()
             }
             _ => "f32[]".to_string(),
@@ -237,6 +293,7 @@ fn requests(module: &Module, g: &Graph, n: NodeId) -> Result<Vec<Request>, Lower
             vec![Request::new("linear", l, args)]
         }
         Op::Fused(f) => vec![Request::new("rowwise", rowwise_fused(g, n, f), args)],
+        Op::Attention(a) => crate::attention::requests(module, a),
         op if FusedOp::admits(op) => {
             vec![Request::new("rowwise", rowwise_single(g, n), args)]
         }

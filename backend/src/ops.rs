@@ -1,17 +1,213 @@
 //! Kernels of the composite ops (attention, SwiGLU, MoE, ACT, LoRA, the
 //! loop-header constants). See `kernels` for the generic ABI.
+//!
+//! Every kernel here uses the generic ABI; each template's header comment
+//! lists its arguments. Vector-valued nodes (the LTI decay, the
+//! loop-embedding vector, the LoRA scale row) are called with `rows = 1`
+//! and ignore it.
 
-use crate::kernels::Request;
-use mythos_compiler::ir::{Graph, Module, NodeId, Op};
+use crate::kernels::{ctx::f32_literal, Request};
+use mythos_compiler::ir::{Dim, Graph, Module, NodeId, Op};
+use serde::Serialize;
+
+/// Scratch buffers above this many floats (64 KiB) live on the heap
+/// (`memref.alloc`, freed on return) rather than the stack: a shared
+/// expert of the largest presets is over a megabyte wide.
+const STACK_FLOATS: u64 = 1 << 14;
 
 /// The kernels of a composite node, or `None` when it cannot be lowered yet.
 pub(crate) fn requests(
     _module: &Module,
-    _g: &Graph,
-    _n: NodeId,
-    _op: &Op,
-    _args: Vec<String>,
-    _width: &dyn Fn(NodeId) -> u64,
+    g: &Graph,
+    n: NodeId,
+    op: &Op,
+    args: Vec<String>,
+    width: &dyn Fn(NodeId) -> u64,
 ) -> Option<Vec<Request>> {
-    None
+    let operands = g.operands(n);
+    let shape = |o: NodeId| shape(g, o);
+    let req = match op {
+        Op::SwiGlu(f) => {
+            // (x, [norm], gate [hidden, dim], up, down)
+            let gate = operands[1 + usize::from(f.prenorm.is_some())];
+            let hidden = shape(gate)[0];
+            Request::new(
+                "swiglu",
+                ctx::SwiGlu {
+                    dim: width(operands[0]),
+                    hidden,
+                    heap: hidden > STACK_FLOATS,
+                    prenorm: ctx::Prenorm::of(f.prenorm),
+                    residual: f.residual,
+                },
+                args,
+            )
+        }
+        Op::Moe(m) => {
+            let hidden = m.expert_dim;
+            let shared_hidden = if m.shared > 0 { m.shared_dim } else { 0 };
+            let hmax = hidden.max(shared_hidden);
+            Request::new(
+                "moe",
+                ctx::Moe {
+                    dim: width(operands[0]),
+                    experts: m.experts,
+                    top_k: m.top_k,
+                    hidden,
+                    shared: m.shared,
+                    shared_hidden,
+                    hmax,
+                    heap: hmax > STACK_FLOATS,
+                    router_bias: m.router_bias,
+                    prenorm: ctx::Prenorm::of(m.fusion.prenorm),
+                    residual: m.fusion.residual,
+                },
+                args,
+            )
+        }
+        Op::ActHalt => Request::new(
+            "act_halt",
+            ctx::Dim {
+                dim: width(operands[0]),
+            },
+            args,
+        ),
+        Op::LtiDecay => Request::new(
+            "lti_decay",
+            ctx::Dim {
+                dim: width(operands[0]),
+            },
+            args,
+        ),
+        Op::LoopEmbeddingVec { channels, theta } => Request::new(
+            "loop_embedding_vec",
+            ctx::LoopEmbeddingVec {
+                channels: *channels,
+                freqs: channels.div_ceil(2),
+                channels_f32: f32_literal(*channels as f64),
+                theta: f32_literal(*theta),
+                theta_text: format!("{theta:e}"),
+            },
+            args,
+        ),
+        Op::LoraScale { max_iters } => Request::new(
+            "lora_scale",
+            ctx::LoraScale {
+                max_iters: *max_iters,
+                rank: width(n),
+            },
+            args,
+        ),
+        Op::LoraApply { rank } => Request::new(
+            "lora_apply",
+            ctx::LoraApply {
+                dim: width(operands[0]),
+                rank: *rank,
+            },
+            args,
+        ),
+        _ => return None,
+    };
+    Some(vec![req])
+}
+
+/// The constant dims of a value (0 for symbolic ones).
+fn shape(g: &Graph, o: NodeId) -> Vec<u64> {
+    g.ty(o)
+        .shape
+        .iter()
+        .map(|d| match d {
+            Dim::Const(c) => *c,
+            _ => 0,
+        })
+        .collect()
+}
+
+/// Typed template contexts of the composite kernels.
+mod ctx {
+    use super::*;
+
+    /// A fused prologue RMSNorm (`prenorm` false: none).
+    #[derive(Serialize)]
+    pub struct Prenorm {
+        pub prenorm: bool,
+        /// Its epsilon as an exact f32 literal, and as written.
+        pub eps: String,
+        pub eps_text: String,
+    }
+
+    impl Prenorm {
+        pub fn of(eps: Option<f64>) -> Prenorm {
+            Prenorm {
+                prenorm: eps.is_some(),
+                eps: eps.map(f32_literal).unwrap_or_default(),
+                eps_text: eps.map(|e| format!("{e:e}")).unwrap_or_default(),
+            }
+        }
+    }
+
+    /// `swiglu.mlir.tera`.
+    #[derive(Serialize)]
+    pub struct SwiGlu {
+        pub dim: u64,
+        pub hidden: u64,
+        /// The hidden activations on the heap (see `STACK_FLOATS`).
+        pub heap: bool,
+        #[serde(flatten)]
+        pub prenorm: Prenorm,
+        pub residual: bool,
+    }
+
+    /// `moe.mlir.tera`.
+    #[derive(Serialize)]
+    pub struct Moe {
+        pub dim: u64,
+        pub experts: u64,
+        pub top_k: u64,
+        /// Hidden width of a routed expert.
+        pub hidden: u64,
+        pub shared: u64,
+        /// Hidden width of a shared expert (0 without shared experts).
+        pub shared_hidden: u64,
+        /// The larger hidden width (the scratch buffer's size).
+        pub hmax: u64,
+        /// That buffer on the heap (see `STACK_FLOATS`).
+        pub heap: bool,
+        pub router_bias: bool,
+        #[serde(flatten)]
+        pub prenorm: Prenorm,
+        pub residual: bool,
+    }
+
+    /// `act_halt.mlir.tera`, `lti_decay.mlir.tera`: the model width.
+    #[derive(Serialize)]
+    pub struct Dim {
+        pub dim: u64,
+    }
+
+    /// `loop_embedding_vec.mlir.tera`.
+    #[derive(Serialize)]
+    pub struct LoopEmbeddingVec {
+        pub channels: u64,
+        /// Frequencies: `ceil(channels / 2)` (sines first, then cosines).
+        pub freqs: u64,
+        /// `channels` and `theta` as exact f32 literals.
+        pub channels_f32: String,
+        pub theta: String,
+        pub theta_text: String,
+    }
+
+    /// `lora_scale.mlir.tera`.
+    #[derive(Serialize)]
+    pub struct LoraScale {
+        pub max_iters: u64,
+        pub rank: u64,
+    }
+
+    /// `lora_apply.mlir.tera`.
+    #[derive(Serialize)]
+    pub struct LoraApply {
+        pub dim: u64,
+        pub rank: u64,
+    }
 }

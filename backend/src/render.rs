@@ -6,6 +6,79 @@ use serde_json::Value as Json;
 
 /// Every kernel template, by name (the file name without `.mlir.tera`).
 pub const TEMPLATES: &[(&str, &str)] = &[
+    // GPU variants (`crate::cuda`), named `gpu/<kind>`.
+    (
+        "gpu/macros.tera",
+        include_str!("../../templates/mlir/gpu/macros.tera"),
+    ),
+    (
+        "gpu/rowwise",
+        include_str!("../../templates/mlir/gpu/rowwise.mlir.tera"),
+    ),
+    (
+        "gpu/linear",
+        include_str!("../../templates/mlir/gpu/linear.mlir.tera"),
+    ),
+    (
+        "gpu/embedding",
+        include_str!("../../templates/mlir/gpu/embedding.mlir.tera"),
+    ),
+    (
+        "gpu/attention.tera",
+        include_str!("../../templates/mlir/gpu/attention.tera"),
+    ),
+    (
+        "gpu/attention_core",
+        include_str!("../../templates/mlir/gpu/attention_core.mlir.tera"),
+    ),
+    (
+        "gpu/attention_gqa_proj",
+        include_str!("../../templates/mlir/gpu/attention_gqa_proj.mlir.tera"),
+    ),
+    (
+        "gpu/attention_mla_proj",
+        include_str!("../../templates/mlir/gpu/attention_mla_proj.mlir.tera"),
+    ),
+    (
+        "gpu/attention_mla_expand",
+        include_str!("../../templates/mlir/gpu/attention_mla_expand.mlir.tera"),
+    ),
+    (
+        "gpu/attention_mla_absorbed",
+        include_str!("../../templates/mlir/gpu/attention_mla_absorbed.mlir.tera"),
+    ),
+    (
+        "gpu/ffn.tera",
+        include_str!("../../templates/mlir/gpu/ffn.tera"),
+    ),
+    (
+        "gpu/swiglu",
+        include_str!("../../templates/mlir/gpu/swiglu.mlir.tera"),
+    ),
+    (
+        "gpu/moe",
+        include_str!("../../templates/mlir/gpu/moe.mlir.tera"),
+    ),
+    (
+        "gpu/act_halt",
+        include_str!("../../templates/mlir/gpu/act_halt.mlir.tera"),
+    ),
+    (
+        "gpu/lti_decay",
+        include_str!("../../templates/mlir/gpu/lti_decay.mlir.tera"),
+    ),
+    (
+        "gpu/lora_scale",
+        include_str!("../../templates/mlir/gpu/lora_scale.mlir.tera"),
+    ),
+    (
+        "gpu/lora_apply",
+        include_str!("../../templates/mlir/gpu/lora_apply.mlir.tera"),
+    ),
+    (
+        "gpu/loop_embedding_vec",
+        include_str!("../../templates/mlir/gpu/loop_embedding_vec.mlir.tera"),
+    ),
     (
         "macros.tera",
         include_str!("../../templates/mlir/macros.tera"),
@@ -21,6 +94,56 @@ pub const TEMPLATES: &[(&str, &str)] = &[
     (
         "embedding",
         include_str!("../../templates/mlir/embedding.mlir.tera"),
+    ),
+    (
+        "attention_macros.tera",
+        include_str!("../../templates/mlir/attention_macros.tera"),
+    ),
+    (
+        "attention_gqa_proj",
+        include_str!("../../templates/mlir/attention_gqa_proj.mlir.tera"),
+    ),
+    (
+        "attention_mla_proj",
+        include_str!("../../templates/mlir/attention_mla_proj.mlir.tera"),
+    ),
+    (
+        "attention_mla_expand",
+        include_str!("../../templates/mlir/attention_mla_expand.mlir.tera"),
+    ),
+    (
+        "attention_core",
+        include_str!("../../templates/mlir/attention_core.mlir.tera"),
+    ),
+    (
+        "attention_mla_absorbed",
+        include_str!("../../templates/mlir/attention_mla_absorbed.mlir.tera"),
+    ),
+    ("ffn.tera", include_str!("../../templates/mlir/ffn.tera")),
+    (
+        "swiglu",
+        include_str!("../../templates/mlir/swiglu.mlir.tera"),
+    ),
+    ("moe", include_str!("../../templates/mlir/moe.mlir.tera")),
+    (
+        "act_halt",
+        include_str!("../../templates/mlir/act_halt.mlir.tera"),
+    ),
+    (
+        "lti_decay",
+        include_str!("../../templates/mlir/lti_decay.mlir.tera"),
+    ),
+    (
+        "loop_embedding_vec",
+        include_str!("../../templates/mlir/loop_embedding_vec.mlir.tera"),
+    ),
+    (
+        "lora_scale",
+        include_str!("../../templates/mlir/lora_scale.mlir.tera"),
+    ),
+    (
+        "lora_apply",
+        include_str!("../../templates/mlir/lora_apply.mlir.tera"),
     ),
 ];
 

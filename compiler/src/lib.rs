@@ -3,10 +3,11 @@
 //! Data flows one way (see ARCHITECTURE.md):
 //! text -> [`syntax`] (AST with spans) -> [`sema`] (resolved, checked
 //! [`model::Model`]) -> [`ir`] (graph IR, verifier, printers) -> [`analysis`]
-//! (cost) -> later: passes -> backends -> artifact.
+//! (cost) -> [`passes`] -> backends ([`plan`]) -> [`artifact`] (`.mythosc` files).
 //! Diagnostics from every stage are [`diag::Diagnostic`]s rendered in one place.
 
 pub mod analysis;
+pub mod artifact;
 pub mod diag;
 pub mod fmt;
 pub mod interop;

@@ -34,10 +34,20 @@ pub struct Model {
 }
 
 /// A pre-norm transformer block: `x += attn(norm(x)); x += ffn(norm(x))`.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// Equality ignores the span (two specs can describe the same model).
+#[derive(Clone, Debug, Serialize)]
 pub struct Block {
     pub attention: Attention,
     pub ffn: Ffn,
+    /// The `block(...)` reference that made it (IR nodes, MLIR locations).
+    #[serde(skip)]
+    pub span: crate::source::Span,
+}
+
+impl PartialEq for Block {
+    fn eq(&self, other: &Block) -> bool {
+        self.attention == other.attention && self.ffn == other.ffn
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -122,8 +132,12 @@ impl FfnKind {
 }
 
 /// The looped stage: `body` runs up to `max_iters` times (more at inference).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// Equality ignores the span.
+#[derive(Clone, Debug, Serialize)]
 pub struct Recurrence {
+    /// The `loop` stage in the spec (IR nodes, MLIR locations).
+    #[serde(skip)]
+    pub span: crate::source::Span,
     pub max_iters: u64,
     pub body: Vec<Block>,
     pub inject: Injection,
@@ -131,6 +145,26 @@ pub struct Recurrence {
     /// Depth-wise LoRA rank; 0 = off.
     pub lora_rank: u64,
     pub loop_embedding: Option<LoopEmbedding>,
+}
+
+impl PartialEq for Recurrence {
+    fn eq(&self, o: &Recurrence) -> bool {
+        let Recurrence {
+            span: _,
+            max_iters,
+            body,
+            inject,
+            halt,
+            lora_rank,
+            loop_embedding,
+        } = self;
+        *max_iters == o.max_iters
+            && *body == o.body
+            && *inject == o.inject
+            && *halt == o.halt
+            && *lora_rank == o.lora_rank
+            && *loop_embedding == o.loop_embedding
+    }
 }
 
 /// How the prelude output `e` enters each iteration.

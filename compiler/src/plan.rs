@@ -64,6 +64,59 @@ pub struct KernelInfo {
     pub loc: Option<String>,
     /// Argument kinds in call order: `f32[]`, `i64[]` or `index`.
     pub args: Vec<String>,
+    /// CUDA only: how the kernel is launched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<GpuLaunch>,
+}
+
+/// How a CUDA kernel is launched. Kernel parameters follow MLIR's memref
+/// ABI: every `f32[]`/`i64[]` argument is five parameters (allocated
+/// pointer, aligned pointer, offset, size, stride; the kernels read only
+/// the aligned pointer), every `index` one 64-bit integer. Shared memory
+/// is static (declared in the PTX): no dynamic shared memory is needed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GpuLaunch {
+    /// Threads per block in x, y, z.
+    pub block: [u32; 3],
+    /// Blocks in x, y, z.
+    pub grid: [GridDim; 3],
+}
+
+impl GpuLaunch {
+    /// Threads per block.
+    pub fn threads(&self) -> u32 {
+        self.block.iter().product()
+    }
+}
+
+/// One grid dimension: a constant, or `ceil(size / per_block)` of a size
+/// known at launch, named as the kernel's `index` argument that carries it
+/// (`rows`; attention: `tokens`, `len`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GridDim {
+    Fixed(u32),
+    CeilDiv { size: String, per_block: u32 },
+}
+
+impl GridDim {
+    /// One block per `per_block` rows.
+    pub fn rows(per_block: u32) -> GridDim {
+        GridDim::CeilDiv {
+            size: "rows".into(),
+            per_block,
+        }
+    }
+
+    /// The number of blocks given the launch-time sizes.
+    pub fn blocks(&self, size: impl Fn(&str) -> Option<u64>) -> Option<u64> {
+        match self {
+            GridDim::Fixed(n) => Some(u64::from(*n)),
+            GridDim::CeilDiv { size: s, per_block } => {
+                Some(size(s)?.div_ceil(u64::from(*per_block)))
+            }
+        }
+    }
 }
 
 /// Every graph of a module that runs, with its path: the top level, then

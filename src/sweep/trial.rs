@@ -353,7 +353,7 @@ pub fn measure_cpu(
         ));
     }
     let weights = mythos_runtime::weights::Weights::init(&module, 0);
-    let r = crate::run::bench(&module, &weights, seq, decode, loops, 0, false)
+    let r = crate::run::bench(&module, &weights, None, seq, decode, loops, 0, false)
         .map_err(|e| format!("{e:#}"))?;
     Ok(BTreeMap::from([
         ("cpu.prefill_ms".to_string(), r.prefill_ms),

@@ -68,6 +68,9 @@ pub fn lower(model: &Model) -> Module {
     };
     let logits = b.node(&mut g, Op::Head(Fusion::default()), &[x, table], "head");
     g.outputs = vec![logits];
+    // The rest (embedding, loop, final norm, head) points at the model or its loop.
+    g.set_span(h, model.recurrence.span);
+    span_new_nodes(&mut g, 0, model.span);
     Module {
         name: model.name.clone(),
         dim: d,
@@ -75,6 +78,22 @@ pub fn lower(model: &Model) -> Module {
         max_seq: model.max_seq,
         weights: b.weights,
         graph: g,
+    }
+}
+
+/// The index the next node added to `g` gets (lowering never removes nodes).
+fn next_index(g: &Graph) -> usize {
+    g.nodes().map(|n| n.index() + 1).max().unwrap_or(0)
+}
+
+/// Gives `span` to the nodes added since `since` that have none yet.
+fn span_new_nodes(g: &mut Graph, since: usize, span: crate::source::Span) {
+    let new: Vec<NodeId> = g
+        .nodes()
+        .filter(|&n| n.index() >= since && g.span(n).is_none())
+        .collect();
+    for n in new {
+        g.set_span(n, span);
     }
 }
 
@@ -156,12 +175,15 @@ impl Builder<'_> {
         cache: &str,
         component: &str,
     ) -> NodeId {
+        let since = next_index(g);
         let xn = self.norm(g, x, &format!("{prefix}.attn_norm"), component);
         let attn = self.attention(g, xn, &block.attention, prefix, cache, component);
         let x = self.node(g, Op::Add, &[x, attn], &format!("{prefix}.attn_residual"));
         let xn = self.norm(g, x, &format!("{prefix}.ffn_norm"), component);
         let f = self.ffn(g, xn, &block.ffn, prefix, component);
-        self.node(g, Op::Add, &[x, f], &format!("{prefix}.ffn_residual"))
+        let out = self.node(g, Op::Add, &[x, f], &format!("{prefix}.ffn_residual"));
+        span_new_nodes(g, since, block.span);
+        out
     }
 
     fn attention(
@@ -468,6 +490,7 @@ impl Builder<'_> {
             }
             Halting::None => None,
         };
+        span_new_nodes(&mut g, 0, r.span);
         LoopRegion {
             body: g,
             max_iters: r.max_iters,

@@ -19,6 +19,8 @@ pub fn canonicalize(module: &mut Module) -> usize {
         for id in ids {
             let label = g.node(id).label.clone();
             let ops = g.operands(id);
+            // Nodes made besides the replacement; they share its span.
+            let parts: Vec<NodeId>;
             let new = match g.op(id).clone() {
                 Op::LtiUpdate => {
                     let (h, e, out, log_a, log_dt, b) =
@@ -31,6 +33,7 @@ pub fn canonicalize(module: &mut Module) -> usize {
                         &format!("{label}.decay"),
                     );
                     let be = add_typed(g, weights, Op::Scale, &[e, b], &format!("{label}.b_e"));
+                    parts = vec![a, be];
                     add_typed(g, weights, Op::LtiApply, &[h, be, out, a], &label)
                 }
                 Op::LoopEmbedding { channels, theta } => {
@@ -41,6 +44,7 @@ pub fn canonicalize(module: &mut Module) -> usize {
                         &[ops[1]],
                         &format!("{label}.vec"),
                     );
+                    parts = vec![v];
                     add_typed(g, weights, Op::AddPrefix, &[ops[0], v], &label)
                 }
                 Op::Lora { rank, max_iters } => {
@@ -51,6 +55,7 @@ pub fn canonicalize(module: &mut Module) -> usize {
                         &[ops[3], ops[4]],
                         &format!("{label}.scale"),
                     );
+                    parts = vec![s];
                     add_typed(
                         g,
                         weights,
@@ -62,7 +67,9 @@ pub fn canonicalize(module: &mut Module) -> usize {
                 _ => continue,
             };
             if let Some(span) = g.span(id) {
-                g.set_span(new, span);
+                for made in parts.into_iter().chain([new]) {
+                    g.set_span(made, span);
+                }
             }
             g.replace_uses(id, new);
             g.remove(id);

@@ -274,6 +274,7 @@ impl<'e, 'm, 'a> Builder<'e, 'm, 'a> {
                         list.push(Block {
                             attention: attention.clone(),
                             ffn: ffn.clone(),
+                            span: b.span,
                         });
                     }
                 }
@@ -437,6 +438,7 @@ impl<'e, 'm, 'a> Builder<'e, 'm, 'a> {
         let lora_rank = self.lora();
         let loop_embedding = self.loop_embedding(dim, dim_span);
         Some(Recurrence {
+            span: lp.span,
             max_iters: max_iters?,
             body: body?,
             inject: inject?,

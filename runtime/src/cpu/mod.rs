@@ -5,6 +5,7 @@
 
 pub mod attention;
 pub mod compiled;
+mod compiled_attention;
 pub mod kernels;
 pub mod kv;
 pub mod moe;
@@ -547,16 +548,18 @@ impl<'a> CpuRuntime<'a> {
         }
     }
 
-    /// Attention through compiled kernels (see `backend/src/ops.rs`).
+    /// Attention through compiled kernels: projections, the KV cache on the
+    /// host, core attention per batch row (see `compiled_attention.rs` and
+    /// `backend/src/attention.rs`).
     fn attention_compiled<'w>(
         &'w self,
-        _fns: &[compiled::KernelFn],
+        fns: &[compiled::KernelFn],
         a: &mythos_compiler::ir::AttentionOp,
-        _args: &[&Value<'w>],
-        _ctx: &mut Ctx,
-        _iteration: Option<usize>,
+        args: &[&Value<'w>],
+        ctx: &mut Ctx,
+        iteration: Option<usize>,
     ) -> Value<'w> {
-        unreachable!("the backend does not plan attention `{}` yet", a.cache)
+        compiled_attention::run(fns, a, args, ctx, iteration)
     }
 
     /// One op; a composite with a fused prologue or epilogue goes through

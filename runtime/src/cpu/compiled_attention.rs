@@ -1,0 +1,194 @@
+//! Attention through compiled kernels (the `mlir-cpu` backend): the host
+//! side of the split documented in `backend/src/attention.rs`.
+//!
+//! The projection kernel computes the queries and the new cache rows of
+//! every token; the host appends those rows to the layer's entry of the
+//! caller's [`KvCache`](super::kv::KvCache) (same keys as the reference:
+//! `prelude_0`, `recurrent_loop_3`, ...); then, per batch row, the core
+//! kernel attends over the whole entry and applies the output projection
+//! and the fused residual. GQA entries hold rotated keys and values as in
+//! the reference; MLA entries always hold the compact latent (`kv.rs`), which
+//! gives the reference's numbers whatever the layer's `kv_layout`.
+
+use super::compiled::{call, Desc, KernelFn};
+use super::kernels::Rope;
+use super::{Ctx, Value};
+use mythos_compiler::ir::{AttentionOp, AttnKind};
+
+/// The buffer of an operand: an activation, a weight or a computed vector.
+fn buf<'a>(v: &'a Value) -> &'a [f32] {
+    match v {
+        Value::Act(v, _) => v,
+        other => other.weight(),
+    }
+}
+
+/// One attention node: `fns` are the plan's kernels for it (GQA
+/// `[proj, core]`, MLA `[proj, expand, core, (absorbed)]`), `args` its
+/// operands (x, the prologue norm weight when fused, the weights in
+/// `AttnKind::weight_names` order).
+pub(super) fn run<'w>(
+    fns: &[KernelFn],
+    a: &AttentionOp,
+    args: &[&Value<'w>],
+    ctx: &mut Ctx,
+    iteration: Option<usize>,
+) -> Value<'w> {
+    let (x, dim) = args[0].act();
+    let (batch, seq, start) = (ctx.batch, ctx.seq, ctx.start);
+    let rows = batch * seq;
+    let key = match iteration {
+        Some(t) => format!("{}_{t}", a.cache),
+        None => a.cache.clone(),
+    };
+    let rope_dim = match a.kind {
+        AttnKind::Gqa { head_dim, .. } => head_dim,
+        AttnKind::Mla { rope_dim, .. } => rope_dim,
+    } as usize;
+    // The reference's own RoPE tables of this call's positions (built once
+    // per forward, shared with every layer), passed to the kernels as
+    // buffers: the rotations use bitwise the reference's cos/sin.
+    let rope = ctx
+        .ropes
+        .entry((rope_dim, a.rope_theta.to_bits()))
+        .or_insert_with(|| Rope::new(rope_dim, start, seq, a.rope_theta));
+    let (cos, sin) = (Desc::of(&rope.cos), Desc::of(&rope.sin));
+    let bufs: Vec<&[f32]> = args.iter().map(|v| buf(v)).collect();
+    // x and the prologue norm weight, then the weights.
+    let inputs = 1 + usize::from(a.fusion.prenorm.is_some());
+    let w = &bufs[inputs..];
+    let ins: Vec<Desc<f32>> = bufs.iter().map(|b| Desc::of(b)).collect();
+    let mut out = vec![0.0f32; rows * dim];
+    let residual = a.fusion.residual;
+    // The first words of a core kernel for batch row `b`: [x_b].
+    let x_rows = |b: usize| &x[b * seq * dim..(b + 1) * seq * dim];
+    match a.kind {
+        AttnKind::Gqa {
+            heads,
+            kv_heads,
+            head_dim,
+        } => {
+            let (qw, kw) = ((heads * head_dim) as usize, (kv_heads * head_dim) as usize);
+            let mut q = vec![0.0f32; rows * qw];
+            let mut k = vec![0.0f32; rows * kw];
+            let mut v = vec![0.0f32; rows * kw];
+            {
+                let outs = [
+                    Desc::of_mut(&mut q),
+                    Desc::of_mut(&mut k),
+                    Desc::of_mut(&mut v),
+                ];
+                // x, [g], wq, wk, wv, cos, sin, q, k, v, rows, seq.
+                let mut words: Vec<usize> = ins[..inputs + 3].iter().map(Desc::word).collect();
+                words.extend([cos.word(), sin.word()]);
+                words.extend(outs.iter().map(Desc::word));
+                words.extend([rows, seq]);
+                // SAFETY: `attention_gqa_proj`'s signature; q/k/v hold `rows` rows.
+                unsafe { call(fns[0], &words) };
+            }
+            let layer = ctx.cache.entry(&key, batch);
+            for b in 0..batch {
+                layer.keys[b].extend_from_slice(&k[b * seq * kw..(b + 1) * seq * kw]);
+                layer.values[b].extend_from_slice(&v[b * seq * kw..(b + 1) * seq * kw]);
+            }
+            layer.len += seq;
+            let mut scores = vec![0.0f32; layer.len.max(start + seq)];
+            let wo = Desc::of(w[3]);
+            for b in 0..batch {
+                let xb = Desc::of(x_rows(b));
+                let qb = Desc::of(&q[b * seq * qw..(b + 1) * seq * qw]);
+                let (keys, values) = (Desc::of(&layer.keys[b]), Desc::of(&layer.values[b]));
+                let sc = Desc::of_mut(&mut scores);
+                let ob = Desc::of_mut(&mut out[b * seq * dim..(b + 1) * seq * dim]);
+                let mut words = Vec::with_capacity(10);
+                if residual {
+                    words.push(xb.word());
+                }
+                words.extend([qb.word(), keys.word(), values.word(), wo.word()]);
+                words.extend([sc.word(), ob.word(), seq, start]);
+                // SAFETY: `attention_core`'s signature; the entry holds
+                // `start + seq` positions and `scores` as many floats.
+                unsafe { call(fns[1], &words) };
+            }
+        }
+        AttnKind::Mla {
+            heads,
+            kv_rank,
+            rope_dim,
+            nope_dim,
+            v_dim,
+            ..
+        } => {
+            let (h, qk, vd) = (
+                heads as usize,
+                (nope_dim + rope_dim) as usize,
+                v_dim as usize,
+            );
+            let lat_w = (kv_rank + rope_dim) as usize;
+            let mut q = vec![0.0f32; rows * h * qk];
+            let mut lat = vec![0.0f32; rows * lat_w];
+            {
+                let outs = [Desc::of_mut(&mut q), Desc::of_mut(&mut lat)];
+                // x, [g], q_down, q_norm, q_up_nope, q_up_rope, kv_down,
+                // kv_norm, cos, sin, q, lat, rows, seq.
+                let mut words: Vec<usize> = ins[..inputs + 6].iter().map(Desc::word).collect();
+                words.extend([cos.word(), sin.word()]);
+                words.extend(outs.iter().map(Desc::word));
+                words.extend([rows, seq]);
+                // SAFETY: `attention_mla_proj`'s signature; q/lat hold `rows` rows.
+                unsafe { call(fns[0], &words) };
+            }
+            let layer = ctx.cache.entry(&key, batch);
+            for b in 0..batch {
+                layer.latent[b].extend_from_slice(&lat[b * seq * lat_w..(b + 1) * seq * lat_w]);
+            }
+            layer.len += seq;
+            let len = layer.len.max(start + seq);
+            let mut scores = vec![0.0f32; len];
+            let (kv_up, wo) = (Desc::of(w[6]), Desc::of(w[7]));
+            // A decode step of an absorbed layer attends over the latent
+            // directly, as the reference does; anything else expands it.
+            let absorbed = a.absorb && seq == 1 && fns.len() > 3;
+            let mut keys = Vec::new();
+            let mut values = Vec::new();
+            if !absorbed {
+                keys.resize(len * h * qk, 0.0);
+                values.resize(len * h * vd, 0.0);
+            }
+            for b in 0..batch {
+                let cached = &layer.latent[b];
+                let n = cached.len() / lat_w;
+                let latent = Desc::of(cached);
+                if !absorbed {
+                    let (kd, vdsc) = (
+                        Desc::of_mut(&mut keys[..n * h * qk]),
+                        Desc::of_mut(&mut values[..n * h * vd]),
+                    );
+                    let words = [latent.word(), kv_up.word(), kd.word(), vdsc.word(), n];
+                    // SAFETY: `attention_mla_expand`'s signature; keys and
+                    // values hold `n` positions.
+                    unsafe { call(fns[1], &words) };
+                }
+                let xb = Desc::of(x_rows(b));
+                let qb = Desc::of(&q[b * seq * h * qk..(b + 1) * seq * h * qk]);
+                let sc = Desc::of_mut(&mut scores);
+                let ob = Desc::of_mut(&mut out[b * seq * dim..(b + 1) * seq * dim]);
+                let (kd, vdsc) = (Desc::of(&keys), Desc::of(&values));
+                let mut words = Vec::with_capacity(10);
+                if residual {
+                    words.push(xb.word());
+                }
+                if absorbed {
+                    words.extend([qb.word(), latent.word(), kv_up.word(), wo.word()]);
+                } else {
+                    words.extend([qb.word(), kd.word(), vdsc.word(), wo.word()]);
+                }
+                words.extend([sc.word(), ob.word(), seq, start]);
+                // SAFETY: `attention_mla_absorbed` / `attention_core`'s
+                // signature; the entry holds `start + seq` positions.
+                unsafe { call(fns[if absorbed { 3 } else { 2 }], &words) };
+            }
+        }
+    }
+    Value::Act(out, dim)
+}
