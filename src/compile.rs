@@ -9,6 +9,7 @@ use mythos_backend::cache::{self, Cache, Inputs, Lookup, Miss};
 use mythos_backend::compile::{self as backend, Target};
 use mythos_compiler::artifact::{self, Artifact, ArtifactError, Kernel, Source};
 use mythos_compiler::model::Model;
+use mythos_compiler::plan::Plan;
 use mythos_compiler::sema::{self, Loader};
 use mythos_compiler::{ir, passes, Span};
 use mythos_runtime::cpu::compiled::CompiledKernels;
@@ -603,6 +604,71 @@ pub fn for_run(
         prepared: p,
         artifact: Some((a, path.to_path_buf())),
         cache: CacheUse::Off("--artifact".into()),
+        timings: opt.timings,
+    }))
+}
+
+/// PTX texts by GPU module name.
+pub type PtxModules = Vec<(String, String)>;
+
+/// `run`/`generate`/`bench --device cuda` between checking the spec and
+/// loading the kernels: the module, to be compiled for `arch` through the
+/// cache once the weights are loaded.
+pub struct ForCuda {
+    prepared: Prepared,
+    arch: String,
+    cache: CacheUse,
+    timings: bool,
+}
+
+impl ForCuda {
+    /// The module the kernels run with (optimized and legalized).
+    pub fn module(&self) -> &ir::Module {
+        &self.prepared.module
+    }
+
+    /// Compiles for the GPU (through the cache), prints the cache line (and
+    /// `--timings`) to stderr; returns the module, its PTX modules and plan.
+    pub fn finish(mut self) -> Result<(ir::Module, PtxModules, Plan)> {
+        let target = Target::Cuda { arch: self.arch };
+        let built = build(&mut self.prepared, &target, &self.cache, false)?;
+        if self.timings {
+            eprint!("{}", self.prepared.stages.table());
+        }
+        eprintln!("{}", built.cache_line);
+        let a = built.artifact;
+        let ptx = a
+            .kernels
+            .iter()
+            .filter_map(|k| {
+                let module = k.name.strip_suffix(".ptx")?;
+                Some((module.to_string(), String::from_utf8(k.bytes.clone()).ok()?))
+            })
+            .collect::<Vec<_>>();
+        if ptx.is_empty() {
+            bail!("the artifact for {} holds no PTX", a.target);
+        }
+        Ok((self.prepared.module, ptx, a.plan))
+    }
+}
+
+/// Checks the spec for `--device cuda` and the architecture to compile for
+/// (`sm_80` or newer). `None` when the spec has errors (printed).
+pub fn for_cuda(
+    spec: &str,
+    model: Option<&str>,
+    opt: &OptArgs,
+    arch: &str,
+    no_cache: bool,
+) -> Result<Option<ForCuda>> {
+    mythos_backend::cuda::check_arch(arch)?;
+    let Some(p) = prepare(spec, model, &opt.options(2))? else {
+        return Ok(None);
+    };
+    Ok(Some(ForCuda {
+        prepared: p,
+        arch: arch.to_string(),
+        cache: CacheUse::from_flags(no_cache),
         timings: opt.timings,
     }))
 }

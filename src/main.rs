@@ -11,6 +11,7 @@ use mythos_compiler::{
     analysis, fmt, interop::openmythos, ir, passes, presets, report, Diagnostic, SourceMap,
 };
 use mythos_runtime::cpu::compiled::CompiledKernels;
+use mythos_runtime::cuda::{CudaDevice, CudaKernels, CudaRuntime};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -349,9 +350,24 @@ struct BackendArgs {
     /// it must match the spec and options
     #[arg(long, value_name = "MODEL.mythosc")]
     artifact: Option<PathBuf>,
-    /// mlir-cpu: compile without reading or writing the compile cache
+    /// mlir-cpu, cuda: compile without reading or writing the compile cache
     #[arg(long)]
     no_cache: bool,
+    /// Where the model runs: cpu, or cuda (the first NVIDIA GPU: the model is compiled
+    /// with --target cuda for its architecture through the compile cache; docs/cuda.md)
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: Device,
+    /// cuda: the architecture to compile for (sm_80, sm_90) [default: the device's]
+    #[arg(long, value_name = "SM_XY")]
+    arch: Option<String>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Device {
+    /// This machine's CPU
+    Cpu,
+    /// The first CUDA device
+    Cuda,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -364,6 +380,18 @@ enum Backend {
 
 impl BackendArgs {
     fn compiled(&self) -> Result<bool> {
+        if self.device == Device::Cuda {
+            if self.backend.is_some() || self.artifact.is_some() {
+                anyhow::bail!(
+                    "--backend and --artifact choose how the CPU runs the model; \
+                     --device cuda always compiles for the GPU"
+                );
+            }
+            return Ok(true);
+        }
+        if self.arch.is_some() {
+            anyhow::bail!("--arch is the GPU architecture: it needs --device cuda");
+        }
         match (self.backend, &self.artifact) {
             (Some(Backend::Cpu), Some(_)) => {
                 anyhow::bail!(
@@ -418,6 +446,57 @@ fn prepare_run(
     let w = run::load_weights(c.module(), &weights.source())?;
     let (module, kernels) = c.finish()?;
     Ok(Some((module, w, Some(kernels))))
+}
+
+/// What `run`, `generate` and `bench --device cuda` run: the device, the
+/// module, its weights and its loaded PTX kernels.
+struct CudaRunnable {
+    dev: CudaDevice,
+    module: ir::Module,
+    weights: mythos_runtime::weights::Weights,
+    kernels: CudaKernels,
+}
+
+impl CudaRunnable {
+    fn runtime(&self) -> Result<CudaRuntime<'_>> {
+        Ok(CudaRuntime::new(
+            &self.dev,
+            &self.module,
+            &self.weights,
+            &self.kernels,
+        )?)
+    }
+}
+
+/// `--device cuda`: the device probed first (no GPU: the probe's error,
+/// before compiling anything), then the spec checked, the weights loaded,
+/// the model compiled for the device's architecture (or `--arch`) through
+/// the compile cache and its kernels loaded. `None` when the spec has
+/// errors (printed).
+fn prepare_cuda(
+    spec: &str,
+    model: Option<&str>,
+    opt: &OptArgs,
+    backend: &BackendArgs,
+    weights: &WeightArgs,
+) -> Result<Option<CudaRunnable>> {
+    opt.check()?;
+    backend.compiled()?;
+    let dev = mythos_runtime::cuda::probe()?;
+    let arch = backend.arch.clone().unwrap_or_else(|| dev.arch());
+    eprintln!("device: {} ({})", dev.name, dev.arch());
+    let Some(c) = compile::for_cuda(spec, model, opt, &arch, backend.no_cache)? else {
+        return Ok(None);
+    };
+    let w = run::load_weights(c.module(), &weights.source())?;
+    let (module, ptx, plan) = c.finish()?;
+    let kernels = CudaKernels::load(&dev, &ptx, &plan)?;
+    Ok(Some(CudaRunnable {
+        dev,
+        module,
+        weights: w,
+        kernels,
+    }))
 }
 
 /// Weights from a file or from a seed.
@@ -603,6 +682,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             opt,
             backend,
         } => {
+            if backend.device == Device::Cuda {
+                let Some(c) = prepare_cuda(&spec, model.as_deref(), &opt, &backend, &weights)?
+                else {
+                    return Ok(ExitCode::FAILURE);
+                };
+                let rt = c.runtime()?;
+                run::run_on(&c.module, &rt, &inputs, loops, decode_from, &dump_logits)?;
+                return Ok(ExitCode::SUCCESS);
+            }
             let Some((module, w, kernels)) =
                 prepare_run(&spec, model.as_deref(), &opt, &backend, &weights)?
             else {
@@ -644,11 +732,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if !(top_p > 0.0 && top_p <= 1.0) {
                 anyhow::bail!("--top-p must be in (0, 1], got {top_p}");
             }
-            let Some((module, w, kernels)) =
-                prepare_run(&spec, model.as_deref(), &opt, &backend, &weights)?
-            else {
-                return Ok(ExitCode::FAILURE);
-            };
             let opts = run::GenerateOptions {
                 max_new_tokens,
                 loops,
@@ -660,25 +743,50 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 },
                 eos,
             };
-            match (prompt, tokenizer) {
-                (Some(text), Some(path)) => {
-                    let tok = run::Tokenizer::load(&path)?;
-                    let ids = tok.encode(&text)?;
-                    if let Some(&max) = ids.iter().max() {
-                        if max as u64 >= module.vocab {
-                            anyhow::bail!(
-                                "{} produces token id {max}, but the model's vocab is {}: the tokenizer does not fit this model",
-                                path.display(),
-                                module.vocab
-                            );
-                        }
+            let prompt = match (prompt, tokenizer) {
+                (Some(text), Some(path)) => Some((run::Tokenizer::load(&path)?, text, path)),
+                _ => None,
+            };
+            // Generation on either engine, with the prompt as ids or text.
+            fn go(
+                module: &ir::Module,
+                rt: &impl run::Engine,
+                prompt: Option<(run::Tokenizer, String, PathBuf)>,
+                prompt_ids: &[i64],
+                opts: &run::GenerateOptions,
+            ) -> Result<()> {
+                let Some((tok, text, path)) = prompt else {
+                    run::generate(module, rt, prompt_ids, opts)?;
+                    return Ok(());
+                };
+                let ids = tok.encode(&text)?;
+                if let Some(&max) = ids.iter().max() {
+                    if max as u64 >= module.vocab {
+                        anyhow::bail!(
+                            "{} produces token id {max}, but the model's vocab is {}: the tokenizer does not fit this model",
+                            path.display(),
+                            module.vocab
+                        );
                     }
-                    run::generate_text(&module, &w, kernels.as_ref(), &ids, &opts, &tok)?;
                 }
-                _ => {
-                    run::generate(&module, &w, kernels.as_ref(), &prompt_ids, &opts)?;
-                }
+                run::generate_text(module, rt, &ids, opts, &tok)?;
+                Ok(())
             }
+            if backend.device == Device::Cuda {
+                let Some(c) = prepare_cuda(&spec, model.as_deref(), &opt, &backend, &weights)?
+                else {
+                    return Ok(ExitCode::FAILURE);
+                };
+                go(&c.module, &c.runtime()?, prompt, &prompt_ids, &opts)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let Some((module, w, kernels)) =
+                prepare_run(&spec, model.as_deref(), &opt, &backend, &weights)?
+            else {
+                return Ok(ExitCode::FAILURE);
+            };
+            let rt = run::runtime(&module, &w, kernels.as_ref())?;
+            go(&module, &rt, prompt, &prompt_ids, &opts)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench {
@@ -702,21 +810,32 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     .build_global()
                     .context("setting --threads")?;
             }
-            let Some((module, w, kernels)) =
-                prepare_run(&spec, model.as_deref(), &opt, &backend, &weights)?
-            else {
-                return Ok(ExitCode::FAILURE);
+            let r = if backend.device == Device::Cuda {
+                if profile {
+                    anyhow::bail!("--profile times the CPU runtime's ops; it does not work with --device cuda yet");
+                }
+                let Some(c) = prepare_cuda(&spec, model.as_deref(), &opt, &backend, &weights)?
+                else {
+                    return Ok(ExitCode::FAILURE);
+                };
+                run::bench_on(&c.module, &c.runtime()?, seq, decode, loops, 0, false)?
+            } else {
+                let Some((module, w, kernels)) =
+                    prepare_run(&spec, model.as_deref(), &opt, &backend, &weights)?
+                else {
+                    return Ok(ExitCode::FAILURE);
+                };
+                run::bench(
+                    &module,
+                    &w,
+                    kernels.as_ref(),
+                    seq,
+                    decode,
+                    loops,
+                    0,
+                    profile,
+                )?
             };
-            let r = run::bench(
-                &module,
-                &w,
-                kernels.as_ref(),
-                seq,
-                decode,
-                loops,
-                0,
-                profile,
-            )?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {

@@ -5,7 +5,8 @@
 use anyhow::{bail, Context, Result};
 use mythos_compiler::analysis;
 use mythos_compiler::ir::{self, Module};
-use mythos_runtime::cpu::{compiled::CompiledKernels, kv::KvCache, CpuRuntime, Logits};
+use mythos_runtime::cpu::{compiled::CompiledKernels, kv::KvCache, CpuRuntime, Forward, Logits};
+use mythos_runtime::cuda::{CudaKvCache, CudaRuntime};
 use mythos_runtime::sample::{Sampler, SamplingOptions};
 use mythos_runtime::weights::Weights;
 use safetensors::{tensor::TensorView, Dtype, SafeTensors};
@@ -15,7 +16,7 @@ use std::time::Instant;
 
 /// The runtime over `module`, running `kernels` (the mlir-cpu backend) for
 /// every node their plan covers.
-fn runtime<'a>(
+pub fn runtime<'a>(
     module: &'a Module,
     weights: &'a Weights,
     kernels: Option<&'a CompiledKernels>,
@@ -25,6 +26,130 @@ fn runtime<'a>(
         Some(k) => rt.with_kernels(k)?,
         None => rt,
     })
+}
+
+/// What `run`, `generate` and `bench` drive: the CPU runtime (reference or
+/// mlir-cpu kernels) or the CUDA runtime, with the same calls.
+pub trait Engine {
+    type Cache;
+    fn new_cache(&self) -> Self::Cache;
+    /// The next position of a cache.
+    fn cache_pos(cache: &Self::Cache) -> usize;
+    fn forward_with(
+        &self,
+        ids: &[i64],
+        batch: usize,
+        loops: Option<u64>,
+        cache: Option<&mut Self::Cache>,
+        logits: Logits,
+    ) -> Result<Forward>;
+    fn prefill_then_decode(
+        &self,
+        ids: &[i64],
+        batch: usize,
+        loops: Option<u64>,
+        k: usize,
+    ) -> Result<Forward>;
+    fn max_iters(&self) -> u64;
+    /// `cpu`, `mlir-cpu` or `cuda` (the bench report's backend).
+    fn backend(&self) -> &'static str;
+    /// Time per op kind, when profiling (CPU only).
+    fn profile(&self) -> Option<Vec<(&'static str, std::time::Duration)>> {
+        None
+    }
+
+    fn forward(
+        &self,
+        ids: &[i64],
+        batch: usize,
+        loops: Option<u64>,
+        cache: Option<&mut Self::Cache>,
+    ) -> Result<Forward> {
+        self.forward_with(ids, batch, loops, cache, Logits::All)
+    }
+}
+
+impl Engine for CpuRuntime<'_> {
+    type Cache = KvCache;
+    fn new_cache(&self) -> KvCache {
+        KvCache::new()
+    }
+    fn cache_pos(cache: &KvCache) -> usize {
+        cache.pos
+    }
+    fn forward_with(
+        &self,
+        ids: &[i64],
+        batch: usize,
+        loops: Option<u64>,
+        cache: Option<&mut KvCache>,
+        logits: Logits,
+    ) -> Result<Forward> {
+        Ok(CpuRuntime::forward_with(
+            self, ids, batch, loops, cache, logits,
+        )?)
+    }
+    fn prefill_then_decode(
+        &self,
+        ids: &[i64],
+        batch: usize,
+        loops: Option<u64>,
+        k: usize,
+    ) -> Result<Forward> {
+        Ok(CpuRuntime::prefill_then_decode(self, ids, batch, loops, k)?)
+    }
+    fn max_iters(&self) -> u64 {
+        CpuRuntime::max_iters(self)
+    }
+    fn backend(&self) -> &'static str {
+        if self.compiled_nodes() > 0 {
+            "mlir-cpu"
+        } else {
+            "cpu"
+        }
+    }
+    fn profile(&self) -> Option<Vec<(&'static str, std::time::Duration)>> {
+        Some(CpuRuntime::profile(self))
+    }
+}
+
+impl Engine for CudaRuntime<'_> {
+    type Cache = CudaKvCache;
+    fn new_cache(&self) -> CudaKvCache {
+        CudaKvCache::new()
+    }
+    fn cache_pos(cache: &CudaKvCache) -> usize {
+        cache.pos
+    }
+    fn forward_with(
+        &self,
+        ids: &[i64],
+        batch: usize,
+        loops: Option<u64>,
+        cache: Option<&mut CudaKvCache>,
+        logits: Logits,
+    ) -> Result<Forward> {
+        Ok(CudaRuntime::forward_with(
+            self, ids, batch, loops, cache, logits,
+        )?)
+    }
+    fn prefill_then_decode(
+        &self,
+        ids: &[i64],
+        batch: usize,
+        loops: Option<u64>,
+        k: usize,
+    ) -> Result<Forward> {
+        Ok(CudaRuntime::prefill_then_decode(
+            self, ids, batch, loops, k,
+        )?)
+    }
+    fn max_iters(&self) -> u64 {
+        CudaRuntime::max_iters(self)
+    }
+    fn backend(&self) -> &'static str {
+        "cuda"
+    }
 }
 
 /// Where weights come from: a file, or the reference's random init.
@@ -106,8 +231,20 @@ pub fn run(
     decode_from: Option<usize>,
     out: &Path,
 ) -> Result<()> {
-    let (ids, b, t) = read_input_ids(ids_path)?;
     let rt = runtime(module, weights, kernels)?;
+    run_on(module, &rt, ids_path, loops, decode_from, out)
+}
+
+/// `mythos run` on any engine.
+pub fn run_on(
+    module: &Module,
+    rt: &impl Engine,
+    ids_path: &Path,
+    loops: Option<u64>,
+    decode_from: Option<usize>,
+    out: &Path,
+) -> Result<()> {
+    let (ids, b, t) = read_input_ids(ids_path)?;
     let v = module.vocab as usize;
     let start = Instant::now();
     let f = match decode_from {
@@ -135,14 +272,13 @@ pub struct GenerateOptions {
 /// `mythos generate` with token ids: streams the ids to stdout.
 pub fn generate(
     module: &Module,
-    weights: &Weights,
-    kernels: Option<&CompiledKernels>,
+    rt: &impl Engine,
     prompt: &[i64],
     opts: &GenerateOptions,
 ) -> Result<Vec<i64>> {
     let stdout = std::io::stdout();
     let mut lock = stdout.lock();
-    let out = generate_with(module, weights, kernels, prompt, opts, |i, tok| {
+    let out = generate_with(module, rt, prompt, opts, |i, tok| {
         let sep = if i == 0 { "" } else { " " };
         write!(lock, "{sep}{tok}")?;
         lock.flush()?;
@@ -155,8 +291,7 @@ pub fn generate(
 /// `mythos generate --prompt`: streams decoded text to stdout.
 pub fn generate_text(
     module: &Module,
-    weights: &Weights,
-    kernels: Option<&CompiledKernels>,
+    rt: &impl Engine,
     prompt: &[i64],
     opts: &GenerateOptions,
     tok: &Tokenizer,
@@ -165,7 +300,7 @@ pub fn generate_text(
     let mut lock = stdout.lock();
     let mut shown = 0usize;
     let mut ids: Vec<i64> = Vec::new();
-    let out = generate_with(module, weights, kernels, prompt, opts, |_, t| {
+    let out = generate_with(module, rt, prompt, opts, |_, t| {
         // Decode the whole continuation and print what is new: a token may
         // complete a character that an earlier one started.
         ids.push(t);
@@ -183,10 +318,9 @@ pub fn generate_text(
 
 /// Prefill the prompt, then one token per step through the KV cache; `emit`
 /// gets each new token as it is chosen; stats go to stderr.
-fn generate_with(
+fn generate_with<E: Engine>(
     module: &Module,
-    weights: &Weights,
-    kernels: Option<&CompiledKernels>,
+    rt: &E,
     prompt: &[i64],
     opts: &GenerateOptions,
     mut emit: impl FnMut(usize, i64) -> Result<()>,
@@ -194,9 +328,8 @@ fn generate_with(
     if prompt.is_empty() {
         bail!("the prompt is empty: give at least one token");
     }
-    let rt = runtime(module, weights, kernels)?;
     let v = module.vocab as usize;
-    let mut cache = KvCache::new();
+    let mut cache = rt.new_cache();
     let mut sampler = Sampler::new(opts.sampling);
     let mut out = Vec::with_capacity(opts.max_new_tokens);
     let start = Instant::now();
@@ -210,7 +343,7 @@ fn generate_with(
         if Some(next) == opts.eos || i + 1 == opts.max_new_tokens {
             break;
         }
-        if cache.pos >= module.max_seq as usize {
+        if E::cache_pos(&cache) >= module.max_seq as usize {
             eprintln!("\nstopped: reached max_seq ({})", module.max_seq);
             break;
         }
@@ -267,7 +400,7 @@ impl Tokenizer {
 #[derive(serde::Serialize)]
 pub struct BenchReport {
     pub model: String,
-    /// `cpu` (the reference runtime) or `mlir-cpu` (compiled kernels).
+    /// `cpu` (the reference runtime), `mlir-cpu` (compiled kernels) or `cuda`.
     pub backend: String,
     pub seq: usize,
     pub decode_tokens: usize,
@@ -297,6 +430,19 @@ pub fn bench(
     if profile {
         rt = rt.with_profiling();
     }
+    bench_on(module, &rt, seq, decode, loops, seed, profile)
+}
+
+/// `mythos bench` on any engine (`profile`: the engine's time per op kind).
+pub fn bench_on<E: Engine>(
+    module: &Module,
+    rt: &E,
+    seq: usize,
+    decode: usize,
+    loops: Option<u64>,
+    seed: u64,
+    profile: bool,
+) -> Result<BenchReport> {
     let loops_n = loops.unwrap_or_else(|| rt.max_iters());
     if seq + decode > module.max_seq as usize {
         bail!(
@@ -308,10 +454,10 @@ pub fn bench(
     let ids: Vec<i64> = (0..seq)
         .map(|_| (rng.next_u64() % module.vocab) as i64)
         .collect();
-    let mut cache = KvCache::new();
+    let mut cache = rt.new_cache();
     // Warm-up on a short prefix so that thread pools and allocations are ready.
     let warm = seq.min(8);
-    rt.forward(&ids[..warm], 1, loops, Some(&mut KvCache::new()))?;
+    rt.forward(&ids[..warm], 1, loops, Some(&mut rt.new_cache()))?;
     let t0 = Instant::now();
     // Generation needs the last position's logits only (see `Logits::Last`).
     rt.forward_with(&ids, 1, loops, Some(&mut cache), Logits::Last)?;
@@ -323,8 +469,7 @@ pub fn bench(
         tok = mythos_runtime::sample::argmax(&f.logits) as i64;
     }
     let decode_s = t1.elapsed().as_secs_f64();
-    if profile {
-        let ops = rt.profile();
+    if let (true, Some(ops)) = (profile, rt.profile()) {
         let total: f64 = ops.iter().map(|(_, d)| d.as_secs_f64()).sum();
         eprintln!("time per op (warm-up, prefill and decode together):");
         for (op, d) in ops {
@@ -351,7 +496,7 @@ pub fn bench(
         .map_or(0.0, |c| c.prefill_per_token);
     Ok(BenchReport {
         model: module.name.clone(),
-        backend: if kernels.is_some() { "mlir-cpu" } else { "cpu" }.to_string(),
+        backend: rt.backend().to_string(),
         seq,
         decode_tokens: decode,
         loops: loops_n,

@@ -1068,3 +1068,82 @@ fn compile_for_cuda_writes_ptx() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `--device cuda` probes the GPU before compiling anything: without one
+/// (no libcuda, or no device) `run` prints the probe's error and exits 1,
+/// never panics; with one it runs and gives the reference's logits.
+#[test]
+fn cuda_device_without_a_gpu_is_a_clean_error() {
+    let dir = temp_dir("cuda");
+    let cache = dir.join("cache");
+    let env = [("MYTHOS_CACHE_DIR", cache.as_path())];
+    let io = "tests/fixtures/parity/gqa_decode.io.safetensors";
+    let logits = |name: &str, extra: &[&str]| {
+        let path = dir.join(name);
+        let mut args = vec![
+            "run",
+            "@tiny-gqa",
+            "--seed",
+            "0",
+            "--inputs",
+            io,
+            "--decode-from",
+            "4",
+            "--dump-logits",
+            path.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        (mythos_env(&args, &env), path)
+    };
+    let (out, path) = logits("gpu.safetensors", &["--device", "cuda"]);
+    let err = text(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    if mythos_runtime::cuda::probe().is_err() {
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("error: no CUDA device found"), "{err}");
+        // Nothing was compiled: the probe comes first.
+        assert!(!cache.exists(), "{err}");
+        return;
+    }
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("cache miss: first compile"), "{err}");
+    let gpu = read_logits(&path);
+    let (out, path) = logits("cpu.safetensors", &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let cpu = read_logits(&path);
+    let max = cpu.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let diff = cpu
+        .iter()
+        .zip(&gpu)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(diff <= 1e-4 * max, "cuda differs: {diff} vs max {max}");
+}
+
+/// `--arch` and `--backend`/`--artifact` are checked against `--device`.
+#[test]
+fn cuda_device_flags_are_checked() {
+    let out = mythos(&[
+        "bench",
+        "@tiny-gqa",
+        "--seed",
+        "0",
+        "--arch",
+        "sm_90",
+        "--seq",
+        "4",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("--arch is the GPU architecture: it needs --device cuda"));
+    let out = mythos(&[
+        "bench",
+        "@tiny-gqa",
+        "--seed",
+        "0",
+        "--device",
+        "cuda",
+        "--backend",
+        "mlir-cpu",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("--device cuda always compiles for the GPU"));
+}

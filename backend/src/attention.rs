@@ -94,8 +94,7 @@ pub(crate) fn requests(module: &Module, a: &AttentionOp) -> Vec<Request> {
                 norm_eps: f32_literal(a.norm_eps),
                 norm_eps_text: format!("{:e}", a.norm_eps),
             };
-            let absorbed = MlaAbsorbed {
-                dim,
+            let shape = MlaShape {
                 heads,
                 kv_rank,
                 rope: rope_dim,
@@ -104,6 +103,10 @@ pub(crate) fn requests(module: &Module, a: &AttentionOp) -> Vec<Request> {
                 qk,
                 lat_width: kv_rank + rope_dim,
                 kv_width: nope_dim + v_dim,
+            };
+            let absorbed = MlaAbsorbed {
+                dim,
+                shape,
                 attn_width: heads * v_dim,
                 scale: f32_literal(scale(qk) as f64),
                 scale_text: format!("{qk}^-0.5"),
@@ -118,20 +121,7 @@ pub(crate) fn requests(module: &Module, a: &AttentionOp) -> Vec<Request> {
             expand_args.extend(index(1));
             let mut out = vec![
                 Request::new("attention_mla_proj", proj, proj_args),
-                Request::new(
-                    "attention_mla_expand",
-                    MlaExpand {
-                        heads,
-                        kv_rank,
-                        rope: rope_dim,
-                        nope: nope_dim,
-                        vd: v_dim,
-                        qk,
-                        lat_width: kv_rank + rope_dim,
-                        kv_width: nope_dim + v_dim,
-                    },
-                    expand_args,
-                ),
+                Request::new("attention_mla_expand", shape, expand_args),
                 Request::new(
                     "attention_core",
                     Core::new(dim, heads, heads, qk, v_dim, residual),
@@ -248,9 +238,9 @@ impl Core {
     }
 }
 
-/// `attention_mla_expand`.
-#[derive(Serialize)]
-struct MlaExpand {
+/// `attention_mla_expand`, and the MLA sizes of `attention_mla_absorbed`.
+#[derive(Serialize, Clone, Copy)]
+struct MlaShape {
     heads: u64,
     kv_rank: u64,
     rope: u64,
@@ -268,17 +258,8 @@ struct MlaExpand {
 #[derive(Serialize)]
 struct MlaAbsorbed {
     dim: u64,
-    heads: u64,
-    kv_rank: u64,
-    rope: u64,
-    nope: u64,
-    vd: u64,
-    /// `nope + rope`.
-    qk: u64,
-    /// `kv_rank + rope`.
-    lat_width: u64,
-    /// `nope + vd`: rows of `kv_up` per head.
-    kv_width: u64,
+    #[serde(flatten)]
+    shape: MlaShape,
     /// `heads * vd`: one row of attention outputs, the input of `wo`.
     attn_width: u64,
     scale: String,

@@ -11,6 +11,7 @@
 //! pins down the artifact format version below.
 
 pub mod cpu;
+pub mod cuda;
 pub mod rng;
 pub mod sample;
 pub mod tensor;

@@ -58,20 +58,21 @@ pub struct Forward {
 /// A graph flattened once, so that running it (every loop iteration of every
 /// token) does no graph analysis: steps in topological order, operands as
 /// step indices, and the values each step is the last user of.
-struct Schedule {
-    steps: Vec<Step>,
-    outputs: Vec<usize>,
+/// (Shared with the CUDA runtime, which walks graphs in the same order.)
+pub(crate) struct Schedule {
+    pub(crate) steps: Vec<Step>,
+    pub(crate) outputs: Vec<usize>,
 }
 
-struct Step {
-    node: NodeId,
-    operands: Vec<usize>,
+pub(crate) struct Step {
+    pub(crate) node: NodeId,
+    pub(crate) operands: Vec<usize>,
     /// Values that can be dropped once this step has run.
-    last_use_of: Vec<usize>,
+    pub(crate) last_use_of: Vec<usize>,
 }
 
 impl Schedule {
-    fn new(g: &Graph) -> Schedule {
+    pub(crate) fn new(g: &Graph) -> Schedule {
         let order = g
             .topo_order()
             .expect("the verifier guarantees an acyclic graph");
@@ -110,7 +111,7 @@ impl Schedule {
 
 /// Schedules of a graph and of the graphs inside it (loop headers and
 /// bodies, fused bodies), keyed by address.
-fn schedule_all(g: &Graph, out: &mut HashMap<usize, Schedule>) {
+pub(crate) fn schedule_all(g: &Graph, out: &mut HashMap<usize, Schedule>) {
     out.insert(g as *const Graph as usize, Schedule::new(g));
     for n in g.nodes() {
         match g.op(n) {
@@ -285,50 +286,18 @@ impl<'a> CpuRuntime<'a> {
         cache: Option<&mut KvCache>,
         logits: Logits,
     ) -> Result<Forward, RunError> {
-        if ids.is_empty() {
-            return Err(RunError::Empty);
-        }
-        if batch == 0 || ids.len() % batch != 0 {
-            return Err(RunError::BadBatch {
-                len: ids.len(),
-                batch,
-            });
-        }
-        let seq = ids.len() / batch;
         let loops = loops.unwrap_or_else(|| self.max_iters());
         let mut local = KvCache::new();
         let may_exit_early = cache.is_none();
         let cache = cache.unwrap_or(&mut local);
-        if let Some(cached) = cache.loops {
-            if cached != loops {
-                return Err(RunError::LoopsMismatch {
-                    cached,
-                    requested: loops,
-                });
-            }
-        }
-        if let Some(cached) = cache.batch {
-            if cached != batch {
-                return Err(RunError::BatchMismatch { cached, batch });
-            }
-        }
+        let seq = check_call(
+            self.module,
+            ids,
+            batch,
+            loops,
+            (cache.pos, cache.loops, cache.batch),
+        )?;
         let start = cache.pos;
-        if start + seq > self.module.max_seq as usize {
-            return Err(RunError::TooLong {
-                pos: start + seq - 1,
-                max_seq: self.module.max_seq,
-            });
-        }
-        for (i, &id) in ids.iter().enumerate() {
-            if id < 0 || id as u64 >= self.module.vocab {
-                return Err(RunError::TokenOutOfRange {
-                    id,
-                    row: i / seq,
-                    pos: start + i % seq,
-                    vocab: self.module.vocab,
-                });
-            }
-        }
         let mut ctx = Ctx {
             batch,
             seq,
@@ -1038,6 +1007,59 @@ impl<'a> CpuRuntime<'a> {
             h
         }
     }
+}
+
+/// Checks a forward call (shared with the CUDA runtime): `ids` split into
+/// `batch` rows, every id in the vocabulary, the cache's `(pos, loops,
+/// batch)` compatible, the positions within `max_seq`. Returns the tokens
+/// per row.
+pub(crate) fn check_call(
+    module: &Module,
+    ids: &[i64],
+    batch: usize,
+    loops: u64,
+    (start, cached_loops, cached_batch): (usize, Option<u64>, Option<usize>),
+) -> Result<usize, RunError> {
+    if ids.is_empty() {
+        return Err(RunError::Empty);
+    }
+    if batch == 0 || ids.len() % batch != 0 {
+        return Err(RunError::BadBatch {
+            len: ids.len(),
+            batch,
+        });
+    }
+    let seq = ids.len() / batch;
+    if let Some(cached) = cached_loops {
+        if cached != loops {
+            return Err(RunError::LoopsMismatch {
+                cached,
+                requested: loops,
+            });
+        }
+    }
+    if let Some(cached) = cached_batch {
+        if cached != batch {
+            return Err(RunError::BatchMismatch { cached, batch });
+        }
+    }
+    if start + seq > module.max_seq as usize {
+        return Err(RunError::TooLong {
+            pos: start + seq - 1,
+            max_seq: module.max_seq,
+        });
+    }
+    for (i, &id) in ids.iter().enumerate() {
+        if id < 0 || id as u64 >= module.vocab {
+            return Err(RunError::TokenOutOfRange {
+                id,
+                row: i / seq,
+                pos: start + i % seq,
+                vocab: module.vocab,
+            });
+        }
+    }
+    Ok(seq)
 }
 
 /// Row `t` of the LoRA scale table `[max_iters, rank]`; iterations beyond
