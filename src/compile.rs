@@ -45,15 +45,31 @@ pub enum TargetArg {
 }
 
 /// The arguments of `mythos compile`.
+#[derive(clap::Args)]
 pub struct CompileArgs {
+    /// Spec file or @preset
     pub spec: String,
+    #[arg(long)]
     pub model: Option<String>,
+    /// What to compile for
+    #[arg(long, value_enum, default_value = "cpu")]
     pub target: TargetArg,
+    /// CUDA architecture (--target cuda) [default: sm_90]
+    #[arg(long, value_parser = ["sm_80", "sm_90"])]
     pub arch: Option<String>,
+    #[command(flatten)]
     pub opt: OptArgs,
+    /// Where to write the artifact (MODEL.mythosc)
+    #[arg(short, long)]
     pub output: PathBuf,
+    /// Also write these stages to files (comma separated or repeated): ast, ir, mlir, llvm, ptx
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "STAGE,...")]
     pub emit: Vec<Emit>,
+    /// Folder for --emit files [default: the output's folder]
+    #[arg(long, value_name = "DIR")]
     pub emit_dir: Option<PathBuf>,
+    /// Neither read nor write the compile cache
+    #[arg(long)]
     pub no_cache: bool,
 }
 

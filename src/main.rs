@@ -128,32 +128,7 @@ enum Command {
         opt: OptArgs,
     },
     /// Compile a model to an artifact (.mythosc): plan + kernels for the CPU or CUDA (docs/compile.md)
-    Compile {
-        /// Spec file or @preset
-        spec: String,
-        #[arg(long)]
-        model: Option<String>,
-        /// What to compile for
-        #[arg(long, value_enum, default_value = "cpu")]
-        target: compile::TargetArg,
-        /// CUDA architecture (--target cuda) [default: sm_90]
-        #[arg(long, value_parser = ["sm_80", "sm_90"])]
-        arch: Option<String>,
-        #[command(flatten)]
-        opt: OptArgs,
-        /// Where to write the artifact (MODEL.mythosc)
-        #[arg(short, long)]
-        output: PathBuf,
-        /// Also write these stages to files (comma separated or repeated): ast, ir, mlir, llvm, ptx
-        #[arg(long, value_enum, value_delimiter = ',', value_name = "STAGE,...")]
-        emit: Vec<compile::Emit>,
-        /// Folder for --emit files [default: the output's folder]
-        #[arg(long, value_name = "DIR")]
-        emit_dir: Option<PathBuf>,
-        /// Neither read nor write the compile cache
-        #[arg(long)]
-        no_cache: bool,
-    },
+    Compile(compile::CompileArgs),
     /// Write random weights with the reference's init scheme (safetensors, OpenMythos names)
     Init {
         /// Spec file or @preset
@@ -638,27 +613,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Compile {
-            spec,
-            model,
-            target,
-            arch,
-            opt,
-            output,
-            emit,
-            emit_dir,
-            no_cache,
-        } => compile::command(compile::CompileArgs {
-            spec,
-            model,
-            target,
-            arch,
-            opt,
-            output,
-            emit,
-            emit_dir,
-            no_cache,
-        }),
+        Command::Compile(args) => compile::command(args),
         Command::Init {
             spec,
             model,
