@@ -32,7 +32,9 @@ pub fn runtime<'a>(
 /// mlir-cpu kernels) or the CUDA runtime, with the same calls.
 pub trait Engine {
     type Cache;
-    fn new_cache(&self) -> Self::Cache;
+    /// A KV cache with room reserved for `positions` tokens (the CPU
+    /// cache then never grows during decode; see `KvCache::with_capacity`).
+    fn new_cache(&self, positions: usize) -> Self::Cache;
     /// The next position of a cache.
     fn cache_pos(cache: &Self::Cache) -> usize;
     fn forward_with(
@@ -71,8 +73,8 @@ pub trait Engine {
 
 impl Engine for CpuRuntime<'_> {
     type Cache = KvCache;
-    fn new_cache(&self) -> KvCache {
-        KvCache::new()
+    fn new_cache(&self, positions: usize) -> KvCache {
+        KvCache::with_capacity(positions)
     }
     fn cache_pos(cache: &KvCache) -> usize {
         cache.pos
@@ -115,7 +117,7 @@ impl Engine for CpuRuntime<'_> {
 
 impl Engine for CudaRuntime<'_> {
     type Cache = CudaKvCache;
-    fn new_cache(&self) -> CudaKvCache {
+    fn new_cache(&self, _positions: usize) -> CudaKvCache {
         CudaKvCache::new()
     }
     fn cache_pos(cache: &CudaKvCache) -> usize {
@@ -329,7 +331,8 @@ fn generate_with<E: Engine>(
         bail!("the prompt is empty: give at least one token");
     }
     let v = module.vocab as usize;
-    let mut cache = rt.new_cache();
+    let positions = (prompt.len() + opts.max_new_tokens).min(module.max_seq as usize);
+    let mut cache = rt.new_cache(positions);
     let mut sampler = Sampler::new(opts.sampling);
     let mut out = Vec::with_capacity(opts.max_new_tokens);
     let start = Instant::now();
@@ -454,10 +457,10 @@ pub fn bench_on<E: Engine>(
     let ids: Vec<i64> = (0..seq)
         .map(|_| (rng.next_u64() % module.vocab) as i64)
         .collect();
-    let mut cache = rt.new_cache();
+    let mut cache = rt.new_cache(seq + decode);
     // Warm-up on a short prefix so that thread pools and allocations are ready.
     let warm = seq.min(8);
-    rt.forward(&ids[..warm], 1, loops, Some(&mut rt.new_cache()))?;
+    rt.forward(&ids[..warm], 1, loops, Some(&mut rt.new_cache(warm)))?;
     let t0 = Instant::now();
     // Generation needs the last position's logits only (see `Logits::Last`).
     rt.forward_with(&ids, 1, loops, Some(&mut cache), Logits::Last)?;

@@ -125,7 +125,7 @@ fn compiled_models_match_reference() {
                     .flat_map(|r| ids[r * 9 + from..r * 9 + to].iter().copied())
                     .collect();
                 let f = rt.forward(&step, 2, None, Some(&mut cache)).unwrap();
-                logits.extend(f.logits);
+                logits.extend_from_slice(&f.logits);
             }
             (logits, cache.bytes())
         };

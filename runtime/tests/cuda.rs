@@ -77,13 +77,13 @@ fn parity(dev: &CudaDevice, name: &str, level: u8) {
         let step: Vec<i64> = (0..2)
             .flat_map(|r| ids[r * 9 + from..r * 9 + to].iter().copied())
             .collect();
-        c0.extend(
-            reference
+        c0.extend_from_slice(
+            &reference
                 .forward(&step, 2, None, Some(&mut k0))
                 .unwrap()
                 .logits,
         );
-        c1.extend(gpu.forward(&step, 2, None, Some(&mut k1)).unwrap().logits);
+        c1.extend_from_slice(&gpu.forward(&step, 2, None, Some(&mut k1)).unwrap().logits);
     }
     let (rp, rd, rc) = (
         rel(&p1.logits, &p0.logits),

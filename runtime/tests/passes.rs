@@ -23,7 +23,11 @@ fn logits(m: &Module, w: &Weights, loops: Option<u64>) -> (Vec<f32>, Vec<f32>, u
     let rt = CpuRuntime::new(m, w);
     let prefill = rt.forward(&ids, 2, loops, None).unwrap();
     let decode = rt.prefill_then_decode(&ids, 2, loops, 5).unwrap();
-    (prefill.logits, decode.logits, prefill.iterations)
+    (
+        prefill.logits.into_vec(),
+        decode.logits.into_vec(),
+        prefill.iterations,
+    )
 }
 
 fn rel(a: &[f32], b: &[f32]) -> f32 {

@@ -8,6 +8,7 @@
 
 use super::kernels::{dot, gemm_strided, linear_new, rmsnorm, softmax, Rope};
 use super::kv::LayerCache;
+use super::pool::Buf;
 use rayon::prelude::*;
 
 /// The activations an attention layer sees.
@@ -142,7 +143,7 @@ fn attend_one(
             }
         }
     };
-    let mut scores = vec![0.0f32; heads * visible];
+    let mut scores = Buf::<f32>::zeroed(heads * visible);
     if visible * heads * (qk + vd) >= 1 << 16 {
         out.par_chunks_mut(vd)
             .zip(scores.par_chunks_mut(visible))
@@ -172,7 +173,7 @@ pub fn gqa(
     hd: usize,
     rope: &Rope,
     cache: &mut LayerCache,
-) -> Vec<f32> {
+) -> Buf<f32> {
     let (b_n, t_n, d) = (inp.batch, inp.seq, inp.dim);
     let rows = b_n * t_n;
     let mut q = linear_new(inp.x, rows, d, w.wq, heads * hd);
@@ -191,11 +192,11 @@ pub fn gqa(
         }
     }
     let width = kv_heads * hd;
-    let mut attn = vec![0.0f32; rows * heads * hd];
+    let mut attn = Buf::<f32>::zeroed(rows * heads * hd);
     for b in 0..b_n {
         let range = b * t_n * width..(b + 1) * t_n * width;
-        cache.keys[b].extend_from_slice(&k[range.clone()]);
-        cache.values[b].extend_from_slice(&v[range]);
+        cache.append(LayerCache::KEYS, b, &k[range.clone()], width);
+        cache.append(LayerCache::VALUES, b, &v[range], width);
         attend(
             &q[b * t_n * heads * hd..(b + 1) * t_n * heads * hd],
             &cache.keys[b],
@@ -264,7 +265,7 @@ pub fn mla(
     eps: f64,
     rope: &Rope,
     cache: &mut LayerCache,
-) -> Vec<f32> {
+) -> Buf<f32> {
     mla_with(inp, w, m, eps, rope, cache, MlaOptions::default())
 }
 
@@ -280,7 +281,7 @@ pub fn mla_with(
     rope: &Rope,
     cache: &mut LayerCache,
     opts: MlaOptions,
-) -> Vec<f32> {
+) -> Buf<f32> {
     let (b_n, t_n, d) = (inp.batch, inp.seq, inp.dim);
     let rows = b_n * t_n;
     let h_n = m.heads;
@@ -291,6 +292,7 @@ pub fn mla_with(
     let mut c_q = linear_new(inp.x, rows, d, w.q_down, m.q_rank);
     let raw = c_q.clone();
     rmsnorm(&raw, m.q_rank, w.q_norm, eps, &mut c_q);
+    drop(raw);
     let q_nope = linear_new(&c_q, rows, m.q_rank, w.q_up_nope, h_n * m.nope);
     let mut q_rope = linear_new(&c_q, rows, m.q_rank, w.q_up_rope, h_n * m.rope);
     for (r, qr) in q_rope.chunks_exact_mut(h_n * m.rope).enumerate() {
@@ -308,11 +310,22 @@ pub fn mla_with(
     let lat = new_latent(inp, w, m, eps, rope);
     let new_kv = expanded.then(|| expand(&lat, w, m));
     for b in 0..b_n {
-        cache.latent[b].extend_from_slice(&lat[b * t_n * lat_w..(b + 1) * t_n * lat_w]);
+        let at = b * t_n * lat_w..(b + 1) * t_n * lat_w;
+        cache.append(LayerCache::LATENT, b, &lat[at], lat_w);
         if let Some((keys, values)) = &new_kv {
-            cache.keys[b].extend_from_slice(&keys[b * t_n * h_n * qk..(b + 1) * t_n * h_n * qk]);
-            cache.values[b]
-                .extend_from_slice(&values[b * t_n * h_n * m.v..(b + 1) * t_n * h_n * m.v]);
+            let (kw, vw) = (h_n * qk, h_n * m.v);
+            cache.append(
+                LayerCache::KEYS,
+                b,
+                &keys[b * t_n * kw..(b + 1) * t_n * kw],
+                kw,
+            );
+            cache.append(
+                LayerCache::VALUES,
+                b,
+                &values[b * t_n * vw..(b + 1) * t_n * vw],
+                vw,
+            );
         }
     }
     cache.len += t_n;
@@ -320,20 +333,20 @@ pub fn mla_with(
         absorbed(&q_nope, &q_rope, &cache.latent, inp.start, w, m, scale)
     } else {
         // q = [q_nope | q_rope] per token and head.
-        let mut q = vec![0.0f32; rows * h_n * qk];
+        let mut q = Buf::<f32>::zeroed(rows * h_n * qk);
         for (i, dst) in q.chunks_exact_mut(qk).enumerate() {
             dst[..m.nope].copy_from_slice(&q_nope[i * m.nope..(i + 1) * m.nope]);
             dst[m.nope..].copy_from_slice(&q_rope[i * m.rope..(i + 1) * m.rope]);
         }
-        let mut attn = vec![0.0f32; rows * h_n * m.v];
+        let mut attn = Buf::<f32>::zeroed(rows * h_n * m.v);
         for b in 0..b_n {
             // The compact layout expands every cached position for this call.
             let rebuilt;
             let (keys, values) = if expanded {
-                (&cache.keys[b], &cache.values[b])
+                (&cache.keys[b][..], &cache.values[b][..])
             } else {
                 rebuilt = expand(&cache.latent[b], w, m);
-                (&rebuilt.0, &rebuilt.1)
+                (&rebuilt.0[..], &rebuilt.1[..])
             };
             attend(
                 &q[b * t_n * h_n * qk..(b + 1) * t_n * h_n * qk],
@@ -356,11 +369,11 @@ pub fn mla_with(
 /// The compact state of the new tokens, `batch * seq` rows of
 /// `kv_rank + rope`: `kv_down(x)` with its `c_kv` part normalized by
 /// `kv_norm` and its rope key rotated at the token's position.
-fn new_latent(inp: &Input, w: &MlaWeights, m: &MlaDims, eps: f64, rope: &Rope) -> Vec<f32> {
+fn new_latent(inp: &Input, w: &MlaWeights, m: &MlaDims, eps: f64, rope: &Rope) -> Buf<f32> {
     let lat_w = m.kv_rank + m.rope;
     let rows = inp.batch * inp.seq;
     let mut lat = linear_new(inp.x, rows, inp.dim, w.kv_down, lat_w);
-    let mut raw = vec![0.0f32; m.kv_rank];
+    let mut raw = Buf::<f32>::zeroed(m.kv_rank);
     for (r, row) in lat.chunks_exact_mut(lat_w).enumerate() {
         let (c_kv, k_rope) = row.split_at_mut(m.kv_rank);
         raw.copy_from_slice(c_kv);
@@ -373,18 +386,17 @@ fn new_latent(inp: &Input, w: &MlaWeights, m: &MlaDims, eps: f64, rope: &Rope) -
 /// Up-projects latent rows (`n * (kv_rank + rope)`, as cached) into per-head
 /// keys `n * heads * (nope + rope)` (`[k_nope | shared k_rope]`) and values
 /// `n * heads * v`. Rows of `kv_up` per head: `nope` key rows, then `v` value rows.
-fn expand(lat: &[f32], w: &MlaWeights, m: &MlaDims) -> (Vec<f32>, Vec<f32>) {
+fn expand(lat: &[f32], w: &MlaWeights, m: &MlaDims) -> (Buf<f32>, Buf<f32>) {
     let (h_n, qk, kv_w) = (m.heads, m.nope + m.rope, m.nope + m.v);
     let lat_w = m.kv_rank + m.rope;
     let n = lat.len() / lat_w;
-    let c_kv: Vec<f32> = lat
-        .chunks_exact(lat_w)
-        .flat_map(|row| &row[..m.kv_rank])
-        .copied()
-        .collect();
+    let mut c_kv = Buf::<f32>::with_capacity(n * m.kv_rank);
+    for row in lat.chunks_exact(lat_w) {
+        c_kv.extend_from_slice(&row[..m.kv_rank]);
+    }
     let kv = linear_new(&c_kv, n, m.kv_rank, w.kv_up, h_n * kv_w);
-    let mut keys = vec![0.0f32; n * h_n * qk];
-    let mut values = vec![0.0f32; n * h_n * m.v];
+    let mut keys = Buf::<f32>::zeroed(n * h_n * qk);
+    let mut values = Buf::<f32>::zeroed(n * h_n * m.v);
     for (s, row) in lat.chunks_exact(lat_w).enumerate() {
         let k_rope = &row[m.kv_rank..];
         for h in 0..h_n {
@@ -415,7 +427,7 @@ fn absorbed(
     w: &MlaWeights,
     m: &MlaDims,
     scale: f32,
-) -> Vec<f32> {
+) -> Buf<f32> {
     let b_n = latent.len();
     let (h_n, r, nope, vd) = (m.heads, m.kv_rank, m.nope, m.v);
     let (lat_w, kv_w) = (r + m.rope, nope + vd);
@@ -423,7 +435,7 @@ fn absorbed(
     // from 2^18 multiply-adds, as for a linear layer.
     let parallel = h_n * kv_w * r * b_n >= 1 << 18;
     // Absorbed queries, `[heads, batch, kv_rank + rope]` (one block per head).
-    let mut q_cat = vec![0.0f32; h_n * b_n * lat_w];
+    let mut q_cat = Buf::<f32>::zeroed(h_n * b_n * lat_w);
     for_heads(&mut q_cat, b_n * lat_w, parallel, |h, qh| {
         // q_abs[b] = q_nope[b, h] @ W_uk[h]  ([nope] x [nope, kv_rank]).
         gemm_strided(
@@ -445,8 +457,9 @@ fn absorbed(
         }
     });
     // Attention-weighted latents, `[heads, batch, kv_rank]`.
-    let mut o_lat = vec![0.0f32; h_n * b_n * r];
-    let mut scores = Vec::new();
+    let mut o_lat = Buf::<f32>::zeroed(h_n * b_n * r);
+    let most = latent.iter().map(|l| l.len() / lat_w).max().unwrap_or(0);
+    let mut scores = Buf::<f32>::with_capacity(h_n * (start + 1).min(most));
     for (b, lat) in latent.iter().enumerate() {
         let visible = (start + 1).min(lat.len() / lat_w);
         if visible == 0 {
@@ -492,7 +505,7 @@ fn absorbed(
         );
     }
     // Per-head values, `[heads, batch, v]`: o_lat[h, b] @ W_uv[h]^T.
-    let mut v_heads = vec![0.0f32; h_n * b_n * vd];
+    let mut v_heads = Buf::<f32>::zeroed(h_n * b_n * vd);
     for_heads(&mut v_heads, b_n * vd, parallel, |h, vh| {
         gemm_strided(
             b_n,
@@ -509,7 +522,7 @@ fn absorbed(
             1,
         );
     });
-    let mut attn = vec![0.0f32; b_n * h_n * vd];
+    let mut attn = Buf::<f32>::zeroed(b_n * h_n * vd);
     for (h, vh) in v_heads.chunks_exact(b_n * vd).enumerate() {
         for (b, v) in vh.chunks_exact(vd).enumerate() {
             attn[(b * h_n + h) * vd..(b * h_n + h + 1) * vd].copy_from_slice(v);
@@ -669,7 +682,7 @@ mod tests {
             let out = mla_with(&inp, &weights, &self.m, EPS, &rope, layer, opts);
             assert_eq!(layer.len, start + seq);
             assert_eq!(out.len(), self.batch * seq * self.dim);
-            out
+            out.into_vec()
         }
 
         /// Calls of `seqs` tokens each through one fresh cache (inputs from

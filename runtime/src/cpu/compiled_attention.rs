@@ -12,6 +12,8 @@
 
 use super::compiled::{call, Desc, KernelFn};
 use super::kernels::Rope;
+use super::kv::LayerCache;
+use super::pool::Buf;
 use super::{Ctx, Value};
 use mythos_compiler::ir::{AttentionOp, AttnKind};
 
@@ -33,32 +35,22 @@ pub(super) fn run<'w>(
     args: &[&Value<'w>],
     ctx: &mut Ctx,
     iteration: Option<usize>,
+    rope: &Rope,
 ) -> Value<'w> {
     let (x, dim) = args[0].act();
     let (batch, seq, start) = (ctx.batch, ctx.seq, ctx.start);
     let rows = batch * seq;
-    let key = match iteration {
-        Some(t) => format!("{}_{t}", a.cache),
-        None => a.cache.clone(),
-    };
-    let rope_dim = match a.kind {
-        AttnKind::Gqa { head_dim, .. } => head_dim,
-        AttnKind::Mla { rope_dim, .. } => rope_dim,
-    } as usize;
-    // The reference's own RoPE tables of this call's positions (built once
-    // per forward, shared with every layer), passed to the kernels as
-    // buffers: the rotations use bitwise the reference's cos/sin.
-    let rope = ctx
-        .ropes
-        .entry((rope_dim, a.rope_theta.to_bits()))
-        .or_insert_with(|| Rope::new(rope_dim, start, seq, a.rope_theta));
-    let (cos, sin) = (Desc::of(&rope.cos), Desc::of(&rope.sin));
+    // The reference's own RoPE tables (`rope` covers positions from 0),
+    // cut to this call's positions and passed to the kernels as buffers:
+    // the rotations use bitwise the reference's cos/sin.
+    let at = (start - rope.start) * rope.half..(start - rope.start + seq) * rope.half;
+    let (cos, sin) = (Desc::of(&rope.cos[at.clone()]), Desc::of(&rope.sin[at]));
     let bufs: Vec<&[f32]> = args.iter().map(|v| buf(v)).collect();
     // x and the prologue norm weight, then the weights.
     let inputs = 1 + usize::from(a.fusion.prenorm.is_some());
     let w = &bufs[inputs..];
     let ins: Vec<Desc<f32>> = bufs.iter().map(|b| Desc::of(b)).collect();
-    let mut out = vec![0.0f32; rows * dim];
+    let mut out = Buf::<f32>::zeroed(rows * dim);
     let residual = a.fusion.residual;
     // The first words of a core kernel for batch row `b`: [x_b].
     let x_rows = |b: usize| &x[b * seq * dim..(b + 1) * seq * dim];
@@ -69,9 +61,9 @@ pub(super) fn run<'w>(
             head_dim,
         } => {
             let (qw, kw) = ((heads * head_dim) as usize, (kv_heads * head_dim) as usize);
-            let mut q = vec![0.0f32; rows * qw];
-            let mut k = vec![0.0f32; rows * kw];
-            let mut v = vec![0.0f32; rows * kw];
+            let mut q = Buf::<f32>::zeroed(rows * qw);
+            let mut k = Buf::<f32>::zeroed(rows * kw);
+            let mut v = Buf::<f32>::zeroed(rows * kw);
             {
                 let outs = [
                     Desc::of_mut(&mut q),
@@ -86,13 +78,23 @@ pub(super) fn run<'w>(
                 // SAFETY: `attention_gqa_proj`'s signature; q/k/v hold `rows` rows.
                 unsafe { call(fns[0], &words) };
             }
-            let layer = ctx.cache.entry(&key, batch);
+            let layer = ctx.cache.entry_at(&a.cache, iteration, batch);
             for b in 0..batch {
-                layer.keys[b].extend_from_slice(&k[b * seq * kw..(b + 1) * seq * kw]);
-                layer.values[b].extend_from_slice(&v[b * seq * kw..(b + 1) * seq * kw]);
+                layer.append(
+                    LayerCache::KEYS,
+                    b,
+                    &k[b * seq * kw..(b + 1) * seq * kw],
+                    kw,
+                );
+                layer.append(
+                    LayerCache::VALUES,
+                    b,
+                    &v[b * seq * kw..(b + 1) * seq * kw],
+                    kw,
+                );
             }
             layer.len += seq;
-            let mut scores = vec![0.0f32; layer.len.max(start + seq)];
+            let mut scores = Buf::<f32>::zeroed(layer.len.max(start + seq));
             let wo = Desc::of(w[3]);
             for b in 0..batch {
                 let xb = Desc::of(x_rows(b));
@@ -125,8 +127,8 @@ pub(super) fn run<'w>(
                 v_dim as usize,
             );
             let lat_w = (kv_rank + rope_dim) as usize;
-            let mut q = vec![0.0f32; rows * h * qk];
-            let mut lat = vec![0.0f32; rows * lat_w];
+            let mut q = Buf::<f32>::zeroed(rows * h * qk);
+            let mut lat = Buf::<f32>::zeroed(rows * lat_w);
             {
                 let outs = [Desc::of_mut(&mut q), Desc::of_mut(&mut lat)];
                 // x, [g], q_down, q_norm, q_up_nope, q_up_rope, kv_down,
@@ -138,23 +140,23 @@ pub(super) fn run<'w>(
                 // SAFETY: `attention_mla_proj`'s signature; q/lat hold `rows` rows.
                 unsafe { call(fns[0], &words) };
             }
-            let layer = ctx.cache.entry(&key, batch);
+            let layer = ctx.cache.entry_at(&a.cache, iteration, batch);
             for b in 0..batch {
-                layer.latent[b].extend_from_slice(&lat[b * seq * lat_w..(b + 1) * seq * lat_w]);
+                let at = b * seq * lat_w..(b + 1) * seq * lat_w;
+                layer.append(LayerCache::LATENT, b, &lat[at], lat_w);
             }
             layer.len += seq;
             let len = layer.len.max(start + seq);
-            let mut scores = vec![0.0f32; len];
+            let mut scores = Buf::<f32>::zeroed(len);
             let (kv_up, wo) = (Desc::of(w[6]), Desc::of(w[7]));
             // A decode step of an absorbed layer attends over the latent
             // directly, as the reference does; anything else expands it.
             let absorbed = a.absorb && seq == 1 && fns.len() > 3;
-            let mut keys = Vec::new();
-            let mut values = Vec::new();
-            if !absorbed {
-                keys.resize(len * h * qk, 0.0);
-                values.resize(len * h * vd, 0.0);
-            }
+            let (mut keys, mut values) = if absorbed {
+                (Buf::<f32>::default(), Buf::<f32>::default())
+            } else {
+                (Buf::zeroed(len * h * qk), Buf::zeroed(len * h * vd))
+            };
             for b in 0..batch {
                 let cached = &layer.latent[b];
                 let n = cached.len() / lat_w;

@@ -2,6 +2,8 @@
 //! an activation is `rows x cols` (rows = batch * tokens), a linear weight is
 //! `[out, in]` as in PyTorch.
 
+use super::pool::Buf;
+
 /// Up to this many rows a linear layer is a few matrix-vector products:
 /// packing the weight for a GEMM would cost more than reading it once.
 const GEMV_ROWS: usize = 4;
@@ -208,6 +210,10 @@ fn gemm_with(
         }
         return;
     }
+    if m <= SMALL_M {
+        small_m(m, k, n, a, rsa, csa, b, rsb, csb, c, rsc, csc, threads);
+        return;
+    }
     // Small products run on the calling thread; threads cost more than they give there.
     let parallelism = if threads && m * n * k >= 1 << 18 {
         gemm::Parallelism::Rayon(0)
@@ -240,6 +246,95 @@ fn gemm_with(
     }
 }
 
+/// Up to this many rows of `a` a product is a decode-sized one (a few
+/// tokens, or the heads of one token): [`small_m`] computes it without
+/// packing, and without the bookkeeping allocation the gemm crate makes on
+/// every call.
+const SMALL_M: usize = 16;
+
+/// `c = a @ b` for at most [`SMALL_M`] rows of `a`, bounds checked by the
+/// caller. `b` is read once: when its rows are contiguous (`csb == 1`) as
+/// row updates `c[i, :] += a[i, kk] * b[kk, :]` over `kk`, otherwise as dot
+/// products column by column (contiguous when `csa == 1` and `rsb == 1`).
+/// The columns are split across threads from 2^18 multiply-adds.
+#[allow(clippy::too_many_arguments)]
+fn small_m(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    rsa: usize,
+    csa: usize,
+    b: &[f32],
+    rsb: usize,
+    csb: usize,
+    c: &mut [f32],
+    rsc: usize,
+    csc: usize,
+    threads: bool,
+) {
+    use rayon::prelude::*;
+    /// `c`, written at disjoint columns by each task.
+    struct Out(*mut f32);
+    // SAFETY: tasks write disjoint elements (their own columns).
+    unsafe impl Sync for Out {}
+    impl Out {
+        /// Element `off` (a method, so closures capture the whole `Out`).
+        ///
+        /// # Safety
+        /// `off` lies in `c`, and no other task writes it.
+        #[allow(clippy::mut_from_ref)]
+        unsafe fn at(&self, off: usize) -> &mut f32 {
+            &mut *self.0.add(off)
+        }
+    }
+    let out = Out(c.as_mut_ptr());
+    let columns = |j0: usize, j1: usize| {
+        let at = |i: usize, j: usize| {
+            // SAFETY: `gemm_with` asserted that every (i, j) < (m, n) lies in
+            // `c`, and only this task writes columns `j0..j1`.
+            unsafe { out.at(i * rsc + j * csc) }
+        };
+        if csb == 1 {
+            for i in 0..m {
+                for j in j0..j1 {
+                    *at(i, j) = 0.0;
+                }
+            }
+            for kk in 0..k {
+                let brow = &b[kk * rsb + j0..kk * rsb + j1];
+                for i in 0..m {
+                    let s = a[i * rsa + kk * csa];
+                    for (j, &v) in (j0..j1).zip(brow) {
+                        *at(i, j) += s * v;
+                    }
+                }
+            }
+        } else {
+            for j in j0..j1 {
+                for i in 0..m {
+                    *at(i, j) = if csa == 1 && rsb == 1 {
+                        dot(&a[i * rsa..i * rsa + k], &b[j * csb..j * csb + k])
+                    } else {
+                        (0..k)
+                            .map(|kk| a[i * rsa + kk * csa] * b[kk * rsb + j * csb])
+                            .sum()
+                    };
+                }
+            }
+        }
+    };
+    let workers = rayon::current_num_threads();
+    if threads && workers > 1 && m * n * k >= 1 << 18 {
+        let chunk = n.div_ceil(workers * 4).max(16);
+        (0..n.div_ceil(chunk))
+            .into_par_iter()
+            .for_each(|t| columns(t * chunk, ((t + 1) * chunk).min(n)));
+    } else {
+        columns(0, n);
+    }
+}
+
 /// `out[rows, n] = x[rows, k] @ w[k, n]` (a plain product, no transpose).
 pub fn matmul(x: &[f32], rows: usize, k: usize, w: &[f32], n: usize, out: &mut [f32]) {
     debug_assert_eq!(x.len(), rows * k);
@@ -248,9 +343,9 @@ pub fn matmul(x: &[f32], rows: usize, k: usize, w: &[f32], n: usize, out: &mut [
     gemm_strided(rows, k, n, x, k, 1, w, n, 1, out, n, 1);
 }
 
-/// Allocating form of [`linear`].
-pub fn linear_new(x: &[f32], rows: usize, k: usize, w: &[f32], n: usize) -> Vec<f32> {
-    let mut out = vec![0.0; rows * n];
+/// [`linear`] into a fresh buffer from the pool.
+pub fn linear_new(x: &[f32], rows: usize, k: usize, w: &[f32], n: usize) -> Buf<f32> {
+    let mut out = Buf::zeroed(rows * n);
     linear(x, rows, k, w, n, &mut out);
     out
 }
@@ -300,7 +395,7 @@ pub fn swiglu(
     up: &[f32],
     down: &[f32],
     hidden: usize,
-) -> Vec<f32> {
+) -> Buf<f32> {
     let mut g = linear_new(x, rows, dim, gate, hidden);
     let u = linear_new(x, rows, dim, up, hidden);
     for (g, u) in g.iter_mut().zip(&u) {
@@ -374,7 +469,7 @@ mod tests {
     fn linear_is_x_times_w_transposed() {
         // x = [[1, 2]], w = [[1, 0], [0, 1], [1, 1]] -> [1, 2, 3]
         let out = linear_new(&[1.0, 2.0], 1, 2, &[1.0, 0.0, 0.0, 1.0, 1.0, 1.0], 3);
-        assert_eq!(out, vec![1.0, 2.0, 3.0]);
+        assert_eq!(*out, vec![1.0, 2.0, 3.0]);
         let mut o = vec![0.0; 2];
         matmul(&[1.0, 2.0], 1, 2, &[1.0, 0.0, 3.0, 4.0], 2, &mut o);
         assert_eq!(o, vec![7.0, 8.0]);

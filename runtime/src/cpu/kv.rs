@@ -31,6 +31,9 @@ pub struct LayerCache {
     pub latent: Vec<Vec<f32>>,
     /// Positions held.
     pub len: usize,
+    /// Positions to reserve room for on the first append (see
+    /// [`KvCache::with_capacity`]); 0 lets the buffers grow as they fill.
+    pub capacity: usize,
 }
 
 impl LayerCache {
@@ -38,6 +41,29 @@ impl LayerCache {
     /// layout). An empty entry holds none, so its first fill picks the layout.
     pub fn holds_keys(&self) -> bool {
         self.keys.iter().any(|k| !k.is_empty())
+    }
+
+    /// Which buffer [`LayerCache::append`] extends.
+    pub const KEYS: usize = 0;
+    pub const VALUES: usize = 1;
+    pub const LATENT: usize = 2;
+
+    /// Appends `data` (positions of `width` floats) to batch row `row` of
+    /// the keys, values or latent. The first append reserves room for
+    /// [`LayerCache::capacity`] positions, so a cache made with
+    /// [`KvCache::with_capacity`] never reallocates while it stays within it.
+    pub fn append(&mut self, which: usize, row: usize, data: &[f32], width: usize) {
+        let capacity = self.capacity;
+        let buf = match which {
+            Self::KEYS => &mut self.keys[row],
+            Self::VALUES => &mut self.values[row],
+            _ => &mut self.latent[row],
+        };
+        if buf.capacity() < buf.len() + data.len() {
+            let want = (capacity * width).max(buf.len() + data.len());
+            buf.reserve(want - buf.len());
+        }
+        buf.extend_from_slice(data);
     }
 }
 
@@ -51,6 +77,8 @@ pub struct KvCache {
     pub loops: Option<u64>,
     /// Batch rows the cache holds.
     pub batch: Option<usize>,
+    /// Positions each entry reserves room for.
+    capacity: usize,
 }
 
 impl KvCache {
@@ -58,15 +86,53 @@ impl KvCache {
         KvCache::default()
     }
 
+    /// A cache whose entries reserve room for `positions` tokens per batch
+    /// row when first filled: decoding within that many positions then
+    /// never grows a buffer (generation knows prompt plus new tokens).
+    pub fn with_capacity(positions: usize) -> KvCache {
+        KvCache {
+            capacity: positions,
+            ..KvCache::default()
+        }
+    }
+
     pub fn entry(&mut self, key: &str, batch: usize) -> &mut LayerCache {
-        self.entries
-            .entry(key.to_string())
-            .or_insert_with(|| LayerCache {
-                keys: vec![Vec::new(); batch],
-                values: vec![Vec::new(); batch],
-                latent: vec![Vec::new(); batch],
-                len: 0,
-            })
+        // Looked up by `&str` first: an existing entry costs no allocation.
+        if !self.entries.contains_key(key) {
+            self.entries.insert(
+                key.to_string(),
+                LayerCache {
+                    keys: vec![Vec::new(); batch],
+                    values: vec![Vec::new(); batch],
+                    latent: vec![Vec::new(); batch],
+                    len: 0,
+                    capacity: self.capacity,
+                },
+            );
+        }
+        self.entries.get_mut(key).expect("inserted above")
+    }
+
+    /// The entry of attention `name` at loop iteration `iteration` (key
+    /// `name_3`), or outside the loop (`name`), formatted without allocating.
+    pub fn entry_at(
+        &mut self,
+        name: &str,
+        iteration: Option<usize>,
+        batch: usize,
+    ) -> &mut LayerCache {
+        use std::io::Write;
+        let Some(t) = iteration else {
+            return self.entry(name, batch);
+        };
+        let mut buf = [0u8; 128];
+        let mut w = &mut buf[..];
+        if write!(w, "{name}_{t}").is_ok() {
+            let n = 128 - w.len();
+            let key = std::str::from_utf8(&buf[..n]).expect("formatted from a str and a number");
+            return self.entry(key, batch);
+        }
+        self.entry(&format!("{name}_{t}"), batch)
     }
 
     pub fn len_entries(&self) -> usize {

@@ -9,12 +9,15 @@ mod compiled_attention;
 pub mod kernels;
 pub mod kv;
 pub mod moe;
+pub mod pool;
 
 use crate::weights::Weights;
 use kernels::{linear_new, rmsnorm, sigmoid, Rope};
 use kv::KvCache;
 use mythos_compiler::ir::{AttnKind, Fusion, Graph, KvLayout, LoopRegion, Module, NodeId, Op};
+use pool::Buf;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::Mutex;
 
 /// Why a forward pass cannot run on the given input.
@@ -46,8 +49,10 @@ pub enum RunError {
 /// Logits of one forward pass and what the loop did.
 #[derive(Debug, Clone)]
 pub struct Forward {
-    /// `[batch, seq, vocab]`, row-major.
-    pub logits: Vec<f32>,
+    /// `[batch, seq, vocab]`, row-major. A pooled buffer (derefs to
+    /// `Vec<f32>`): dropping it hands it back for the next call, so that a
+    /// decode loop allocates nothing; `into_vec` keeps it.
+    pub logits: Buf<f32>,
     pub batch: usize,
     pub seq: usize,
     pub vocab: usize,
@@ -69,6 +74,10 @@ pub(crate) struct Step {
     pub(crate) operands: Vec<usize>,
     /// Values that can be dropped once this step has run.
     pub(crate) last_use_of: Vec<usize>,
+    /// Where this step's row starts in a fused group's per-row scratch
+    /// (the widths of the steps before it), and its width.
+    pub(crate) row_at: usize,
+    pub(crate) row_width: usize,
 }
 
 impl Schedule {
@@ -95,14 +104,21 @@ impl Schedule {
                 last_use_of[*step].push(value);
             }
         }
+        let mut row_at = 0;
         let steps = order
             .into_iter()
             .zip(operands)
             .zip(last_use_of)
-            .map(|((node, operands), last_use_of)| Step {
-                node,
-                operands,
-                last_use_of,
+            .map(|((node, operands), last_use_of)| {
+                let row_width = g.ty(node).width().unwrap_or(0) as usize;
+                row_at += row_width;
+                Step {
+                    node,
+                    operands,
+                    last_use_of,
+                    row_at: row_at - row_width,
+                    row_width,
+                }
             })
             .collect();
         Schedule { steps, outputs }
@@ -140,23 +156,39 @@ pub struct CpuRuntime<'a> {
     header_values: Mutex<HeaderValues>,
     /// Compiled kernels (the `mlir-cpu` backend) by node, when loaded.
     kernels: Option<(&'a compiled::CompiledKernels, compiled::Bound)>,
+    /// RoPE tables by (rotated dims, theta) for positions `[0, n)`, grown
+    /// (doubling) when a call reaches past them.
+    ropes: Mutex<HashMap<(usize, u64), Arc<Rope>>>,
+    /// Emptied value-slot vectors, reused by every graph walk (with the
+    /// buffers of `pool.rs`, what keeps a decode step from allocating).
+    slot_pool: Mutex<Vec<Slots<'a>>>,
 }
 
 /// Loop-header outputs keyed by (header graph address, iteration index).
-type HeaderValues = HashMap<(usize, usize), Vec<Vec<f32>>>;
+type HeaderValues = HashMap<(usize, usize), Vec<Buf<f32>>>;
 
-/// A value flowing through the graph.
+/// The values of one graph walk, by step (or the parameters of a loop body).
+type Slots<'a> = Vec<Option<Value<'a>>>;
+
+/// Most operands of one op (the verifier's op signatures stay far below).
+const MAX_OPERANDS: usize = 24;
+
+/// A value flowing through the graph. Activations and vectors live in
+/// pooled buffers, so dropping a value hands its storage back.
 #[derive(Clone)]
-enum Value<'w> {
+enum Value<'a> {
     /// `rows x cols` activations.
-    Act(Vec<f32>, usize),
-    Weight(&'w [f32]),
+    Act(Buf<f32>, usize),
+    Weight(&'a [f32]),
     /// A computed vector (the LTI decay, a loop-embedding vector, a LoRA scale row).
-    Vector(Vec<f32>),
+    Vector(Buf<f32>),
     /// The loop iteration index.
     Step(usize),
     Ids,
 }
+
+/// A filler for unused operand slots.
+static NO_VALUE: Value<'static> = Value::Ids;
 
 impl Value<'_> {
     fn act(&self) -> (&[f32], usize) {
@@ -196,9 +228,6 @@ struct Ctx<'c> {
     iterations: u64,
     /// Compute the head for the last position of each row only.
     last_only: bool,
-    /// RoPE tables of this call's positions by (rotated dims, theta): built
-    /// once per forward, shared by every layer and loop iteration.
-    ropes: HashMap<(usize, u64), Rope>,
 }
 
 /// Which positions get logits.
@@ -219,6 +248,46 @@ impl<'a> CpuRuntime<'a> {
             profile: None,
             header_values: Mutex::new(HashMap::new()),
             kernels: None,
+            ropes: Mutex::new(HashMap::new()),
+            slot_pool: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// An empty slot vector of `n` slots from the free list.
+    fn take_slots(&self, n: usize) -> Slots<'a> {
+        let mut v = self
+            .slot_pool
+            .lock()
+            .expect("slot pool lock")
+            .pop()
+            .unwrap_or_default();
+        v.resize_with(n, || None);
+        v
+    }
+
+    /// Drops the values of `v` and keeps the vector for [`Self::take_slots`].
+    fn give_slots(&self, mut v: Slots<'a>) {
+        v.clear();
+        self.slot_pool.lock().expect("slot pool lock").push(v);
+    }
+
+    /// RoPE tables covering positions `[0, end)` for heads of `dim` dims.
+    /// Every position's angles are computed the same way whatever the
+    /// table's length, so a grown table gives the same numbers.
+    fn rope(&self, dim: usize, theta: f64, end: usize) -> Arc<Rope> {
+        let mut ropes = self.ropes.lock().expect("rope lock");
+        let key = (dim, theta.to_bits());
+        match ropes.get(&key) {
+            Some(r) if r.cos.len() >= end * r.half => r.clone(),
+            _ => {
+                let n = end
+                    .next_power_of_two()
+                    .max(256)
+                    .min((self.module.max_seq as usize).max(end));
+                let r = Arc::new(Rope::new(dim, 0, n, theta));
+                ropes.insert(key, r.clone());
+                r
+            }
         }
     }
 
@@ -308,17 +377,17 @@ impl<'a> CpuRuntime<'a> {
             loops,
             iterations: 0,
             last_only: logits == Logits::Last,
-            ropes: HashMap::new(),
         };
         let logits_mode_last = ctx.last_only;
-        let outputs = self.run(&self.module.graph, &[], &mut ctx, None);
+        let mut outputs = self.run(&self.module.graph, &[], &mut ctx, None);
         ctx.cache.pos += seq;
         ctx.cache.loops = Some(loops);
         ctx.cache.batch = Some(batch);
-        let (logits, vocab) = match outputs.into_iter().next() {
+        let (logits, vocab) = match outputs.first_mut().and_then(Option::take) {
             Some(Value::Act(v, c)) => (v, c),
             _ => unreachable!("the module's output is the logits"),
         };
+        self.give_slots(outputs);
         Ok(Forward {
             logits,
             batch,
@@ -348,13 +417,13 @@ impl<'a> CpuRuntime<'a> {
         if k == 0 || k > t {
             return Err(RunError::BadDecodeFrom { k, tokens: t });
         }
-        let mut cache = KvCache::new();
+        let mut cache = KvCache::with_capacity(t);
         let prefix: Vec<i64> = (0..batch)
             .flat_map(|r| ids[r * t..r * t + k].iter().copied())
             .collect();
         let first = self.forward(&prefix, batch, loops, Some(&mut cache))?;
         let v = first.vocab;
-        let mut logits = vec![0.0f32; batch * t * v];
+        let mut logits = Buf::<f32>::zeroed(batch * t * v);
         for r in 0..batch {
             logits[r * t * v..(r * t + k) * v]
                 .copy_from_slice(&first.logits[r * k * v..(r + 1) * k * v]);
@@ -389,31 +458,38 @@ impl<'a> CpuRuntime<'a> {
             .unwrap_or(1)
     }
 
-    /// Evaluates a graph; `params` are the loop-body parameters.
-    fn run<'w>(
-        &'w self,
+    /// Evaluates a graph; `params` are the loop-body parameters. Returns
+    /// the graph's outputs in a slot vector from the free list (hand it back
+    /// with [`Self::give_slots`]).
+    fn run(
+        &self,
         g: &Graph,
-        params: &[Value<'w>],
+        params: &[Option<Value<'a>>],
         ctx: &mut Ctx,
         iteration: Option<usize>,
-    ) -> Vec<Value<'w>> {
+    ) -> Slots<'a> {
         let sched = self
             .schedules
             .get(&(g as *const Graph as usize))
             .expect("every graph of the module is scheduled in `new`");
-        let mut slots: Vec<Option<Value<'w>>> = vec![None; sched.steps.len()];
+        let mut slots = self.take_slots(sched.steps.len());
         for (i, step) in sched.steps.iter().enumerate() {
             let op = g.op(step.node);
             let started = self.profile.as_ref().map(|_| std::time::Instant::now());
             let v = {
-                let args: Vec<&Value<'w>> = step
-                    .operands
-                    .iter()
-                    .map(|&o| slots[o].as_ref().expect("operands run first"))
-                    .collect();
+                // Operands on the stack: collecting them would allocate per op.
+                let mut argv: [&Value<'a>; MAX_OPERANDS] = [&NO_VALUE; MAX_OPERANDS];
+                assert!(
+                    step.operands.len() <= MAX_OPERANDS,
+                    "an op with more than {MAX_OPERANDS} operands"
+                );
+                for (a, &o) in argv.iter_mut().zip(&step.operands) {
+                    *a = slots[o].as_ref().expect("operands run first");
+                }
+                let args = &argv[..step.operands.len()];
                 match self.compiled_for(g, step.node) {
-                    Some(fns) => self.eval_compiled(fns, g, step.node, op, &args, ctx, iteration),
-                    None => self.eval(op, &args, ctx, iteration, params),
+                    Some(fns) => self.eval_compiled(fns, g, step.node, op, args, ctx, iteration),
+                    None => self.eval(op, args, ctx, iteration, params),
                 }
             };
             if let (Some(p), Some(t0), false) = (&self.profile, started, matches!(op, Op::Loop(_)))
@@ -424,16 +500,27 @@ impl<'a> CpuRuntime<'a> {
                     .or_default() += t0.elapsed();
             }
             slots[i] = Some(v);
-            // Free activations nobody needs any more.
+            // Free activations nobody needs any more (back to the pool).
             for &d in &step.last_use_of {
                 slots[d] = None;
             }
         }
-        sched
-            .outputs
-            .iter()
-            .map(|&o| slots[o].clone().expect("outputs are kept"))
-            .collect()
+        let mut out = self.take_slots(sched.outputs.len());
+        for (j, &s) in sched.outputs.iter().enumerate() {
+            out[j] = match slots[s].take() {
+                Some(v) => Some(v),
+                // The same value output twice: copy the first.
+                None => {
+                    let first = sched.outputs[..j]
+                        .iter()
+                        .position(|&o| o == s)
+                        .expect("outputs are kept");
+                    out[first].clone()
+                }
+            };
+        }
+        self.give_slots(slots);
+        out
     }
 
     fn compiled_for(&self, g: &Graph, n: NodeId) -> Option<&[compiled::KernelFn]> {
@@ -446,16 +533,16 @@ impl<'a> CpuRuntime<'a> {
     /// A node through its compiled kernels. Every kind but attention uses
     /// the generic ABI: operands in order, the output, the row count.
     #[allow(clippy::too_many_arguments)]
-    fn eval_compiled<'w>(
-        &'w self,
+    fn eval_compiled(
+        &self,
         fns: &[compiled::KernelFn],
         g: &Graph,
         n: NodeId,
         op: &Op,
-        args: &[&Value<'w>],
+        args: &[&Value<'a>],
         ctx: &mut Ctx,
         iteration: Option<usize>,
-    ) -> Value<'w> {
+    ) -> Value<'a> {
         if let Op::Attention(a) = op {
             return self.attention_compiled(fns, a, args, ctx, iteration);
         }
@@ -470,20 +557,11 @@ impl<'a> CpuRuntime<'a> {
         let mut args = args.to_vec();
         if matches!(op, Op::Head(_)) && ctx.last_only && ctx.seq > 1 {
             let (x, c) = args[0].act();
-            last = Value::Act(
-                (0..ctx.batch)
-                    .flat_map(|b| {
-                        x[((b + 1) * ctx.seq - 1) * c..(b + 1) * ctx.seq * c]
-                            .iter()
-                            .copied()
-                    })
-                    .collect(),
-                c,
-            );
+            last = Value::Act(last_rows(x, c, ctx.batch, ctx.seq), c);
             args[0] = &last;
             rows = ctx.batch;
         }
-        let mut out = vec![0.0f32; rows * width];
+        let mut out = Buf::<f32>::zeroed(rows * width);
         let f32s: Vec<compiled::Desc<f32>> = args
             .iter()
             .filter_map(|v| match v {
@@ -520,27 +598,32 @@ impl<'a> CpuRuntime<'a> {
     /// Attention through compiled kernels: projections, the KV cache on the
     /// host, core attention per batch row (see `compiled_attention.rs` and
     /// `backend/src/attention.rs`).
-    fn attention_compiled<'w>(
-        &'w self,
+    fn attention_compiled(
+        &self,
         fns: &[compiled::KernelFn],
         a: &mythos_compiler::ir::AttentionOp,
-        args: &[&Value<'w>],
+        args: &[&Value<'a>],
         ctx: &mut Ctx,
         iteration: Option<usize>,
-    ) -> Value<'w> {
-        compiled_attention::run(fns, a, args, ctx, iteration)
+    ) -> Value<'a> {
+        let rope_dim = match a.kind {
+            AttnKind::Gqa { head_dim, .. } => head_dim,
+            AttnKind::Mla { rope_dim, .. } => rope_dim,
+        } as usize;
+        let rope = self.rope(rope_dim, a.rope_theta, ctx.start + ctx.seq);
+        compiled_attention::run(fns, a, args, ctx, iteration, &rope)
     }
 
     /// One op; a composite with a fused prologue or epilogue goes through
     /// [`CpuRuntime::eval_fused_composite`].
-    fn eval<'w>(
-        &'w self,
+    fn eval(
+        &self,
         op: &Op,
-        args: &[&Value<'w>],
+        args: &[&Value<'a>],
         ctx: &mut Ctx,
         iteration: Option<usize>,
-        params: &[Value<'w>],
-    ) -> Value<'w> {
+        params: &[Option<Value<'a>>],
+    ) -> Value<'a> {
         let fusion = op.fusion();
         if fusion.is_none() {
             self.eval_op(op, args, ctx, iteration, params)
@@ -550,23 +633,23 @@ impl<'a> CpuRuntime<'a> {
     }
 
     /// One op without its fusion flags (operands without the prologue norm weight).
-    fn eval_op<'w>(
-        &'w self,
+    fn eval_op(
+        &self,
         op: &Op,
-        args: &[&Value<'w>],
+        args: &[&Value<'a>],
         ctx: &mut Ctx,
         iteration: Option<usize>,
-        params: &[Value<'w>],
-    ) -> Value<'w> {
+        params: &[Option<Value<'a>>],
+    ) -> Value<'a> {
         let rows = ctx.batch * ctx.seq;
         let d = self.module.dim as usize;
         match op {
             Op::Input => Value::Ids,
-            Op::Param(i) => params[*i].clone(),
+            Op::Param(i) => params[*i].clone().expect("loop parameters are bound"),
             Op::Weight(id) => Value::Weight(&self.weights.get(*id).data),
             Op::Embedding => {
                 let table = args[1].weight();
-                let mut out = Vec::with_capacity(rows * d);
+                let mut out = Buf::with_capacity(rows * d);
                 for &id in ctx.ids {
                     out.extend_from_slice(&table[id as usize * d..(id as usize + 1) * d]);
                 }
@@ -574,20 +657,14 @@ impl<'a> CpuRuntime<'a> {
             }
             Op::RmsNorm { eps } => {
                 let (x, c) = args[0].act();
-                let mut out = vec![0.0; x.len()];
+                let mut out = Buf::zeroed(x.len());
                 rmsnorm(x, c, args[1].weight(), *eps, &mut out);
                 Value::Act(out, c)
             }
             Op::Head(_) if ctx.last_only && ctx.seq > 1 => {
                 let (x, c) = args[0].act();
                 let w = args[1].weight();
-                let last: Vec<f32> = (0..ctx.batch)
-                    .flat_map(|b| {
-                        x[((b + 1) * ctx.seq - 1) * c..(b + 1) * ctx.seq * c]
-                            .iter()
-                            .copied()
-                    })
-                    .collect();
+                let last = last_rows(x, c, ctx.batch, ctx.seq);
                 Value::Act(linear_new(&last, ctx.batch, c, w, w.len() / c), w.len() / c)
             }
             Op::Linear | Op::Head(_) => {
@@ -599,12 +676,14 @@ impl<'a> CpuRuntime<'a> {
             Op::Add => {
                 let (a, c) = args[0].act();
                 let (b, _) = args[1].act();
-                Value::Act(a.iter().zip(b).map(|(a, b)| a + b).collect(), c)
+                let mut out = Buf::with_capacity(a.len());
+                out.extend(a.iter().zip(b).map(|(a, b)| a + b));
+                Value::Act(out, c)
             }
             Op::Concat => {
                 let (a, ca) = args[0].act();
                 let (b, cb) = args[1].act();
-                let mut out = Vec::with_capacity(rows * (ca + cb));
+                let mut out = Buf::with_capacity(rows * (ca + cb));
                 for r in 0..rows {
                     out.extend_from_slice(&a[r * ca..(r + 1) * ca]);
                     out.extend_from_slice(&b[r * cb..(r + 1) * cb]);
@@ -622,10 +701,6 @@ impl<'a> CpuRuntime<'a> {
             }
             Op::Attention(a) => {
                 let (x, c) = args[0].act();
-                let key = match iteration {
-                    Some(t) => format!("{}_{t}", a.cache),
-                    None => a.cache.clone(),
-                };
                 let inp = attention::Input {
                     x,
                     batch: ctx.batch,
@@ -637,13 +712,9 @@ impl<'a> CpuRuntime<'a> {
                     AttnKind::Gqa { head_dim, .. } => head_dim,
                     AttnKind::Mla { rope_dim, .. } => rope_dim,
                 } as usize;
-                let (start, seq) = (ctx.start, ctx.seq);
-                let rope = ctx
-                    .ropes
-                    .entry((rope_dim, a.rope_theta.to_bits()))
-                    .or_insert_with(|| Rope::new(rope_dim, start, seq, a.rope_theta));
-                let layer = ctx.cache.entry(&key, ctx.batch);
-                let w: Vec<&[f32]> = args[1..].iter().map(|v| v.weight()).collect();
+                let rope = &*self.rope(rope_dim, a.rope_theta, ctx.start + ctx.seq);
+                let layer = ctx.cache.entry_at(&a.cache, iteration, ctx.batch);
+                let w = |i: usize| args[1 + i].weight();
                 let out = match a.kind {
                     AttnKind::Gqa {
                         heads,
@@ -651,10 +722,10 @@ impl<'a> CpuRuntime<'a> {
                         head_dim,
                     } => {
                         let weights = attention::GqaWeights {
-                            wq: w[0],
-                            wk: w[1],
-                            wv: w[2],
-                            wo: w[3],
+                            wq: w(0),
+                            wk: w(1),
+                            wv: w(2),
+                            wo: w(3),
                         };
                         attention::gqa(
                             &inp,
@@ -675,14 +746,14 @@ impl<'a> CpuRuntime<'a> {
                         v_dim,
                     } => {
                         let weights = attention::MlaWeights {
-                            q_down: w[0],
-                            q_norm: w[1],
-                            q_up_nope: w[2],
-                            q_up_rope: w[3],
-                            kv_down: w[4],
-                            kv_norm: w[5],
-                            kv_up: w[6],
-                            wo: w[7],
+                            q_down: w(0),
+                            q_norm: w(1),
+                            q_up_nope: w(2),
+                            q_up_rope: w(3),
+                            kv_down: w(4),
+                            kv_norm: w(5),
+                            kv_up: w(6),
+                            wo: w(7),
                         };
                         let dims = attention::MlaDims {
                             heads: heads as usize,
@@ -742,7 +813,7 @@ impl<'a> CpuRuntime<'a> {
             Op::LoopEmbedding { channels, theta } => {
                 let (h, c) = args[0].act();
                 let emb = loop_embedding(*channels as usize, *theta, args[1].step());
-                let mut out = h.to_vec();
+                let mut out = Buf::copy_of(h);
                 for row in out.chunks_exact_mut(c) {
                     row::add_prefix(row, &emb);
                 }
@@ -761,8 +832,8 @@ impl<'a> CpuRuntime<'a> {
                 let (x, _) = args[2].act();
                 let (log_a, log_dt, b) = (args[3].weight(), args[4].weight()[0], args[5].weight());
                 let a = lti_decay(log_a, log_dt);
-                let mut next = vec![0.0; h.len()];
-                let mut be = vec![0.0; c];
+                let mut next = Buf::zeroed(h.len());
+                let mut be = Buf::zeroed(c);
                 for (r, o) in next.chunks_exact_mut(c).enumerate() {
                     let at = r * c..(r + 1) * c;
                     be.copy_from_slice(&e[at.clone()]);
@@ -775,21 +846,25 @@ impl<'a> CpuRuntime<'a> {
                 let (h, c) = args[0].act();
                 let w = args[1].weight();
                 let b = args[2].weight()[0];
-                let p = h
-                    .chunks_exact(c)
-                    .map(|row| sigmoid(row.iter().zip(w).map(|(x, w)| x * w).sum::<f32>() + b))
-                    .collect();
+                let mut p = Buf::with_capacity(h.len() / c.max(1));
+                p.extend(
+                    h.chunks_exact(c)
+                        .map(|row| sigmoid(row.iter().zip(w).map(|(x, w)| x * w).sum::<f32>() + b)),
+                );
                 Value::Act(p, 1)
             }
             Op::Loop(region) => {
                 let (h0, c) = args[0].act();
                 let (e, _) = args[1].act();
-                Value::Act(self.run_loop(region, h0.to_vec(), e, &args[2..], c, ctx), c)
+                Value::Act(
+                    self.run_loop(region, Buf::copy_of(h0), e, &args[2..], c, ctx),
+                    c,
+                )
             }
             Op::Scale => {
                 let (x, c) = args[0].act();
                 let w = args[1].weight();
-                let mut out = x.to_vec();
+                let mut out = Buf::copy_of(x);
                 for row in out.chunks_exact_mut(c) {
                     row::scale(row, w);
                 }
@@ -801,7 +876,7 @@ impl<'a> CpuRuntime<'a> {
                 let (be, _) = args[1].act();
                 let (x, _) = args[2].act();
                 let a = args[3].weight();
-                let mut out = vec![0.0; h.len()];
+                let mut out = Buf::zeroed(h.len());
                 for (r, o) in out.chunks_exact_mut(c).enumerate() {
                     let at = r * c..(r + 1) * c;
                     row::lti_apply(&h[at.clone()], &be[at.clone()], &x[at], a, o);
@@ -814,15 +889,17 @@ impl<'a> CpuRuntime<'a> {
             Op::AddPrefix => {
                 let (h, c) = args[0].act();
                 let v = args[1].weight();
-                let mut out = h.to_vec();
+                let mut out = Buf::copy_of(h);
                 for row in out.chunks_exact_mut(c) {
                     row::add_prefix(row, v);
                 }
                 Value::Act(out, c)
             }
-            Op::LoraScale { max_iters } => {
-                Value::Vector(lora_scale_row(args[0].weight(), *max_iters, args[1].step()).to_vec())
-            }
+            Op::LoraScale { max_iters } => Value::Vector(Buf::copy_of(lora_scale_row(
+                args[0].weight(),
+                *max_iters,
+                args[1].step(),
+            ))),
             Op::LoraApply { rank } => {
                 let (x, c) = args[0].act();
                 let out = lora_delta(
@@ -843,28 +920,30 @@ impl<'a> CpuRuntime<'a> {
     /// A composite with a norm folded into its prologue and/or the residual
     /// add into its epilogue: the same arithmetic as the unfused ops, without
     /// the separate nodes.
-    fn eval_fused_composite<'w>(
-        &'w self,
+    fn eval_fused_composite(
+        &self,
         op: &Op,
         fusion: Fusion,
-        args: &[&Value<'w>],
+        args: &[&Value<'a>],
         ctx: &mut Ctx,
         iteration: Option<usize>,
-        params: &[Value<'w>],
-    ) -> Value<'w> {
+        params: &[Option<Value<'a>>],
+    ) -> Value<'a> {
         let (x, c) = args[0].act();
         let normed;
-        let mut inner: Vec<&Value<'w>> = Vec::with_capacity(args.len());
-        if let Some(eps) = fusion.prenorm {
-            let mut out = vec![0.0; x.len()];
+        let mut argv: [&Value<'a>; MAX_OPERANDS] = [&NO_VALUE; MAX_OPERANDS];
+        let n = if let Some(eps) = fusion.prenorm {
+            let mut out = Buf::zeroed(x.len());
             rmsnorm(x, c, args[1].weight(), eps, &mut out);
             normed = Value::Act(out, c);
-            inner.push(&normed);
-            inner.extend(&args[2..]);
+            argv[0] = &normed;
+            argv[1..args.len() - 1].copy_from_slice(&args[2..]);
+            args.len() - 1
         } else {
-            inner.extend(args);
-        }
-        let mut v = self.eval_op(op, &inner, ctx, iteration, params);
+            argv[..args.len()].copy_from_slice(args);
+            args.len()
+        };
+        let mut v = self.eval_op(op, &argv[..n], ctx, iteration, params);
         if fusion.residual {
             if let Value::Act(out, _) = &mut v {
                 for (o, &x) in out.iter_mut().zip(x) {
@@ -876,8 +955,9 @@ impl<'a> CpuRuntime<'a> {
     }
 
     /// A fused group, one row at a time: every body op works on row slices
-    /// kept in per-thread scratch buffers, so no intermediate tensor is made.
-    fn run_fused<'w>(&self, body: &Graph, args: &[&Value<'w>], rows: usize) -> Value<'w> {
+    /// of one per-task scratch row (each step at its `row_at`), so no
+    /// intermediate tensor is made.
+    fn run_fused(&self, body: &Graph, args: &[&Value<'a>], rows: usize) -> Value<'a> {
         let sched = self
             .schedules
             .get(&(body as *const Graph as usize))
@@ -886,40 +966,39 @@ impl<'a> CpuRuntime<'a> {
             .ty(body.outputs[0])
             .width()
             .expect("activations have a constant width") as usize;
-        let out_step = sched.outputs[0];
-        let mut out = vec![0.0f32; rows * out_c];
-        let row_fn = |scratch: &mut Vec<Vec<f32>>, (r, o): (usize, &mut [f32])| {
-            for (i, step) in sched.steps.iter().enumerate() {
+        let out_step = &sched.steps[sched.outputs[0]];
+        let scratch_len = sched.steps.last().map_or(0, |s| s.row_at + s.row_width);
+        let mut out = Buf::<f32>::zeroed(rows * out_c);
+        let row_fn = |scratch: &mut Buf<f32>, (r, o): (usize, &mut [f32])| {
+            for step in &sched.steps {
                 let op = body.op(step.node);
                 if let Op::Param(_) = op {
                     continue;
                 }
-                let mut buf = std::mem::take(&mut scratch[i]);
-                {
-                    let arg = |j: usize| -> &[f32] {
-                        let s = &sched.steps[step.operands[j]];
-                        match body.op(s.node) {
-                            Op::Param(p) => match args[*p] {
-                                Value::Act(v, c) => &v[r * c..(r + 1) * c],
-                                other => other.weight(),
-                            },
-                            _ => &scratch[step.operands[j]],
-                        }
-                    };
-                    row::eval(op, &arg, &mut buf);
-                }
-                scratch[i] = buf;
+                // Operands come before the step in topological order, so
+                // their rows lie before this step's row in the scratch.
+                let (done, rest) = scratch.split_at_mut(step.row_at);
+                let arg = |j: usize| -> &[f32] {
+                    let s = &sched.steps[step.operands[j]];
+                    match body.op(s.node) {
+                        Op::Param(p) => match args[*p] {
+                            Value::Act(v, c) => &v[r * c..(r + 1) * c],
+                            other => other.weight(),
+                        },
+                        _ => &done[s.row_at..s.row_at + s.row_width],
+                    }
+                };
+                row::eval(op, &arg, &mut rest[..step.row_width]);
             }
-            o.copy_from_slice(&scratch[out_step]);
+            o.copy_from_slice(&scratch[out_step.row_at..out_step.row_at + out_step.row_width]);
         };
-        let n = sched.steps.len();
         if rows * out_c >= 1 << 15 {
             use rayon::prelude::*;
             out.par_chunks_mut(out_c)
                 .enumerate()
-                .for_each_init(|| vec![Vec::new(); n], row_fn);
+                .for_each_init(|| Buf::zeroed(scratch_len), row_fn);
         } else {
-            let mut scratch = vec![Vec::new(); n];
+            let mut scratch = Buf::zeroed(scratch_len);
             for item in out.chunks_mut(out_c).enumerate() {
                 row_fn(&mut scratch, item);
             }
@@ -927,60 +1006,74 @@ impl<'a> CpuRuntime<'a> {
         Value::Act(out, out_c)
     }
 
-    /// The loop header's outputs for iteration `t`, computed once per index.
-    fn header(&self, region: &LoopRegion, t: usize, ctx: &mut Ctx) -> Vec<Vec<f32>> {
+    /// Pushes the loop header's outputs for iteration `t` onto `params`,
+    /// computed once per index.
+    fn push_header(&self, region: &LoopRegion, t: usize, ctx: &mut Ctx, params: &mut Slots<'a>) {
         if region.header.outputs.is_empty() {
-            return Vec::new();
+            return;
         }
         let key = (&region.header as *const Graph as usize, t);
         if let Some(v) = self.header_values.lock().expect("header lock").get(&key) {
-            return v.clone();
+            params.extend(v.iter().map(|b| Some(Value::Vector(b.clone()))));
+            return;
         }
-        let values: Vec<Vec<f32>> = self
-            .run(&region.header, &[Value::Step(t)], ctx, Some(t))
-            .into_iter()
-            .map(|v| v.weight().to_vec())
+        let mut header_params = self.take_slots(0);
+        header_params.push(Some(Value::Step(t)));
+        let outs = self.run(&region.header, &header_params, ctx, Some(t));
+        let values: Vec<Buf<f32>> = outs
+            .iter()
+            .map(|v| Buf::copy_of(v.as_ref().expect("header outputs").weight()))
             .collect();
+        params.extend(values.iter().map(|b| Some(Value::Vector(b.clone()))));
+        self.give_slots(outs);
+        self.give_slots(header_params);
         self.header_values
             .lock()
             .expect("header lock")
-            .insert(key, values.clone());
-        values
+            .insert(key, values);
     }
 
     /// The recurrence with OpenMythos's ACT rule (reference item 8).
-    fn run_loop<'w>(
-        &'w self,
+    fn run_loop(
+        &self,
         region: &LoopRegion,
-        mut h: Vec<f32>,
+        mut h: Buf<f32>,
         e: &[f32],
-        invariants: &[&Value<'w>],
+        invariants: &[&Value<'a>],
         c: usize,
         ctx: &mut Ctx,
-    ) -> Vec<f32> {
+    ) -> Buf<f32> {
         let rows = ctx.batch * ctx.seq;
-        let mut halted = vec![false; rows];
-        let mut cum = vec![0.0f32; rows];
-        let mut h_out = vec![0.0f32; rows * c];
-        let e_val = Value::Act(e.to_vec(), c);
+        let mut halted = Buf::<bool>::zeroed(rows);
+        let mut cum = Buf::<f32>::zeroed(rows);
+        let mut h_out = Buf::<f32>::zeroed(rows * c);
+        let e_val = Value::Act(Buf::copy_of(e), c);
+        let mut params = self.take_slots(0);
         for t in 0..ctx.loops as usize {
-            let mut params = vec![Value::Act(h, c), e_val.clone(), Value::Step(t)];
-            params.extend(invariants.iter().map(|&v| v.clone()));
-            params.extend(self.header(region, t, ctx).into_iter().map(Value::Vector));
-            let mut outs = self.run(&region.body, &params, ctx, Some(t)).into_iter();
-            h = match outs.next() {
+            params.clear();
+            params.extend([
+                Some(Value::Act(h, c)),
+                Some(e_val.clone()),
+                Some(Value::Step(t)),
+            ]);
+            params.extend(invariants.iter().map(|&v| Some(v.clone())));
+            self.push_header(region, t, ctx, &mut params);
+            let mut outs = self.run(&region.body, &params, ctx, Some(t));
+            h = match outs[0].take() {
                 Some(Value::Act(v, _)) => v,
                 _ => unreachable!("the body yields the next state"),
             };
             ctx.iterations = t as u64 + 1;
             let Some(threshold) = region.act_threshold else {
+                self.give_slots(outs);
                 continue;
             };
             let threshold = threshold as f32;
-            let p = match outs.next() {
+            let p = match outs[1].take() {
                 Some(Value::Act(v, _)) => v,
                 _ => unreachable!("with ACT the body yields the halting probability"),
             };
+            self.give_slots(outs);
             for r in 0..rows {
                 let still = if halted[r] { 0.0 } else { 1.0 };
                 let weight = if cum[r] + p[r] >= threshold {
@@ -1001,6 +1094,7 @@ impl<'a> CpuRuntime<'a> {
                 break;
             }
         }
+        self.give_slots(params);
         if region.act_threshold.is_some() {
             h_out
         } else {
@@ -1079,22 +1173,34 @@ fn lora_delta(
     b: &[f32],
     scale: &[f32],
     rank: usize,
-) -> Vec<f32> {
+) -> Buf<f32> {
     let mut low = linear_new(x, rows, c, down, rank);
     for row in low.chunks_exact_mut(rank) {
         row::scale(row, scale);
     }
-    let mut out = vec![0.0; rows * c];
+    let mut out = Buf::zeroed(rows * c);
     kernels::matmul(&low, rows, rank, b, c, &mut out);
     out
 }
 
 /// The LTI decay `A = exp(-exp(clamp(log_dt + log_A, -20, 20)))` in f32.
-fn lti_decay(log_a: &[f32], log_dt: f32) -> Vec<f32> {
-    log_a
-        .iter()
-        .map(|&la| (-((log_dt + la).clamp(-20.0, 20.0)).exp()).exp())
-        .collect()
+fn lti_decay(log_a: &[f32], log_dt: f32) -> Buf<f32> {
+    let mut a = Buf::with_capacity(log_a.len());
+    a.extend(
+        log_a
+            .iter()
+            .map(|&la| (-((log_dt + la).clamp(-20.0, 20.0)).exp()).exp()),
+    );
+    a
+}
+
+/// The last position's row of each of `batch` sequences of `seq` rows.
+fn last_rows(x: &[f32], c: usize, batch: usize, seq: usize) -> Buf<f32> {
+    let mut last = Buf::with_capacity(batch * c);
+    for b in 0..batch {
+        last.extend_from_slice(&x[((b + 1) * seq - 1) * c..(b + 1) * seq * c]);
+    }
+    last
 }
 
 /// Row-local ops: what a fused group runs on each row, and what the unfused
@@ -1122,31 +1228,32 @@ mod row {
         }
     }
 
-    /// Evaluates a row-local op on row slices (`arg(i)` is operand `i`).
-    pub fn eval<'a>(op: &Op, arg: &dyn Fn(usize) -> &'a [f32], out: &mut Vec<f32>) {
-        out.clear();
+    /// Evaluates a row-local op on row slices (`arg(i)` is operand `i`)
+    /// into `out`, which has the op's width.
+    pub fn eval<'a>(op: &Op, arg: &dyn Fn(usize) -> &'a [f32], out: &mut [f32]) {
         match op {
-            Op::Add => out.extend(arg(0).iter().zip(arg(1)).map(|(a, b)| a + b)),
+            Op::Add => {
+                for ((o, a), b) in out.iter_mut().zip(arg(0)).zip(arg(1)) {
+                    *o = a + b;
+                }
+            }
             Op::Scale => {
-                out.extend_from_slice(arg(0));
+                out.copy_from_slice(arg(0));
                 scale(out, arg(1));
             }
             Op::AddPrefix => {
-                out.extend_from_slice(arg(0));
+                out.copy_from_slice(arg(0));
                 add_prefix(out, arg(1));
             }
-            Op::LtiApply => {
-                out.resize(arg(0).len(), 0.0);
-                lti_apply(arg(0), arg(1), arg(2), arg(3), out);
-            }
+            Op::LtiApply => lti_apply(arg(0), arg(1), arg(2), arg(3), out),
             Op::RmsNorm { eps } => {
                 let x = arg(0);
-                out.resize(x.len(), 0.0);
                 rmsnorm(x, x.len(), arg(1), *eps, out);
             }
             Op::Concat => {
-                out.extend_from_slice(arg(0));
-                out.extend_from_slice(arg(1));
+                let (a, b) = out.split_at_mut(arg(0).len());
+                a.copy_from_slice(arg(0));
+                b.copy_from_slice(arg(1));
             }
             other => unreachable!("the verifier admits no `{}` in a fused group", other.name()),
         }
@@ -1154,18 +1261,18 @@ mod row {
 }
 
 /// `[sin(t f_j)..., cos(t f_j)...][:channels]`, `f_j = 1 / theta^(2j / channels)`, in f32.
-fn loop_embedding(channels: usize, theta: f64, t: usize) -> Vec<f32> {
+fn loop_embedding(channels: usize, theta: f64, t: usize) -> Buf<f32> {
     let theta = theta as f32;
-    let freqs: Vec<f32> = (0..channels)
-        .step_by(2)
-        .map(|j| 1.0 / theta.powf(j as f32 / channels as f32))
-        .collect();
-    let angles: Vec<f32> = freqs.iter().map(|f| t as f32 * f).collect();
-    let mut emb: Vec<f32> = angles
-        .iter()
-        .map(|a| a.sin())
-        .chain(angles.iter().map(|a| a.cos()))
-        .collect();
-    emb.truncate(channels);
+    // One angle per even channel index j: the sines fill the first `half`
+    // places, the cosines the rest (cut at `channels`).
+    let half = channels.div_ceil(2);
+    let mut emb = Buf::zeroed(channels);
+    for (i, j) in (0..channels).step_by(2).enumerate() {
+        let angle = t as f32 * (1.0 / theta.powf(j as f32 / channels as f32));
+        emb[i] = angle.sin();
+        if half + i < channels {
+            emb[half + i] = angle.cos();
+        }
+    }
     emb
 }

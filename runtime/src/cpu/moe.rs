@@ -6,10 +6,8 @@
 //! same order of the sums).
 //!
 //! - [`moe`], the per-expert reference: each routed expert runs once over
-//!   the tokens routed to it, gathered into a buffer of its own (one
-//!   allocation per active expert for the rows, another for each
-//!   projection); experts run in parallel and every kernel threads on its
-//!   own as well, nested.
+//!   the tokens routed to it, gathered into a buffer of its own; experts
+//!   run in parallel and every kernel threads on its own as well, nested.
 //! - [`moe_batched`], expert batching: the `(token, slot)` assignments are
 //!   counting-sorted by expert into one permuted buffer `[rows * top_k, dim]`
 //!   with a segment per expert (tokens in order within a segment), and each
@@ -25,11 +23,12 @@
 //!   threads never nest. The output is gathered back per token,
 //!   `out[t] += gate * y[slot]` over its slots in expert order, which is the
 //!   order in which [`moe`] adds them. The permuted rows and the
-//!   activations live in one scratch buffer per thread, reused across calls
-//!   (no allocation per expert, nor per call once warm). Decode (one token)
+//!   activations live in one buffer from the runtime's pool (`pool.rs`),
+//!   so a warm call allocates nothing. Decode (one token)
 //!   reads only the `top_k` chosen experts, as GEMVs.
 
 use super::kernels::{linear, linear_new, linear_serial, silu, softmax, swiglu};
+use super::pool::Buf;
 use rayon::prelude::*;
 
 pub struct MoeWeights<'a> {
@@ -42,9 +41,6 @@ pub struct MoeWeights<'a> {
     /// Shared experts, stacked the same way (empty when there are none).
     pub shared: Option<(&'a [f32], &'a [f32], &'a [f32])>,
 }
-
-/// The tokens an expert served (row, gate) and its outputs for them.
-type ExpertOutput = (Vec<(usize, f32)>, Vec<f32>);
 
 pub struct MoeDims {
     pub experts: usize,
@@ -60,7 +56,7 @@ pub struct Routing {
     pub top_k: usize,
     /// `rows * top_k` pairs `(expert, gate)`: token `t`'s are
     /// `choices[t * top_k..(t + 1) * top_k]`, in ascending expert order.
-    pub choices: Vec<(usize, f32)>,
+    pub choices: Buf<(usize, f32)>,
 }
 
 /// Routes `rows` tokens: `scores = softmax(router(x))`, the `top_k` highest
@@ -75,13 +71,13 @@ pub fn route(x: &[f32], rows: usize, dim: usize, w: &MoeWeights, m: &MoeDims) ->
     if k == 0 {
         return Routing {
             top_k: 0,
-            choices: Vec::new(),
+            choices: Buf::default(),
         };
     }
     let logits = linear_new(x, rows, dim, w.router, experts);
-    let mut choices = Vec::with_capacity(rows * k);
-    let mut scores = vec![0.0f32; experts];
-    let mut order: Vec<usize> = Vec::with_capacity(experts);
+    let mut choices = Buf::with_capacity(rows * k);
+    let mut scores = Buf::<f32>::zeroed(experts);
+    let mut order = Buf::<usize>::with_capacity(experts);
     for l in logits.chunks_exact(experts) {
         scores.copy_from_slice(l);
         softmax(&mut scores);
@@ -105,47 +101,60 @@ pub fn route(x: &[f32], rows: usize, dim: usize, w: &MoeWeights, m: &MoeDims) ->
 }
 
 /// The per-expert reference path (see the module doc).
-pub fn moe(x: &[f32], rows: usize, dim: usize, w: &MoeWeights, m: &MoeDims) -> Vec<f32> {
+pub fn moe(x: &[f32], rows: usize, dim: usize, w: &MoeWeights, m: &MoeDims) -> Buf<f32> {
     let routing = route(x, rows, dim, w, m);
-    // Per expert: the tokens routed to it, in token order, with their gates.
-    let mut routed: Vec<Vec<(usize, f32)>> = vec![Vec::new(); m.experts];
-    for (i, &(e, g)) in routing.choices.iter().enumerate() {
-        routed[e].push((i / m.top_k, g));
+    let (experts, k) = (m.experts, m.top_k);
+    // Per expert, the assignments routed to it in token order: a counting
+    // sort, segment `e` of `order` being `offsets[e]..offsets[e + 1]`.
+    let mut offsets = Buf::<usize>::zeroed(experts + 1);
+    for &(e, _) in routing.choices.iter() {
+        offsets[e + 1] += 1;
     }
+    for e in 0..experts {
+        offsets[e + 1] += offsets[e];
+    }
+    let mut next = offsets.clone();
+    let mut order = Buf::<usize>::zeroed(routing.choices.len());
+    for (i, &(e, _)) in routing.choices.iter().enumerate() {
+        order[next[e]] = i;
+        next[e] += 1;
+    }
+    drop(next);
     let (h, e_stride, d_stride) = (m.hidden, m.hidden * dim, dim * m.hidden);
-    // Each expert over its gathered tokens, in parallel; results added in expert order.
-    let partial: Vec<Option<ExpertOutput>> = routed
-        .into_par_iter()
-        .enumerate()
-        .map(|(e, tokens)| {
-            if tokens.is_empty() {
-                return None;
-            }
-            let mut gathered = Vec::with_capacity(tokens.len() * dim);
-            for &(r, _) in &tokens {
-                gathered.extend_from_slice(&x[r * dim..(r + 1) * dim]);
-            }
-            let y = swiglu(
-                &gathered,
-                tokens.len(),
-                dim,
-                &w.gate[e * e_stride..(e + 1) * e_stride],
-                &w.up[e * e_stride..(e + 1) * e_stride],
-                &w.down[e * d_stride..(e + 1) * d_stride],
-                h,
-            );
-            Some((tokens, y))
-        })
-        .collect();
-    let mut out = vec![0.0f32; rows * dim];
-    for (tokens, y) in partial.into_iter().flatten() {
-        for (i, &(r, g)) in tokens.iter().enumerate() {
-            for (o, &v) in out[r * dim..(r + 1) * dim]
-                .iter_mut()
-                .zip(&y[i * dim..(i + 1) * dim])
-            {
-                *o += g * v;
-            }
+    // Each expert over its gathered tokens, in parallel, into its segment of `ys`.
+    let mut ys = Buf::<f32>::zeroed(routing.choices.len() * dim);
+    let segments = Rows::new(&mut ys, dim);
+    (0..experts).into_par_iter().for_each(|e| {
+        let seg = offsets[e]..offsets[e + 1];
+        if seg.is_empty() {
+            return;
+        }
+        let mut gathered = Buf::<f32>::with_capacity(seg.len() * dim);
+        for &i in &order[seg.clone()] {
+            let r = i / k;
+            gathered.extend_from_slice(&x[r * dim..(r + 1) * dim]);
+        }
+        let y = swiglu(
+            &gathered,
+            seg.len(),
+            dim,
+            &w.gate[e * e_stride..(e + 1) * e_stride],
+            &w.up[e * e_stride..(e + 1) * e_stride],
+            &w.down[e * d_stride..(e + 1) * d_stride],
+            h,
+        );
+        // SAFETY: one task per expert, and the experts' segments are disjoint.
+        unsafe { segments.segment(seg) }.copy_from_slice(&y);
+    });
+    // Added in expert order, tokens in order within an expert.
+    let mut out = Buf::<f32>::zeroed(rows * dim);
+    for (s, &i) in order.iter().enumerate() {
+        let (r, g) = (i / k, routing.choices[i].1);
+        for (o, &v) in out[r * dim..(r + 1) * dim]
+            .iter_mut()
+            .zip(&ys[s * dim..(s + 1) * dim])
+        {
+            *o += g * v;
         }
     }
     add_shared(x, rows, dim, w, m, &mut out);
@@ -183,7 +192,7 @@ fn add_shared(x: &[f32], rows: usize, dim: usize, w: &MoeWeights, m: &MoeDims, o
 const PARALLEL_WORK: usize = 1 << 18;
 
 /// Expert batching (see the module doc): the same numbers as [`moe`].
-pub fn moe_batched(x: &[f32], rows: usize, dim: usize, w: &MoeWeights, m: &MoeDims) -> Vec<f32> {
+pub fn moe_batched(x: &[f32], rows: usize, dim: usize, w: &MoeWeights, m: &MoeDims) -> Buf<f32> {
     batched(
         x,
         rows,
@@ -204,7 +213,7 @@ fn batched(
     m: &MoeDims,
     threads: usize,
     parallel_work: usize,
-) -> Vec<f32> {
+) -> Buf<f32> {
     assert_eq!(x.len(), rows * dim, "moe: x is not rows x dim");
     let routing = route(x, rows, dim, w, m);
     let (experts, k, h) = (m.experts, m.top_k, m.hidden);
@@ -212,8 +221,8 @@ fn batched(
 
     // Counting sort of the assignments by expert: segment `e` of the permuted
     // rows is `offsets[e]..offsets[e + 1]`, tokens in order within it.
-    let mut offsets = vec![0usize; experts + 1];
-    for &(e, _) in &routing.choices {
+    let mut offsets = Buf::<usize>::zeroed(experts + 1);
+    for &(e, _) in routing.choices.iter() {
         offsets[e + 1] += 1;
     }
     for e in 0..experts {
@@ -221,17 +230,17 @@ fn batched(
     }
     let mut next = offsets.clone();
     // `slot[i]`: the permuted row of assignment `i` (token `i / k`).
-    let slot: Vec<usize> = routing
-        .choices
-        .iter()
-        .map(|&(e, _)| {
-            next[e] += 1;
-            next[e] - 1
-        })
-        .collect();
-    // One scratch buffer for the permuted rows and the gate and up
-    // activations; every element is written before it is read.
-    let mut scratch = Scratch::take(slots * (dim + 2 * h));
+    let mut slot = Buf::<usize>::with_capacity(slots);
+    for &(e, _) in routing.choices.iter() {
+        next[e] += 1;
+        slot.push(next[e] - 1);
+    }
+    drop(next);
+    // One buffer from the pool for the permuted rows and the gate and up
+    // activations (buffers this big would otherwise come fresh from the OS
+    // on every call, and the page faults of their first touch cost about a
+    // tenth of the routed experts at 256 rows).
+    let mut scratch = Buf::<f32>::zeroed(slots * (dim + 2 * h));
     let (permuted, act) = scratch.split_at_mut(slots * dim);
     let (act, up) = act.split_at_mut(slots * h);
     let up = &mut up[..slots * h];
@@ -246,12 +255,23 @@ fn batched(
     // one task: one fork-join for the three projections of all experts.
     let plan = Schedule::new(&offsets, dim * h, threads, parallel_work);
     let (e_stride, d_stride) = (h * dim, dim * h);
-    let tasks = split_rows(permuted, dim, &offsets)
-        .into_iter()
-        .zip(split_rows(act, h, &offsets))
-        .zip(split_rows(up, h, &offsets));
-    plan.run(tasks, |e, ((xy, g), u), project| {
+    let (xy_all, g_all, u_all) = (
+        Rows::new(permuted, dim),
+        Rows::new(act, h),
+        Rows::new(up, h),
+    );
+    plan.run(|e, project| {
         let n = plan.rows[e];
+        let seg = offsets[e]..offsets[e + 1];
+        // SAFETY: `Schedule::run` calls this once per expert, and the
+        // segments of different experts are disjoint ranges of rows.
+        let (xy, g, u) = unsafe {
+            (
+                xy_all.segment(seg.clone()),
+                g_all.segment(seg.clone()),
+                u_all.segment(seg),
+            )
+        };
         let gu = e * e_stride..(e + 1) * e_stride;
         project(xy, n, dim, &w.gate[gu.clone()], h, g);
         project(xy, n, dim, &w.up[gu], h, u);
@@ -264,7 +284,7 @@ fn batched(
 
     // Un-permute: each token sums its slots weighted by their gates, in
     // expert order, as `moe` does.
-    let mut out = vec![0.0f32; rows * dim];
+    let mut out = Buf::<f32>::zeroed(rows * dim);
     if dim > 0 {
         let gather = |(t, o): (usize, &mut [f32])| {
             let span = t * k..(t + 1) * k;
@@ -285,51 +305,37 @@ fn batched(
     out
 }
 
-/// A per-thread buffer reused across calls (taken out while in use, so a
-/// nested call on the same thread just allocates its own). Buffers this big
-/// come fresh from the OS on every call otherwise, and the page faults of
-/// their first touch cost about a tenth of the routed experts at 256 rows.
-struct Scratch(Vec<f32>);
-
-thread_local! {
-    static SCRATCH: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+/// Rows of `width` floats that tasks on several threads each take a
+/// disjoint segment of (what `split_at_mut` would give, without collecting
+/// the pieces into a vector).
+struct Rows {
+    ptr: *mut f32,
+    len: usize,
+    width: usize,
 }
 
-impl Scratch {
-    /// Most floats kept per thread between calls (64 MiB); past that the
-    /// GEMMs dwarf the allocation.
-    const KEEP: usize = 1 << 24;
+// SAFETY: `Rows` hands out only disjoint segments (see `segment`), and f32 is Send.
+unsafe impl Sync for Rows {}
+unsafe impl Send for Rows {}
 
-    /// At least `len` floats, holding whatever the last call left there.
-    fn take(len: usize) -> Scratch {
-        let mut buf = SCRATCH.with(|s| s.take());
-        if buf.len() < len {
-            buf = vec![0.0; len];
-        }
-        Scratch(buf)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if self.0.len() <= Self::KEEP {
-            let buf = std::mem::take(&mut self.0);
-            // Fails only while the thread is being torn down; the buffer is freed then.
-            let _ = SCRATCH.try_with(|s| s.set(buf));
+impl Rows {
+    fn new(buf: &mut [f32], width: usize) -> Rows {
+        Rows {
+            ptr: buf.as_mut_ptr(),
+            len: buf.len(),
+            width,
         }
     }
-}
 
-impl std::ops::Deref for Scratch {
-    type Target = [f32];
-    fn deref(&self) -> &[f32] {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Scratch {
-    fn deref_mut(&mut self) -> &mut [f32] {
-        &mut self.0
+    /// Rows `range` of the buffer.
+    ///
+    /// # Safety
+    /// No two live segments may overlap, and the buffer must outlive them.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn segment(&self, range: std::ops::Range<usize>) -> &mut [f32] {
+        let (a, b) = (range.start * self.width, range.end * self.width);
+        assert!(a <= b && b <= self.len, "moe: segment out of the buffer");
+        std::slice::from_raw_parts_mut(self.ptr.add(a), b - a)
     }
 }
 
@@ -339,11 +345,11 @@ type Project = fn(&[f32], usize, usize, &[f32], usize, &mut [f32]);
 /// How the segments of a grouped GEMM share the threads.
 struct Schedule {
     /// Rows of each expert's segment.
-    rows: Vec<usize>,
+    rows: Buf<usize>,
     /// Per expert: its segment runs alone with threaded kernels, being more
     /// than one thread's share of the rows (side by side with the others
     /// could not balance it) and big enough for threads to pay.
-    alone: Vec<bool>,
+    alone: Buf<bool>,
     /// Whether the other non-empty segments run side by side on the pool
     /// with single-threaded kernels (at least two of them, with enough work
     /// between them); otherwise they run one after another on this thread.
@@ -352,14 +358,16 @@ struct Schedule {
 
 impl Schedule {
     fn new(offsets: &[usize], row_work: usize, threads: usize, parallel_work: usize) -> Schedule {
-        let rows: Vec<usize> = offsets.windows(2).map(|s| s[1] - s[0]).collect();
+        let mut rows = Buf::<usize>::with_capacity(offsets.len().saturating_sub(1));
+        rows.extend(offsets.windows(2).map(|s| s[1] - s[0]));
         let total: usize = rows.iter().sum();
-        let alone: Vec<bool> = rows
-            .iter()
-            .map(|&n| threads > 1 && n * threads > total && n * row_work >= parallel_work)
-            .collect();
+        let mut alone = Buf::<bool>::with_capacity(rows.len());
+        alone.extend(
+            rows.iter()
+                .map(|&n| threads > 1 && n * threads > total && n * row_work >= parallel_work),
+        );
         let (mut others, mut other_rows) = (0, 0);
-        for (&n, &alone) in rows.iter().zip(&alone) {
+        for (&n, &alone) in rows.iter().zip(alone.iter()) {
             if !alone && n > 0 {
                 others += 1;
                 other_rows += n;
@@ -372,45 +380,27 @@ impl Schedule {
         }
     }
 
-    /// Runs `f(expert, task, kernel)` for every expert with a non-empty
-    /// segment (`tasks` in expert order, one per expert): the segments that
-    /// run alone one after another, then the others.
-    fn run<T: Send>(&self, tasks: impl Iterator<Item = T>, f: impl Fn(usize, T, Project) + Sync) {
-        let mut others = Vec::with_capacity(self.alone.len());
-        for (e, task) in tasks.enumerate() {
-            if self.rows[e] == 0 {
-                continue;
-            }
-            if self.alone[e] {
-                f(e, task, linear);
-            } else {
-                others.push((e, task));
-            }
+    /// Runs `f(expert, kernel)` once for every expert with a non-empty
+    /// segment: the segments that run alone one after another, then the others.
+    fn run(&self, f: impl Fn(usize, Project) + Sync) {
+        let experts = self.rows.len();
+        for e in (0..experts).filter(|&e| self.rows[e] > 0 && self.alone[e]) {
+            f(e, linear);
         }
+        let others = |e: &usize| self.rows[*e] > 0 && !self.alone[*e];
         if self.side_by_side {
-            others
+            (0..experts)
                 .into_par_iter()
                 .with_max_len(1)
-                .for_each(|(e, task)| f(e, task, linear_serial));
+                .filter(others)
+                .for_each(|e| f(e, linear_serial));
         } else {
             // Few rows or a lone segment: `linear` threads only where it pays.
-            for (e, task) in others {
-                f(e, task, linear);
+            for e in (0..experts).filter(others) {
+                f(e, linear);
             }
         }
     }
-}
-
-/// Splits `buf` (rows of `width`) into the per-expert segments of `offsets`.
-fn split_rows<'a>(mut buf: &'a mut [f32], width: usize, offsets: &[usize]) -> Vec<&'a mut [f32]> {
-    offsets
-        .windows(2)
-        .map(|s| {
-            let (seg, rest) = std::mem::take(&mut buf).split_at_mut((s[1] - s[0]) * width);
-            buf = rest;
-            seg
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -577,11 +567,11 @@ mod tests {
         model.router.fill(0.0);
         model.bias.as_mut().unwrap().fill(0.0);
         let r = route(&[1.0, 2.0, 3.0, 4.0], 1, 4, &model.weights(), &model.dims);
-        assert_eq!(r.choices, vec![(0, 0.5), (1, 0.5)]);
+        assert_eq!(*r.choices, vec![(0, 0.5), (1, 0.5)]);
         // The bias picks expert 5 but leaves the gates to the scores.
         model.bias.as_mut().unwrap()[5] = 1.0;
         let r = route(&[1.0, 2.0, 3.0, 4.0], 1, 4, &model.weights(), &model.dims);
-        assert_eq!(r.choices, vec![(0, 0.5), (5, 0.5)]);
+        assert_eq!(*r.choices, vec![(0, 0.5), (5, 0.5)]);
         // Gates of each token sum to 1, its experts in ascending order.
         let model = Model::new(19, 32, small(6, 3, 0), true);
         let x = Rng(23).vec(9 * 32, 1.0);

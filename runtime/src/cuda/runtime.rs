@@ -209,7 +209,7 @@ impl<'a> CudaRuntime<'a> {
         ctx.cache.loops = Some(loops);
         ctx.cache.batch = Some(batch);
         Ok(Forward {
-            logits,
+            logits: logits.into(),
             batch,
             seq: if ctx.last_only { 1 } else { seq },
             vocab,
@@ -258,7 +258,7 @@ impl<'a> CudaRuntime<'a> {
             iterations = f.iterations;
         }
         Ok(Forward {
-            logits,
+            logits: logits.into(),
             batch,
             seq: t,
             vocab: v,
