@@ -6,7 +6,7 @@
 //! which equals the reference's mask wherever the reference works and also
 //! handles a prefill after a cached prefix.
 
-use super::kernels::{dot, gemm_strided, linear_new, rmsnorm, softmax, Rope};
+use super::kernels::{dot, gemm_strided, linear_group, linear_new, rmsnorm, softmax, Rope};
 use super::kv::LayerCache;
 use super::pool::Buf;
 use rayon::prelude::*;
@@ -176,9 +176,15 @@ pub fn gqa(
 ) -> Buf<f32> {
     let (b_n, t_n, d) = (inp.batch, inp.seq, inp.dim);
     let rows = b_n * t_n;
-    let mut q = linear_new(inp.x, rows, d, w.wq, heads * hd);
-    let mut k = linear_new(inp.x, rows, d, w.wk, kv_heads * hd);
-    let v = linear_new(inp.x, rows, d, w.wv, kv_heads * hd);
+    let mut q = Buf::<f32>::zeroed(rows * heads * hd);
+    let mut k = Buf::<f32>::zeroed(rows * kv_heads * hd);
+    let mut v = Buf::<f32>::zeroed(rows * kv_heads * hd);
+    linear_group(
+        inp.x,
+        rows,
+        d,
+        [(w.wq, &mut q), (w.wk, &mut k), (w.wv, &mut v)],
+    );
     for r in 0..rows {
         let pos = inp.start + r % t_n;
         for h in 0..heads {

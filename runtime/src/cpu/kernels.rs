@@ -41,11 +41,7 @@ fn linear_on(
 }
 
 /// Each output is a dot product of an input row with a weight row (weights
-/// are `[out, in]`, so rows are contiguous). Decode is bound by reading the
-/// weights, so the rows of a big layer are split across all threads, in
-/// blocks large enough to keep each thread streaming. Below 256k
-/// multiply-adds (1 MB of f32 weights) waking the threads costs more than it
-/// saves: measured on the bench configs, the threshold 2^18 beat 2^14 and 2^20.
+/// are `[out, in]`, so rows are contiguous).
 fn gemv_rows(
     x: &[f32],
     rows: usize,
@@ -55,28 +51,101 @@ fn gemv_rows(
     out: &mut [f32],
     allow_threads: bool,
 ) {
-    use rayon::prelude::*;
-    let threads = rayon::current_num_threads();
-    let parallel = allow_threads && threads > 1 && n * k >= 1 << 18;
-    let chunk = if parallel {
-        (n / (threads * 4)).max(16)
-    } else {
-        n
-    };
-    for r in 0..rows {
-        let xr = &x[r * k..(r + 1) * k];
-        let o = &mut out[r * n..(r + 1) * n];
-        let body = |(c, oc): (usize, &mut [f32])| {
-            for (j, v) in oc.iter_mut().enumerate() {
-                let row = c * chunk + j;
-                *v = dot(xr, &w[row * k..(row + 1) * k]);
-            }
-        };
-        if parallel {
-            o.par_chunks_mut(chunk).enumerate().for_each(body);
-        } else {
-            o.chunks_mut(chunk).enumerate().for_each(body);
+    debug_assert_eq!(w.len(), n * k);
+    gemv_group(x, rows, k, [(w, out)], allow_threads);
+}
+
+/// Several linear layers of the same input `x` (such as the q, k and v
+/// projections, or SwiGLU's gate and up): `out_i[rows, n_i] = x @ w_i^T`
+/// for each job `(w_i, out_i)`, with the same numbers as [`linear`] on each.
+/// Decode-sized inputs (at most [`GEMV_ROWS`] rows) go as one pass over the
+/// weight rows of all jobs together, split across the threads in one
+/// fork-join; larger ones are a [`linear`] per job.
+pub fn linear_group<const N: usize>(
+    x: &[f32],
+    rows: usize,
+    k: usize,
+    jobs: [(&[f32], &mut [f32]); N],
+) {
+    if rows > GEMV_ROWS || rows == 0 || k == 0 {
+        for (w, out) in jobs {
+            let n = w.len().checked_div(k).unwrap_or(out.len() / rows.max(1));
+            linear(x, rows, k, w, n, out);
         }
+        return;
+    }
+    assert_eq!(x.len(), rows * k, "linear: x is not rows x k");
+    gemv_group(x, rows, k, jobs, true);
+}
+
+/// [`linear_group`] for at most [`GEMV_ROWS`] rows: every output is
+/// `dot(x_r, w_row)`. Decode is bound by reading the weights, so the weight
+/// rows of all jobs are split across all threads in blocks large enough to
+/// keep each thread streaming, and each weight row is read once for all
+/// input rows. Below 256k multiply-adds (1 MB of f32 weights) waking the
+/// threads costs more than it saves: measured on the bench configs, the
+/// threshold 2^18 beat 2^14 and 2^20.
+fn gemv_group<const N: usize>(
+    x: &[f32],
+    rows: usize,
+    k: usize,
+    jobs: [(&[f32], &mut [f32]); N],
+    allow_threads: bool,
+) {
+    use rayon::prelude::*;
+    /// A job's weights and output, written at disjoint rows by each task.
+    #[derive(Clone, Copy)]
+    struct Job {
+        w: *const f32,
+        out: *mut f32,
+        n: usize,
+    }
+    // SAFETY: tasks read the weights and write disjoint output elements.
+    unsafe impl Sync for Job {}
+    unsafe impl Send for Job {}
+    let mut js = [Job {
+        w: std::ptr::null(),
+        out: std::ptr::null_mut(),
+        n: 0,
+    }; N];
+    // Job i owns the global weight rows starts[i]..starts[i + 1].
+    let mut starts = [0usize; N];
+    let mut total = 0;
+    for (i, (w, out)) in jobs.into_iter().enumerate() {
+        let n = w.len() / k;
+        assert_eq!(w.len(), n * k, "linear: w is not n x k");
+        assert_eq!(out.len(), rows * n, "linear: out is not rows x n");
+        js[i] = Job {
+            w: w.as_ptr(),
+            out: out.as_mut_ptr(),
+            n,
+        };
+        starts[i] = total;
+        total += n;
+    }
+    let run = |lo: usize, hi: usize| {
+        for (i, job) in js.iter().enumerate() {
+            let (a, b) = (lo.max(starts[i]), hi.min(starts[i] + job.n));
+            for row in a.saturating_sub(starts[i])..b.saturating_sub(starts[i]) {
+                // SAFETY: `row < job.n`, so the weight row lies in `w` (n x k)
+                // and `r * n + row` in `out` (rows x n); only this task
+                // writes output column `row` (its rows `lo..hi` are its own).
+                let wr = unsafe { std::slice::from_raw_parts(job.w.add(row * k), k) };
+                for r in 0..rows {
+                    let v = dot(&x[r * k..(r + 1) * k], wr);
+                    unsafe { *job.out.add(r * job.n + row) = v };
+                }
+            }
+        }
+    };
+    let threads = rayon::current_num_threads();
+    if allow_threads && threads > 1 && total * k >= 1 << 18 {
+        let chunk = (total / (threads * 4)).max(16);
+        (0..total.div_ceil(chunk))
+            .into_par_iter()
+            .for_each(|c| run(c * chunk, ((c + 1) * chunk).min(total)));
+    } else {
+        run(0, total);
     }
 }
 
@@ -85,16 +154,52 @@ fn gemv_rows(
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     {
-        use std::sync::OnceLock;
-        static FAST: OnceLock<bool> = OnceLock::new();
-        let fast = *FAST
-            .get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"));
-        if fast {
+        if has_avx2_fma() {
             // SAFETY: the features were detected on this CPU.
             return unsafe { dot_avx2(a, b) };
         }
     }
     dot_portable(a, b)
+}
+
+/// `y += s * x`; uses AVX2/FMA when the CPU has them, like [`dot`].
+pub fn axpy(y: &mut [f32], s: f32, x: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_avx2_fma() {
+            // SAFETY: the features were detected on this CPU.
+            return unsafe { axpy_avx2(y, s, x) };
+        }
+    }
+    for (o, &v) in y.iter_mut().zip(x) {
+        *o += s * v;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx2_fma() -> bool {
+    use std::sync::OnceLock;
+    static FAST: OnceLock<bool> = OnceLock::new();
+    *FAST.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn axpy_avx2(y: &mut [f32], s: f32, x: &[f32]) {
+    use std::arch::x86_64::*;
+    let n = y.len().min(x.len());
+    let (py, px) = (y.as_mut_ptr(), x.as_ptr());
+    let sv = _mm256_set1_ps(s);
+    let mut i = 0;
+    while i + 8 <= n {
+        let v = _mm256_fmadd_ps(sv, _mm256_loadu_ps(px.add(i)), _mm256_loadu_ps(py.add(i)));
+        _mm256_storeu_ps(py.add(i), v);
+        i += 8;
+    }
+    while i < n {
+        *py.add(i) += s * *px.add(i);
+        i += 1;
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -295,19 +400,19 @@ fn small_m(
             // `c`, and only this task writes columns `j0..j1`.
             unsafe { out.at(i * rsc + j * csc) }
         };
-        if csb == 1 {
+        if csb == 1 && csc == 1 {
+            let crow = |i: usize| {
+                // SAFETY: as for `at`: row i, columns j0..j1 of `c`, which
+                // `gemm_with` bounds-checked and only this task writes.
+                unsafe { std::slice::from_raw_parts_mut(out.at(i * rsc + j0), j1 - j0) }
+            };
             for i in 0..m {
-                for j in j0..j1 {
-                    *at(i, j) = 0.0;
-                }
+                crow(i).fill(0.0);
             }
             for kk in 0..k {
                 let brow = &b[kk * rsb + j0..kk * rsb + j1];
                 for i in 0..m {
-                    let s = a[i * rsa + kk * csa];
-                    for (j, &v) in (j0..j1).zip(brow) {
-                        *at(i, j) += s * v;
-                    }
+                    axpy(crow(i), a[i * rsa + kk * csa], brow);
                 }
             }
         } else {
@@ -396,8 +501,8 @@ pub fn swiglu(
     down: &[f32],
     hidden: usize,
 ) -> Buf<f32> {
-    let mut g = linear_new(x, rows, dim, gate, hidden);
-    let u = linear_new(x, rows, dim, up, hidden);
+    let (mut g, mut u) = (Buf::zeroed(rows * hidden), Buf::zeroed(rows * hidden));
+    linear_group(x, rows, dim, [(gate, &mut g), (up, &mut u)]);
     for (g, u) in g.iter_mut().zip(&u) {
         *g = silu(*g) * u;
     }
@@ -482,6 +587,58 @@ mod tests {
         let exact: f64 = a.iter().zip(&b).map(|(x, y)| *x as f64 * *y as f64).sum();
         assert!((dot(&a, &b) as f64 - exact).abs() < 1e-5);
         assert!((dot_portable(&a, &b) as f64 - exact).abs() < 1e-5);
+    }
+
+    /// The no-pack path for few rows (row updates, contiguous dots, general
+    /// strides; threaded or not) against a plain triple loop.
+    #[test]
+    fn small_m_products_match_naive() {
+        let val = |i: usize| ((i as f32) * 0.731).sin();
+        for &(m, k, n) in &[(1, 7, 5), (3, 64, 40), (16, 96, 300), (16, 300, 96)] {
+            let a: Vec<f32> = (0..m * k).map(val).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| val(i + 11)).collect();
+            let naive = |i: usize, j: usize, bt: bool| -> f32 {
+                (0..k)
+                    .map(|kk| a[i * k + kk] * if bt { b[j * k + kk] } else { b[kk * n + j] })
+                    .sum()
+            };
+            // (b row-major [k, n]: row updates) and (b as [n, k] read transposed: dots).
+            for (bt, rsb, csb) in [(false, n, 1), (true, 1, k)] {
+                for threads in [false, true] {
+                    let mut c = vec![f32::NAN; m * n];
+                    gemm_with(m, k, n, &a, k, 1, &b, rsb, csb, &mut c, n, 1, threads);
+                    // c written transposed (csc != 1): the general per-element path.
+                    let mut ct = vec![f32::NAN; m * n];
+                    gemm_with(m, k, n, &a, k, 1, &b, rsb, csb, &mut ct, 1, m, threads);
+                    for i in 0..m {
+                        for j in 0..n {
+                            let want = naive(i, j, bt);
+                            // Summation orders differ: allow f32 rounding over k terms.
+                            let tol = 1e-6 * k as f32;
+                            let (got, got_t) = (c[i * n + j], ct[j * m + i]);
+                            assert!(
+                                (got - want).abs() < tol,
+                                "{m}x{k}x{n} ({i},{j}): {got} vs {want}"
+                            );
+                            assert!(
+                                (got_t - want).abs() < tol,
+                                "{m}x{k}x{n} ({i},{j}): {got_t} vs {want}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn axpy_paths_agree() {
+        let x: Vec<f32> = (0..37).map(|i| (i as f32 * 0.3).cos()).collect();
+        let mut y: Vec<f32> = (0..37).map(|i| i as f32).collect();
+        axpy(&mut y, 0.5, &x);
+        for (i, v) in y.iter().enumerate() {
+            assert!((v - (i as f32 + 0.5 * x[i])).abs() < 1e-6);
+        }
     }
 
     #[test]
