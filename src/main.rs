@@ -228,6 +228,10 @@ enum Command {
         /// Worker threads (default: all cores)
         #[arg(long)]
         threads: Option<usize>,
+        /// Measure this many prefill + decode rounds (each on a fresh KV
+        /// cache) and report the fastest prefill and decode
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=1000))]
+        repeats: u64,
         /// Print the time spent in each op kind
         #[arg(long)]
         profile: bool,
@@ -752,6 +756,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             decode,
             loops,
             threads,
+            repeats,
             profile,
             json,
             opt,
@@ -765,6 +770,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     .build_global()
                     .context("setting --threads")?;
             }
+            let bench_opts = run::BenchOptions {
+                seq,
+                decode,
+                loops,
+                seed: 0,
+                repeats: repeats as usize,
+                profile,
+            };
             let r = if backend.device == Device::Cuda {
                 if profile {
                     anyhow::bail!("--profile times the CPU runtime's ops; it does not work with --device cuda yet");
@@ -773,34 +786,30 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 else {
                     return Ok(ExitCode::FAILURE);
                 };
-                run::bench_on(&c.module, &c.runtime()?, seq, decode, loops, 0, false)?
+                let opts = run::BenchOptions {
+                    profile: false,
+                    ..bench_opts
+                };
+                run::bench_on(&c.module, &c.runtime()?, &opts)?
             } else {
                 let Some((module, w, kernels)) =
                     prepare_run(&spec, model.as_deref(), &opt, &backend, &weights)?
                 else {
                     return Ok(ExitCode::FAILURE);
                 };
-                run::bench(
-                    &module,
-                    &w,
-                    kernels.as_ref(),
-                    seq,
-                    decode,
-                    loops,
-                    0,
-                    profile,
-                )?
+                run::bench(&module, &w, kernels.as_ref(), &bench_opts)?
             };
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
                 println!(
-                    "model {}   loops {}   threads {}   -O{}   backend {}",
+                    "model {}   loops {}   threads {}   -O{}   backend {}   best of {}",
                     r.model,
                     r.loops,
                     r.threads,
                     opt.level(2),
-                    r.backend
+                    r.backend,
+                    r.repeats
                 );
                 println!(
                     "  prefill {} tokens   {:>10.1} ms   {:>10.1} tokens/s   {:>8.2} GFLOP/s",

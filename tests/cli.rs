@@ -438,10 +438,13 @@ fn runtime_commands_end_to_end() {
         "16",
         "--decode",
         "2",
+        "--repeats",
+        "2",
         "--json",
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["repeats"], 2);
     assert!(v["prefill_tokens_per_s"].as_f64().unwrap() > 0.0);
     assert!(v["decode_ms_per_token"].as_f64().unwrap() > 0.0);
 

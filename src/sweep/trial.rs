@@ -353,8 +353,15 @@ pub fn measure_cpu(
         ));
     }
     let weights = mythos_runtime::weights::Weights::init(&module, 0);
-    let r = crate::run::bench(&module, &weights, None, seq, decode, loops, 0, false)
-        .map_err(|e| format!("{e:#}"))?;
+    let opts = crate::run::BenchOptions {
+        seq,
+        decode,
+        loops,
+        seed: 0,
+        repeats: 1,
+        profile: false,
+    };
+    let r = crate::run::bench(&module, &weights, None, &opts).map_err(|e| format!("{e:#}"))?;
     Ok(BTreeMap::from([
         ("cpu.prefill_ms".to_string(), r.prefill_ms),
         (

@@ -6,7 +6,8 @@ For each SPEC (a .mythos file or @preset that `mythos export openmythos` accepts
 exports the MythosConfig, times OpenMythos (open-mythos 0.5.0, torch, float32, eval,
 no_grad) on a prefill of --seq random tokens with a KV cache and --decode single-token
 steps, runs `mythos bench` (release build) on the same shape, and prints both and the
-ratios. Each side reports the best of --repeats runs (timings on shared machines are noisy). Set-up: see tools/parity/README.md (the venv has open-mythos and torch).
+ratios. Rounds of the two alternate (a shared machine's speed drifts over minutes) and
+each side reports its best of --repeats rounds. Set-up: see tools/parity/README.md (the venv has open-mythos and torch).
 """
 import argparse
 import json
@@ -19,7 +20,9 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def reference(cfg_dict, seq, decode, threads, repeats):
+def reference(cfg_dict, seq, decode, threads):
+    """OpenMythos built once; returns a function timing one round: a prefill
+    of `seq` tokens on a fresh KV cache, then `decode` greedy steps."""
     import torch
     from open_mythos.main import MythosConfig, OpenMythos
 
@@ -28,33 +31,34 @@ def reference(cfg_dict, seq, decode, threads, repeats):
     model = OpenMythos(MythosConfig(**cfg_dict)).eval()
     ids = torch.randint(0, cfg_dict["vocab_size"], (1, seq))
     loops = cfg_dict["max_loop_iters"]
-    best_prefill, best_decode = float("inf"), float("inf")
     with torch.no_grad():
         model(ids[:, :8], n_loops=loops, kv_cache={})  # warm-up
-        for _ in range(repeats):
+
+    def round_():
+        with torch.no_grad():
             cache = {}
             t0 = time.perf_counter()
             logits = model(ids, n_loops=loops, kv_cache=cache, start_pos=0)
-            best_prefill = min(best_prefill, time.perf_counter() - t0)
+            prefill = time.perf_counter() - t0
             tok = logits[:, -1:].argmax(-1)
             t1 = time.perf_counter()
             for i in range(decode):
                 logits = model(tok, n_loops=loops, kv_cache=cache, start_pos=seq + i)
                 tok = logits[:, -1:].argmax(-1)
-            best_decode = min(best_decode, (time.perf_counter() - t1) / decode)
-    return {"prefill_ms": best_prefill * 1e3, "decode_ms_per_token": best_decode * 1e3}
+            return prefill * 1e3, (time.perf_counter() - t1) / max(decode, 1) * 1e3
+
+    return round_
 
 
-def ours(spec, seq, decode, threads, binary, repeats):
-    runs = []
-    for _ in range(repeats):
-        out = subprocess.run(
-            [binary, "bench", spec, "--seed", "0", "--seq", str(seq), "--decode", str(decode),
-             "--threads", str(threads), "--json"],
-            check=True, capture_output=True, text=True)
-        runs.append(json.loads(out.stdout))
-    return {"prefill_ms": min(r["prefill_ms"] for r in runs),
-            "decode_ms_per_token": min(r["decode_ms_per_token"] for r in runs)}
+def ours(spec, weights, seq, decode, threads, binary):
+    """One `mythos bench` process (best of its 2 rounds, the first of which
+    warms the buffer pool as the reference's earlier rounds warm its caches)."""
+    out = subprocess.run(
+        [binary, "bench", spec, "--weights", weights, "--seq", str(seq), "--decode", str(decode),
+         "--threads", str(threads), "--repeats", "2", "--json"],
+        check=True, capture_output=True, text=True)
+    r = json.loads(out.stdout)
+    return r["prefill_ms"], r["decode_ms_per_token"]
 
 
 def main():
@@ -74,8 +78,18 @@ def main():
             subprocess.run([args.mythos, "export", "openmythos", spec, "-o", cfg_path], check=True,
                            capture_output=True)
             cfg = json.load(open(cfg_path))
-        ref = reference(cfg, args.seq, args.decode, args.threads, args.repeats)
-        us = ours(spec, args.seq, args.decode, args.threads, args.mythos, args.repeats)
+            weights = os.path.join(d, "weights.safetensors")
+            subprocess.run([args.mythos, "init", spec, "--seed", "0", "-o", weights], check=True,
+                           capture_output=True)
+            ref_round = reference(cfg, args.seq, args.decode, args.threads)
+            # Rounds alternate between the two, so that both see the same
+            # machine: on a shared VM the speed drifts over minutes.
+            refs, uss = [], []
+            for _ in range(args.repeats):
+                refs.append(ref_round())
+                uss.append(ours(spec, weights, args.seq, args.decode, args.threads, args.mythos))
+        ref = {"prefill_ms": min(r[0] for r in refs), "decode_ms_per_token": min(r[1] for r in refs)}
+        us = {"prefill_ms": min(r[0] for r in uss), "decode_ms_per_token": min(r[1] for r in uss)}
         print(f"{spec}  (threads {args.threads}, prompt {args.seq}, decode {args.decode}, "
               f"loops {cfg['max_loop_iters']}, best of {args.repeats})")
         print(f"  prefill   OpenMythos {ref['prefill_ms']:9.1f} ms   Mythos {us['prefill_ms']:9.1f} ms   "
