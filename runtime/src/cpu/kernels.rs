@@ -82,9 +82,10 @@ pub fn linear_group<const N: usize>(
 /// `dot(x_r, w_row)`. Decode is bound by reading the weights, so the weight
 /// rows of all jobs are split across all threads in blocks large enough to
 /// keep each thread streaming, and each weight row is read once for all
-/// input rows. Below 256k multiply-adds (1 MB of f32 weights) waking the
-/// threads costs more than it saves: measured on the bench configs, the
-/// threshold 2^18 beat 2^14 and 2^20.
+/// input rows. Below 128k multiply-adds (512 kB of f32 weights) waking the
+/// threads costs more than it saves: measured on bench-small-gqa decode
+/// (2 threads, alternating runs, 16 rounds), 2^17 was about 5% faster than
+/// 2^18 and 2^16, and earlier 2^18 beat 2^14 and 2^20.
 fn gemv_group<const N: usize>(
     x: &[f32],
     rows: usize,
@@ -139,7 +140,7 @@ fn gemv_group<const N: usize>(
         }
     };
     let threads = rayon::current_num_threads();
-    if allow_threads && threads > 1 && total * k >= 1 << 18 {
+    if allow_threads && threads > 1 && total * k >= 1 << 17 {
         let chunk = (total / (threads * 4)).max(16);
         (0..total.div_ceil(chunk))
             .into_par_iter()
@@ -176,8 +177,9 @@ pub fn axpy(y: &mut [f32], s: f32, x: &[f32]) {
     }
 }
 
+/// Whether this CPU has AVX2 and FMA (checked once).
 #[cfg(target_arch = "x86_64")]
-fn has_avx2_fma() -> bool {
+pub fn has_avx2_fma() -> bool {
     use std::sync::OnceLock;
     static FAST: OnceLock<bool> = OnceLock::new();
     *FAST.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
@@ -202,9 +204,14 @@ unsafe fn axpy_avx2(y: &mut [f32], s: f32, x: &[f32]) {
     }
 }
 
+/// [`dot`] with AVX2/FMA (inlined into callers with the same features).
+///
+/// # Safety
+/// The CPU has AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+#[inline]
+pub unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
     use std::arch::x86_64::*;
     let n = a.len().min(b.len());
     let (pa, pb) = (a.as_ptr(), b.as_ptr());
