@@ -8,7 +8,7 @@
 
 use super::kernels::{axpy, dot, gemm_strided, linear_group, linear_new, rmsnorm, softmax, Rope};
 #[cfg(target_arch = "x86_64")]
-use super::kernels::{dot_avx2, has_avx2_fma};
+use super::kernels::{dot_avx2, has_avx2_fma, weighted_rows_avx2, Weights};
 use super::kv::LayerCache;
 use super::pool::Buf;
 use rayon::prelude::*;
@@ -236,9 +236,8 @@ struct Rows {
 }
 
 /// [`kv_group`] for `G` heads with AVX2/FMA: the score dot products inline
-/// ([`dot_avx2`], the same arithmetic as [`dot`]); then the values 32
-/// columns at a time with the `G x 32` accumulators in registers (the same
-/// fused multiply-adds in the same order as [`axpy`] per position).
+/// ([`dot_avx2`], the same arithmetic as [`dot`]); then the values through
+/// [`weighted_rows_avx2`] (each value row loaded once for the group).
 ///
 /// # Safety
 /// AVX2 and FMA are available; `q` holds `G * qk`, `scores` `G * visible`,
@@ -255,7 +254,6 @@ unsafe fn kv_group_avx2<const G: usize>(
     scores: &mut [f32],
     o: &mut [f32],
 ) {
-    use std::arch::x86_64::*;
     let (qk, vd, visible) = (sh.qk, sh.vd, sh.visible);
     for s in 0..visible {
         let k = std::slice::from_raw_parts(keys.as_ptr().add(at.k_at + s * at.k_stride), qk);
@@ -267,43 +265,13 @@ unsafe fn kv_group_avx2<const G: usize>(
     for row in scores[..G * visible].chunks_exact_mut(visible.max(1)) {
         softmax(row);
     }
-    let (p, vp) = (&*scores, values.as_ptr());
-    let mut c = 0;
-    while c + 32 <= vd {
-        let mut acc = [[_mm256_setzero_ps(); 4]; G];
-        for s in 0..visible {
-            let row = vp.add(at.v_at + s * at.v_stride + c);
-            let v = [
-                _mm256_loadu_ps(row),
-                _mm256_loadu_ps(row.add(8)),
-                _mm256_loadu_ps(row.add(16)),
-                _mm256_loadu_ps(row.add(24)),
-            ];
-            for (g, acc) in acc.iter_mut().enumerate() {
-                let w = _mm256_set1_ps(*p.get_unchecked(g * visible + s));
-                for (a, &v) in acc.iter_mut().zip(&v) {
-                    *a = _mm256_fmadd_ps(w, v, *a);
-                }
-            }
-        }
-        for (g, acc) in acc.iter().enumerate() {
-            let dst = o.as_mut_ptr().add(g * vd + c);
-            for (j, a) in acc.iter().enumerate() {
-                _mm256_storeu_ps(dst.add(8 * j), *a);
-            }
-        }
-        c += 32;
-    }
-    // Columns past the last full block of 32.
-    for g in 0..G {
-        for col in c..vd {
-            let mut acc = 0.0f32;
-            for s in 0..visible {
-                acc = p[g * visible + s].mul_add(*vp.add(at.v_at + s * at.v_stride + col), acc);
-            }
-            o[g * vd + col] = acc;
-        }
-    }
+    let w = Weights {
+        ptr: scores.as_ptr(),
+        row: visible,
+        col: 1,
+    };
+    let rows = values.as_ptr().add(at.v_at);
+    weighted_rows_avx2::<G>(&w, rows, (at.v_stride, visible, vd, vd), o.as_mut_ptr());
 }
 
 /// GQA weights: `wq [H*hd, d]`, `wk`, `wv [Hkv*hd, d]`, `wo [d, H*hd]`.

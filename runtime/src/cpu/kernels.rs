@@ -407,6 +407,39 @@ fn small_m(
             // `c`, and only this task writes columns `j0..j1`.
             unsafe { out.at(i * rsc + j * csc) }
         };
+        #[cfg(target_arch = "x86_64")]
+        if csb == 1 && csc == 1 && has_avx2_fma() {
+            // Blocks of 4, 2 and 1 rows with their outputs in registers.
+            let mut i = 0;
+            while i < m {
+                let g = if m - i >= 4 {
+                    4
+                } else if m - i >= 2 {
+                    2
+                } else {
+                    1
+                };
+                let pa = Weights {
+                    ptr: a[i * rsa..].as_ptr(),
+                    row: rsa,
+                    col: csa,
+                };
+                // SAFETY: AVX2/FMA were detected; `gemm_with` bounds-checked
+                // a, b and c for every (i, kk, j) of the product, and only
+                // this task writes columns j0..j1 of c.
+                unsafe {
+                    let (rows, dst) = (b.as_ptr().add(j0), out.at(i * rsc + j0) as *mut f32);
+                    let shape = (rsb, k, j1 - j0, rsc);
+                    match g {
+                        4 => weighted_rows_avx2::<4>(&pa, rows, shape, dst),
+                        2 => weighted_rows_avx2::<2>(&pa, rows, shape, dst),
+                        _ => weighted_rows_avx2::<1>(&pa, rows, shape, dst),
+                    }
+                }
+                i += g;
+            }
+            return;
+        }
         if csb == 1 && csc == 1 {
             let crow = |i: usize| {
                 // SAFETY: as for `at`: row i, columns j0..j1 of `c`, which
@@ -423,6 +456,31 @@ fn small_m(
                 }
             }
         } else {
+            #[cfg(target_arch = "x86_64")]
+            if csa == 1 && rsb == 1 && has_avx2_fma() {
+                /// The dot products with [`dot_avx2`] inlined.
+                ///
+                /// # Safety
+                /// AVX2/FMA available; `at` gives each (i, j) of this task.
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn dots(
+                    (m, k, j0, j1): (usize, usize, usize, usize),
+                    (a, rsa): (&[f32], usize),
+                    (b, csb): (&[f32], usize),
+                    at: &dyn Fn(usize, usize) -> *mut f32,
+                ) {
+                    for j in j0..j1 {
+                        let bj = &b[j * csb..j * csb + k];
+                        for i in 0..m {
+                            *at(i, j) = dot_avx2(&a[i * rsa..i * rsa + k], bj);
+                        }
+                    }
+                }
+                let at_ptr = |i: usize, j: usize| at(i, j) as *mut f32;
+                // SAFETY: AVX2/FMA were detected; `at` is in bounds (see above).
+                unsafe { dots((m, k, j0, j1), (a, rsa), (b, csb), &at_ptr) };
+                return;
+            }
             for j in j0..j1 {
                 for i in 0..m {
                     *at(i, j) = if csa == 1 && rsb == 1 {
@@ -438,12 +496,83 @@ fn small_m(
     };
     let workers = rayon::current_num_threads();
     if threads && workers > 1 && m * n * k >= 1 << 18 {
-        let chunk = n.div_ceil(workers * 4).max(16);
+        // One task per thread, in whole 32-column blocks (what the
+        // register-blocked path works in): measured on the absorbed MLA
+        // decode of bench-small-mla, 16-column tasks made 2 threads 2.5x
+        // slower than 1, whole blocks 1.4x faster.
+        let chunk = n.div_ceil(workers).next_multiple_of(32);
         (0..n.div_ceil(chunk))
             .into_par_iter()
             .for_each(|t| columns(t * chunk, ((t + 1) * chunk).min(n)));
     } else {
         columns(0, n);
+    }
+}
+
+/// The weights of [`weighted_rows_avx2`]: `w[g, s]` at `ptr + g * row + s * col`.
+pub struct Weights {
+    pub ptr: *const f32,
+    pub row: usize,
+    pub col: usize,
+}
+
+/// `out[g, c] = sum_s w[g, s] * rows[s * row_stride + c]` for `g < G`,
+/// `c < cols`, `s < n`: a weighted sum of `n` strided rows for `G` weight
+/// vectors at once, 32 columns at a time with the `G x 32` accumulators in
+/// registers, so each row is loaded once for all `G`. The sums run in `s`
+/// order with one fused multiply-add per term (the numbers of [`axpy`]
+/// applied row by row). `shape` is `(row_stride, n, cols, out_stride)`;
+/// output row `g` starts at `out + g * out_stride`.
+///
+/// # Safety
+/// AVX2 and FMA are available, and every weight, row element and output
+/// element the formula names lies in its allocation (outputs not aliased).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+pub unsafe fn weighted_rows_avx2<const G: usize>(
+    w: &Weights,
+    rows: *const f32,
+    (row_stride, n, cols, out_stride): (usize, usize, usize, usize),
+    out: *mut f32,
+) {
+    use std::arch::x86_64::*;
+    let weight = |g: usize, s: usize| *w.ptr.add(g * w.row + s * w.col);
+    let mut c = 0;
+    while c + 32 <= cols {
+        let mut acc = [[_mm256_setzero_ps(); 4]; G];
+        for s in 0..n {
+            let row = rows.add(s * row_stride + c);
+            let v = [
+                _mm256_loadu_ps(row),
+                _mm256_loadu_ps(row.add(8)),
+                _mm256_loadu_ps(row.add(16)),
+                _mm256_loadu_ps(row.add(24)),
+            ];
+            for (g, acc) in acc.iter_mut().enumerate() {
+                let ws = _mm256_set1_ps(weight(g, s));
+                for (a, &v) in acc.iter_mut().zip(&v) {
+                    *a = _mm256_fmadd_ps(ws, v, *a);
+                }
+            }
+        }
+        for (g, acc) in acc.iter().enumerate() {
+            let dst = out.add(g * out_stride + c);
+            for (j, a) in acc.iter().enumerate() {
+                _mm256_storeu_ps(dst.add(8 * j), *a);
+            }
+        }
+        c += 32;
+    }
+    // Columns past the last full block of 32.
+    for g in 0..G {
+        for col in c..cols {
+            let mut acc = 0.0f32;
+            for s in 0..n {
+                acc = weight(g, s).mul_add(*rows.add(s * row_stride + col), acc);
+            }
+            *out.add(g * out_stride + col) = acc;
+        }
     }
 }
 
