@@ -355,6 +355,28 @@ impl<'a> CpuRuntime<'a> {
         cache: Option<&mut KvCache>,
         logits: Logits,
     ) -> Result<Forward, RunError> {
+        // The whole call runs on a worker of the thread pool: every parallel
+        // kernel inside it then forks from a worker (its own deque, the other
+        // workers steal) instead of injecting a job and parking the caller's
+        // thread on each of them, one context switch per call instead of
+        // one per kernel.
+        if rayon::current_thread_index().is_none() && rayon::current_num_threads() > 1 {
+            let mut out = None;
+            rayon::scope(|_| out = Some(self.forward_on_pool(ids, batch, loops, cache, logits)));
+            return out.expect("the scope ran the forward pass");
+        }
+        self.forward_on_pool(ids, batch, loops, cache, logits)
+    }
+
+    /// [`CpuRuntime::forward_with`] on the current thread.
+    fn forward_on_pool(
+        &self,
+        ids: &[i64],
+        batch: usize,
+        loops: Option<u64>,
+        cache: Option<&mut KvCache>,
+        logits: Logits,
+    ) -> Result<Forward, RunError> {
         let loops = loops.unwrap_or_else(|| self.max_iters());
         let mut local = KvCache::new();
         let may_exit_early = cache.is_none();
