@@ -317,9 +317,7 @@ pub fn gqa(
     let width = kv_heads * hd;
     let mut attn = Buf::<f32>::zeroed(rows * heads * hd);
     for b in 0..b_n {
-        let range = b * t_n * width..(b + 1) * t_n * width;
-        cache.append(LayerCache::KEYS, b, &k[range.clone()], width);
-        cache.append(LayerCache::VALUES, b, &v[range], width);
+        cache.append_kv(b, t_n, (&k, width), (&v, width));
         attend(
             &q[b * t_n * heads * hd..(b + 1) * t_n * heads * hd],
             &cache.keys[b],
@@ -436,19 +434,7 @@ pub fn mla_with(
         let at = b * t_n * lat_w..(b + 1) * t_n * lat_w;
         cache.append(LayerCache::LATENT, b, &lat[at], lat_w);
         if let Some((keys, values)) = &new_kv {
-            let (kw, vw) = (h_n * qk, h_n * m.v);
-            cache.append(
-                LayerCache::KEYS,
-                b,
-                &keys[b * t_n * kw..(b + 1) * t_n * kw],
-                kw,
-            );
-            cache.append(
-                LayerCache::VALUES,
-                b,
-                &values[b * t_n * vw..(b + 1) * t_n * vw],
-                vw,
-            );
+            cache.append_kv(b, t_n, (keys, h_n * qk), (values, h_n * m.v));
         }
     }
     cache.len += t_n;

@@ -80,18 +80,7 @@ pub(super) fn run<'w>(
             }
             let layer = ctx.cache.entry_at(&a.cache, iteration, batch);
             for b in 0..batch {
-                layer.append(
-                    LayerCache::KEYS,
-                    b,
-                    &k[b * seq * kw..(b + 1) * seq * kw],
-                    kw,
-                );
-                layer.append(
-                    LayerCache::VALUES,
-                    b,
-                    &v[b * seq * kw..(b + 1) * seq * kw],
-                    kw,
-                );
+                layer.append_kv(b, seq, (&k, kw), (&v, kw));
             }
             layer.len += seq;
             let mut scores = Buf::<f32>::zeroed(layer.len.max(start + seq));

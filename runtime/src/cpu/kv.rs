@@ -65,6 +65,29 @@ impl LayerCache {
         }
         buf.extend_from_slice(data);
     }
+
+    /// Appends batch row `row`'s `seq` new positions of `keys` (rows of
+    /// `kw`) and `values` (rows of `vw`), both laid out `[batch, seq, width]`.
+    pub fn append_kv(
+        &mut self,
+        row: usize,
+        seq: usize,
+        (keys, kw): (&[f32], usize),
+        (values, vw): (&[f32], usize),
+    ) {
+        self.append(
+            Self::KEYS,
+            row,
+            &keys[row * seq * kw..(row + 1) * seq * kw],
+            kw,
+        );
+        self.append(
+            Self::VALUES,
+            row,
+            &values[row * seq * vw..(row + 1) * seq * vw],
+            vw,
+        );
+    }
 }
 
 /// All cache entries of one sequence batch, and how many positions they hold.

@@ -100,12 +100,9 @@ pub fn route(x: &[f32], rows: usize, dim: usize, w: &MoeWeights, m: &MoeDims) ->
     Routing { top_k: k, choices }
 }
 
-/// The per-expert reference path (see the module doc).
-pub fn moe(x: &[f32], rows: usize, dim: usize, w: &MoeWeights, m: &MoeDims) -> Buf<f32> {
-    let routing = route(x, rows, dim, w, m);
-    let (experts, k) = (m.experts, m.top_k);
-    // Per expert, the assignments routed to it in token order: a counting
-    // sort, segment `e` of `order` being `offsets[e]..offsets[e + 1]`.
+/// Where each expert's assignments start once sorted by expert (a
+/// counting sort's prefix sums): expert `e` has `offsets[e]..offsets[e + 1]`.
+fn expert_offsets(routing: &Routing, experts: usize) -> Buf<usize> {
     let mut offsets = Buf::<usize>::zeroed(experts + 1);
     for &(e, _) in routing.choices.iter() {
         offsets[e + 1] += 1;
@@ -113,6 +110,16 @@ pub fn moe(x: &[f32], rows: usize, dim: usize, w: &MoeWeights, m: &MoeDims) -> B
     for e in 0..experts {
         offsets[e + 1] += offsets[e];
     }
+    offsets
+}
+
+/// The per-expert reference path (see the module doc).
+pub fn moe(x: &[f32], rows: usize, dim: usize, w: &MoeWeights, m: &MoeDims) -> Buf<f32> {
+    let routing = route(x, rows, dim, w, m);
+    let (experts, k) = (m.experts, m.top_k);
+    // Per expert, the assignments routed to it in token order: a counting
+    // sort, segment `e` of `order` being `offsets[e]..offsets[e + 1]`.
+    let offsets = expert_offsets(&routing, experts);
     let mut next = offsets.clone();
     let mut order = Buf::<usize>::zeroed(routing.choices.len());
     for (i, &(e, _)) in routing.choices.iter().enumerate() {
@@ -221,13 +228,7 @@ fn batched(
 
     // Counting sort of the assignments by expert: segment `e` of the permuted
     // rows is `offsets[e]..offsets[e + 1]`, tokens in order within it.
-    let mut offsets = Buf::<usize>::zeroed(experts + 1);
-    for &(e, _) in routing.choices.iter() {
-        offsets[e + 1] += 1;
-    }
-    for e in 0..experts {
-        offsets[e + 1] += offsets[e];
-    }
+    let offsets = expert_offsets(&routing, experts);
     let mut next = offsets.clone();
     // `slot[i]`: the permuted row of assignment `i` (token `i / k`).
     let mut slot = Buf::<usize>::with_capacity(slots);
