@@ -582,6 +582,53 @@ fn read_logits(p: &std::path::Path) -> Vec<f32> {
         .collect()
 }
 
+/// The portable kernels (`MYTHOS_CPU_PORTABLE=1`) and the SIMD ones give
+/// the same logits, prefill and decode through the cache, GQA and MLA: the
+/// check that the code the CI machine's CPU does not pick still works.
+#[test]
+fn portable_kernels_match_simd() {
+    let dir = std::env::temp_dir().join(format!("mythos-portable-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (preset, fixture) in [("@tiny-gqa", "gqa_decode"), ("@tiny-mla", "mla_decode")] {
+        let io = format!("tests/fixtures/parity/{fixture}.io.safetensors");
+        let run = |portable: &str, out: &std::path::Path| {
+            let o = Command::new(env!("CARGO_BIN_EXE_mythos"))
+                .args([
+                    "run",
+                    preset,
+                    "--seed",
+                    "5",
+                    "--inputs",
+                    &io,
+                    "--decode-from",
+                    "3",
+                ])
+                .args(["--dump-logits", out.to_str().unwrap()])
+                .env("MYTHOS_CPU_PORTABLE", portable)
+                .output()
+                .unwrap();
+            assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+            read_logits(out)
+        };
+        let simd = run("0", &dir.join("simd.safetensors"));
+        let portable = run("1", &dir.join("portable.safetensors"));
+        let max = simd.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let err = simd
+            .iter()
+            .zip(&portable)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        println!(
+            "{preset}: portable vs SIMD kernels {:.2e} relative",
+            err / max
+        );
+        assert!(
+            err <= 1e-5 * max,
+            "{preset}: portable kernels differ by {err} (max {max})"
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// Full compiles of a tiny model: needs a kernel for every op of it
 /// (attention, MoE, ...). The summary, the artifact, --emit, --timings,
 /// and the cache: a hit the second time, a miss with its reason after.

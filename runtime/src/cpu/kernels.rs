@@ -177,12 +177,17 @@ pub fn axpy(y: &mut [f32], s: f32, x: &[f32]) {
     }
 }
 
-/// Whether this CPU has AVX2 and FMA (checked once).
+/// Whether this CPU has AVX2 and FMA (checked once), which picks the SIMD
+/// kernels. `MYTHOS_CPU_PORTABLE=1` in the environment forces the portable
+/// ones (to compare the two, or to rule the SIMD code out when debugging).
 #[cfg(target_arch = "x86_64")]
 pub fn has_avx2_fma() -> bool {
     use std::sync::OnceLock;
     static FAST: OnceLock<bool> = OnceLock::new();
-    *FAST.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+    *FAST.get_or_init(|| {
+        let portable = std::env::var_os("MYTHOS_CPU_PORTABLE").is_some_and(|v| v != "0");
+        !portable && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+    })
 }
 
 #[cfg(target_arch = "x86_64")]
