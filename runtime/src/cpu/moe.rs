@@ -27,7 +27,7 @@
 //!   so a warm call allocates nothing. Decode (one token)
 //!   reads only the `top_k` chosen experts, as GEMVs.
 
-use super::kernels::{linear, linear_new, linear_serial, silu, softmax, swiglu};
+use super::kernels::{linear, linear_new, linear_serial, silu_mul, softmax, swiglu};
 use super::pool::Buf;
 use rayon::prelude::*;
 
@@ -276,9 +276,7 @@ fn batched(
         let gu = e * e_stride..(e + 1) * e_stride;
         project(xy, n, dim, &w.gate[gu.clone()], h, g);
         project(xy, n, dim, &w.up[gu], h, u);
-        for (g, u) in g.iter_mut().zip(u.iter()) {
-            *g = silu(*g) * u;
-        }
+        silu_mul(g, u);
         project(g, n, h, &w.down[e * d_stride..(e + 1) * d_stride], dim, xy);
     });
     let y = &scratch[..slots * dim];
