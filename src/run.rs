@@ -286,8 +286,11 @@ pub fn generate(
         lock.flush()?;
         Ok(())
     })?;
+    drop(lock);
+    // The stats after the tokens' line, so a terminal shows them apart.
     println!();
-    Ok(out)
+    eprintln!("{}", out.1);
+    Ok(out.0)
 }
 
 /// `mythos generate --prompt`: streams decoded text to stdout.
@@ -314,19 +317,22 @@ pub fn generate_text(
         }
         Ok(())
     })?;
+    drop(lock);
     println!();
-    Ok(out)
+    eprintln!("{}", out.1);
+    Ok(out.0)
 }
 
 /// Prefill the prompt, then one token per step through the KV cache; `emit`
-/// gets each new token as it is chosen; stats go to stderr.
+/// gets each new token as it is chosen. Returns the tokens and the stats
+/// line (count, prefill time, decode speed) for stderr.
 fn generate_with<E: Engine>(
     module: &Module,
     rt: &E,
     prompt: &[i64],
     opts: &GenerateOptions,
     mut emit: impl FnMut(usize, i64) -> Result<()>,
-) -> Result<Vec<i64>> {
+) -> Result<(Vec<i64>, String)> {
     if prompt.is_empty() {
         bail!("the prompt is empty: give at least one token");
     }
@@ -355,7 +361,7 @@ fn generate_with<E: Engine>(
     }
     let decode = decode_start.elapsed().as_secs_f64();
     let steps = out.len().saturating_sub(1).max(1);
-    eprintln!(
+    let stats = format!(
         "{} tokens; prefill {} tokens in {:.1} ms; decode {:.2} tokens/s ({:.1} ms/token)",
         out.len(),
         prompt.len(),
@@ -363,7 +369,7 @@ fn generate_with<E: Engine>(
         steps as f64 / decode.max(1e-9),
         decode * 1e3 / steps as f64
     );
-    Ok(out)
+    Ok((out, stats))
 }
 
 /// A Hugging Face `tokenizer.json`.
