@@ -404,11 +404,7 @@ fn runtime_commands_end_to_end() {
             .collect::<Vec<f32>>()
     };
     let (la, lb) = (read(&a), read(&b));
-    let max = la.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let err = la
-        .iter()
-        .zip(&lb)
-        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    let (err, max) = max_diff(&lb, &la);
     assert!(
         err <= 1e-5 * max,
         "decode through the cache differs: {err} vs {max}"
@@ -570,6 +566,17 @@ fn temp_dir(name: &str) -> std::path::PathBuf {
     dir
 }
 
+/// `(max |got - want|, max |want|)` over two logit vectors of one length.
+fn max_diff(got: &[f32], want: &[f32]) -> (f32, f32) {
+    assert_eq!(got.len(), want.len(), "logits of different lengths");
+    let max = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let err = got
+        .iter()
+        .zip(want)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    (err, max)
+}
+
 /// Logits written by `mythos run --dump-logits`.
 fn read_logits(p: &std::path::Path) -> Vec<f32> {
     let bytes = std::fs::read(p).unwrap();
@@ -612,11 +619,7 @@ fn portable_kernels_match_simd() {
         };
         let simd = run("0", &dir.join("simd.safetensors"));
         let portable = run("1", &dir.join("portable.safetensors"));
-        let max = simd.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let err = simd
-            .iter()
-            .zip(&portable)
-            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        let (err, max) = max_diff(&portable, &simd);
         println!(
             "{preset}: portable vs SIMD kernels {:.2e} relative",
             err / max
@@ -778,11 +781,7 @@ fn backend_mlir_cpu_matches_the_reference_runtime() {
     let (reference, _) = logits("ref.safetensors", &[]);
     let (compiled, err) = logits("mlir.safetensors", &["--backend", "mlir-cpu"]);
     assert!(err.contains("cache miss: first compile"), "{err}");
-    let max = reference.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let diff = reference
-        .iter()
-        .zip(&compiled)
-        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    let (diff, max) = max_diff(&compiled, &reference);
     assert!(diff <= 1e-5 * max, "mlir-cpu differs: {diff} vs max {max}");
     let (_, err) = logits("again.safetensors", &["--backend", "mlir-cpu"]);
     assert!(err.contains("cache hit: "), "{err}");
@@ -794,10 +793,7 @@ fn backend_mlir_cpu_matches_the_reference_runtime() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let (from_file, err) = logits("art.safetensors", &["--artifact", a]);
     assert!(err.contains(&format!("using {a}")), "{err}");
-    let diff = reference
-        .iter()
-        .zip(&from_file)
-        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    let (diff, _) = max_diff(&from_file, &reference);
     assert!(diff <= 1e-5 * max, "the -O1 artifact differs: {diff}");
     let path = dir.join("x.safetensors");
     let out = mythos_env(
@@ -1161,11 +1157,7 @@ fn cuda_device_without_a_gpu_is_a_clean_error() {
     let (out, path) = logits("cpu.safetensors", &[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let cpu = read_logits(&path);
-    let max = cpu.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let diff = cpu
-        .iter()
-        .zip(&gpu)
-        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    let (diff, max) = max_diff(&gpu, &cpu);
     assert!(diff <= 1e-4 * max, "cuda differs: {diff} vs max {max}");
 }
 
