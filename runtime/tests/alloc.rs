@@ -3,13 +3,15 @@
 //! single-token steps through the KV cache, once the first steps have
 //! filled the runtime's buffer pool. Covers GQA and MLA (compact, absorbed
 //! and the reference layout), MoE, ACT, LoRA, fused groups, batch 2, and the
-//! threaded kernels of a bigger model on a 2-thread pool.
+//! threaded kernels of a bigger model on a 2-thread pool, and the mlir-cpu
+//! backend's compiled kernels.
 //!
 //! `MYTHOS_ALLOC_TRACE=1` prints a backtrace of every allocation counted.
 
 use mythos_compiler::ir::{lower::lower, Module};
 use mythos_compiler::passes::{self, Options};
 use mythos_compiler::sema::{self, Loader};
+use mythos_runtime::cpu::compiled::CompiledKernels;
 use mythos_runtime::cpu::kv::KvCache;
 use mythos_runtime::cpu::{CpuRuntime, Logits};
 use mythos_runtime::weights::Weights;
@@ -79,9 +81,18 @@ fn module(name: &str, level: u8, passes: Option<&str>) -> Module {
 
 /// Allocations counted over `steps` decode steps after a prefill of
 /// `prompt` tokens per row and `warm` uncounted decode steps.
-fn decode_allocations(m: &Module, batch: usize, prompt: usize, warm: usize, steps: usize) -> usize {
+fn decode_allocations(
+    m: &Module,
+    kernels: Option<&CompiledKernels>,
+    batch: usize,
+    (prompt, warm, steps): (usize, usize, usize),
+) -> usize {
     let weights = Weights::init(m, 3);
-    let rt = CpuRuntime::new(m, &weights);
+    let mut rt = CpuRuntime::new(m, &weights);
+    if let Some(k) = kernels {
+        rt = rt.with_kernels(k).unwrap();
+        assert!(rt.compiled_nodes() > 0);
+    }
     let vocab = m.vocab as i64;
     let ids: Vec<i64> = (0..(batch * prompt) as i64)
         .map(|i| (i * 37 + 11) % vocab)
@@ -139,11 +150,34 @@ fn decode_steps_allocate_nothing() {
     let mut failures = Vec::new();
     for &(name, level, passes, batch) in cases {
         let m = module(name, level, passes);
-        let n = pool.install(|| decode_allocations(&m, batch, 6, 3, 8));
+        let n = pool.install(|| decode_allocations(&m, None, batch, (6, 3, 8)));
         let how = passes.map_or(format!("-O{level}"), |p| format!("--passes {p}"));
         println!("{name} {how} batch {batch}: {n} allocations in 8 decode steps");
         if n != 0 {
             failures.push(format!("{name} {how}: {n}"));
+        }
+    }
+    // The mlir-cpu backend: the same walk with compiled kernels.
+    for name in ["tiny-gqa", "tiny-mla"] {
+        let m = module(name, 2, None);
+        let compiled = mythos_backend::compile::compile(
+            &m,
+            &|_| None,
+            &mythos_backend::compile::Options::default(),
+        )
+        .unwrap();
+        // The kernels keep their scratch on the stack (`memref.alloca`): a
+        // heap allocation inside them would go to libc's malloc, which the
+        // counting allocator does not see, so check there is none to make.
+        assert!(
+            !compiled.mlir.contains("memref.alloc(") && !compiled.mlir.contains("malloc"),
+            "{name}: a compiled kernel allocates on the heap"
+        );
+        let kernels = CompiledKernels::load(&compiled.code, &compiled.plan).unwrap();
+        let n = pool.install(|| decode_allocations(&m, Some(&kernels), 2, (6, 3, 8)));
+        println!("{name} -O2 --backend mlir-cpu batch 2: {n} allocations in 8 decode steps");
+        if n != 0 {
+            failures.push(format!("{name} mlir-cpu: {n}"));
         }
     }
     assert!(

@@ -147,6 +147,95 @@ impl<T> Desc<T> {
     }
 }
 
+/// Most argument words of a kernel call (the backend emits at most 20).
+pub const MAX_WORDS: usize = 24;
+
+/// A kernel call's argument words on the stack (a call allocates nothing).
+pub struct Words {
+    w: [usize; MAX_WORDS],
+    n: usize,
+}
+
+impl Words {
+    pub fn new() -> Words {
+        Words {
+            w: [0; MAX_WORDS],
+            n: 0,
+        }
+    }
+
+    pub fn push(&mut self, word: usize) {
+        assert!(
+            self.n < MAX_WORDS,
+            "a kernel call with more than {MAX_WORDS} words"
+        );
+        self.w[self.n] = word;
+        self.n += 1;
+    }
+
+    pub fn as_slice(&self) -> &[usize] {
+        &self.w[..self.n]
+    }
+}
+
+impl Default for Words {
+    fn default() -> Self {
+        Words::new()
+    }
+}
+
+impl Extend<usize> for Words {
+    fn extend<I: IntoIterator<Item = usize>>(&mut self, iter: I) {
+        for w in iter {
+            self.push(w);
+        }
+    }
+}
+
+/// Descriptors of up to [`MAX_WORDS`] buffers, on the stack. Their
+/// addresses are the words a call passes, so the array must not move
+/// between [`Descs::push`] and the call.
+pub struct Descs<'a> {
+    d: [Desc<f32>; MAX_WORDS],
+    n: usize,
+    _buffers: std::marker::PhantomData<&'a [f32]>,
+}
+
+impl<'a> Descs<'a> {
+    pub fn new() -> Descs<'a> {
+        Descs {
+            d: std::array::from_fn(|_| Desc::of(&[])),
+            n: 0,
+            _buffers: std::marker::PhantomData,
+        }
+    }
+
+    /// Adds a read-only buffer; returns its index.
+    pub fn push(&mut self, s: &'a [f32]) -> usize {
+        assert!(
+            self.n < MAX_WORDS,
+            "a kernel call with more than {MAX_WORDS} buffers"
+        );
+        self.d[self.n] = Desc::of(s);
+        self.n += 1;
+        self.n - 1
+    }
+
+    pub fn get(&self, i: usize) -> &Desc<f32> {
+        &self.d[..self.n][i]
+    }
+
+    pub fn as_slice(&self) -> &[Desc<f32>] {
+        &self.d[..self.n]
+    }
+}
+
+impl Default for Descs<'_> {
+    fn default() -> Self {
+        Descs::new()
+    }
+}
+
 /// Calls a kernel with its argument words.
 ///
 /// # Safety

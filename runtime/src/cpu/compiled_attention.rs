@@ -10,7 +10,7 @@
 //! the reference; MLA entries always hold the compact latent (`kv.rs`), which
 //! gives the reference's numbers whatever the layer's `kv_layout`.
 
-use super::compiled::{call, Desc, KernelFn};
+use super::compiled::{call, Desc, Descs, KernelFn, Words};
 use super::kernels::Rope;
 use super::kv::LayerCache;
 use super::pool::Buf;
@@ -45,11 +45,15 @@ pub(super) fn run<'w>(
     // the rotations use bitwise the reference's cos/sin.
     let at = (start - rope.start) * rope.half..(start - rope.start + seq) * rope.half;
     let (cos, sin) = (Desc::of(&rope.cos[at.clone()]), Desc::of(&rope.sin[at]));
-    let bufs: Vec<&[f32]> = args.iter().map(|v| buf(v)).collect();
-    // x and the prologue norm weight, then the weights.
+    // x and the prologue norm weight, then the weights (descriptors on the
+    // stack: a call allocates nothing).
     let inputs = 1 + usize::from(a.fusion.prenorm.is_some());
-    let w = &bufs[inputs..];
-    let ins: Vec<Desc<f32>> = bufs.iter().map(|b| Desc::of(b)).collect();
+    let w = |i: usize| buf(args[inputs + i]);
+    let mut ins = Descs::new();
+    for v in args {
+        ins.push(buf(v));
+    }
+    let ins = ins.as_slice();
     let mut out = Buf::<f32>::zeroed(rows * dim);
     let residual = a.fusion.residual;
     // The first words of a core kernel for batch row `b`: [x_b].
@@ -71,12 +75,13 @@ pub(super) fn run<'w>(
                     Desc::of_mut(&mut v),
                 ];
                 // x, [g], wq, wk, wv, cos, sin, q, k, v, rows, seq.
-                let mut words: Vec<usize> = ins[..inputs + 3].iter().map(Desc::word).collect();
+                let mut words = Words::new();
+                words.extend(ins[..inputs + 3].iter().map(Desc::word));
                 words.extend([cos.word(), sin.word()]);
                 words.extend(outs.iter().map(Desc::word));
                 words.extend([rows, seq]);
                 // SAFETY: `attention_gqa_proj`'s signature; q/k/v hold `rows` rows.
-                unsafe { call(fns[0], &words) };
+                unsafe { call(fns[0], words.as_slice()) };
             }
             let layer = ctx.cache.entry_at(&a.cache, iteration, batch);
             for b in 0..batch {
@@ -84,14 +89,14 @@ pub(super) fn run<'w>(
             }
             layer.len += seq;
             let mut scores = Buf::<f32>::zeroed(layer.len.max(start + seq));
-            let wo = Desc::of(w[3]);
+            let wo = Desc::of(w(3));
             for b in 0..batch {
                 let xb = Desc::of(x_rows(b));
                 let qb = Desc::of(&q[b * seq * qw..(b + 1) * seq * qw]);
                 let (keys, values) = (Desc::of(&layer.keys[b]), Desc::of(&layer.values[b]));
                 let sc = Desc::of_mut(&mut scores);
                 let ob = Desc::of_mut(&mut out[b * seq * dim..(b + 1) * seq * dim]);
-                let mut words = Vec::with_capacity(10);
+                let mut words = Words::new();
                 if residual {
                     words.push(xb.word());
                 }
@@ -99,7 +104,7 @@ pub(super) fn run<'w>(
                 words.extend([sc.word(), ob.word(), seq, start]);
                 // SAFETY: `attention_core`'s signature; the entry holds
                 // `start + seq` positions and `scores` as many floats.
-                unsafe { call(fns[1], &words) };
+                unsafe { call(fns[1], words.as_slice()) };
             }
         }
         AttnKind::Mla {
@@ -122,12 +127,13 @@ pub(super) fn run<'w>(
                 let outs = [Desc::of_mut(&mut q), Desc::of_mut(&mut lat)];
                 // x, [g], q_down, q_norm, q_up_nope, q_up_rope, kv_down,
                 // kv_norm, cos, sin, q, lat, rows, seq.
-                let mut words: Vec<usize> = ins[..inputs + 6].iter().map(Desc::word).collect();
+                let mut words = Words::new();
+                words.extend(ins[..inputs + 6].iter().map(Desc::word));
                 words.extend([cos.word(), sin.word()]);
                 words.extend(outs.iter().map(Desc::word));
                 words.extend([rows, seq]);
                 // SAFETY: `attention_mla_proj`'s signature; q/lat hold `rows` rows.
-                unsafe { call(fns[0], &words) };
+                unsafe { call(fns[0], words.as_slice()) };
             }
             let layer = ctx.cache.entry_at(&a.cache, iteration, batch);
             for b in 0..batch {
@@ -137,7 +143,7 @@ pub(super) fn run<'w>(
             layer.len += seq;
             let len = layer.len.max(start + seq);
             let mut scores = Buf::<f32>::zeroed(len);
-            let (kv_up, wo) = (Desc::of(w[6]), Desc::of(w[7]));
+            let (kv_up, wo) = (Desc::of(w(6)), Desc::of(w(7)));
             // A decode step of an absorbed layer attends over the latent
             // directly, as the reference does; anything else expands it.
             let absorbed = a.absorb && seq == 1 && fns.len() > 3;
@@ -158,14 +164,14 @@ pub(super) fn run<'w>(
                     let words = [latent.word(), kv_up.word(), kd.word(), vdsc.word(), n];
                     // SAFETY: `attention_mla_expand`'s signature; keys and
                     // values hold `n` positions.
-                    unsafe { call(fns[1], &words) };
+                    unsafe { call(fns[1], words.as_slice()) };
                 }
                 let xb = Desc::of(x_rows(b));
                 let qb = Desc::of(&q[b * seq * h * qk..(b + 1) * seq * h * qk]);
                 let sc = Desc::of_mut(&mut scores);
                 let ob = Desc::of_mut(&mut out[b * seq * dim..(b + 1) * seq * dim]);
                 let (kd, vdsc) = (Desc::of(&keys), Desc::of(&values));
-                let mut words = Vec::with_capacity(10);
+                let mut words = Words::new();
                 if residual {
                     words.push(xb.word());
                 }
@@ -177,7 +183,7 @@ pub(super) fn run<'w>(
                 words.extend([sc.word(), ob.word(), seq, start]);
                 // SAFETY: `attention_mla_absorbed` / `attention_core`'s
                 // signature; the entry holds `start + seq` positions.
-                unsafe { call(fns[if absorbed { 3 } else { 2 }], &words) };
+                unsafe { call(fns[if absorbed { 3 } else { 2 }], words.as_slice()) };
             }
         }
     }

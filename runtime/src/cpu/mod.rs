@@ -576,7 +576,9 @@ impl<'a> CpuRuntime<'a> {
             .any(|d| !matches!(d, mythos_compiler::ir::Dim::Const(_)));
         let mut rows = if act { ctx.batch * ctx.seq } else { 1 };
         let last;
-        let mut args = args.to_vec();
+        let mut argv: [&Value<'a>; MAX_OPERANDS] = [&NO_VALUE; MAX_OPERANDS];
+        argv[..args.len()].copy_from_slice(args);
+        let args = &mut argv[..args.len()];
         if matches!(op, Op::Head(_)) && ctx.last_only && ctx.seq > 1 {
             let (x, c) = args[0].act();
             last = Value::Act(last_rows(x, c, ctx.batch, ctx.seq), c);
@@ -584,23 +586,24 @@ impl<'a> CpuRuntime<'a> {
             rows = ctx.batch;
         }
         let mut out = Buf::<f32>::zeroed(rows * width);
-        let f32s: Vec<compiled::Desc<f32>> = args
-            .iter()
-            .filter_map(|v| match v {
-                Value::Act(v, _) | Value::Vector(v) => Some(compiled::Desc::of(v)),
-                Value::Weight(w) => Some(compiled::Desc::of(w)),
-                _ => None,
-            })
-            .collect();
+        // Descriptors and words on the stack: a call allocates nothing.
+        let mut descs = compiled::Descs::new();
+        let mut at = [usize::MAX; MAX_OPERANDS];
+        for (i, v) in args.iter().enumerate() {
+            match v {
+                Value::Act(v, _) | Value::Vector(v) => at[i] = descs.push(v),
+                Value::Weight(w) => at[i] = descs.push(w),
+                _ => {}
+            }
+        }
         let ids = compiled::Desc::of(ctx.ids);
         let out_desc = compiled::Desc::of_mut(&mut out);
-        let mut words = Vec::with_capacity(args.len() + 2);
-        let mut next = f32s.iter();
-        for v in &args {
+        let mut words = compiled::Words::new();
+        for (i, v) in args.iter().enumerate() {
             words.push(match v {
                 Value::Ids => ids.word(),
                 Value::Step(t) => *t,
-                _ => next.next().expect("one descriptor per buffer").word(),
+                _ => descs.get(at[i]).word(),
             });
         }
         words.push(out_desc.word());
@@ -608,7 +611,7 @@ impl<'a> CpuRuntime<'a> {
         for &k in fns {
             // SAFETY: the plan's kernels for this node take exactly these
             // words (the generic ABI), and the buffers outlive the call.
-            unsafe { compiled::call(k, &words) };
+            unsafe { compiled::call(k, words.as_slice()) };
         }
         if act {
             Value::Act(out, width)
