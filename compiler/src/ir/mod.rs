@@ -237,6 +237,15 @@ impl AttentionOp {
 }
 
 impl AttentionOp {
+    /// Dimensions RoPE rotates per head: the whole head for GQA, the
+    /// decoupled rope part for MLA.
+    pub fn rope_dims(&self) -> u64 {
+        match self.kind {
+            AttnKind::Gqa { head_dim, .. } => head_dim,
+            AttnKind::Mla { rope_dim, .. } => rope_dim,
+        }
+    }
+
     /// Weight operand names (after the module prefix `....attn.`).
     pub fn weight_names(&self) -> &'static [&'static str] {
         match self.kind {

@@ -56,8 +56,29 @@ pub(super) fn run<'w>(
     let ins = ins.as_slice();
     let mut out = Buf::<f32>::zeroed(rows * dim);
     let residual = a.fusion.residual;
-    // The first words of a core kernel for batch row `b`: [x_b].
     let x_rows = |b: usize| &x[b * seq * dim..(b + 1) * seq * dim];
+    // A projection kernel's words: x, [g], its first `n` weights, cos, sin,
+    // its outputs, rows, seq.
+    let proj_words = |n: usize, outs: &[Desc<f32>]| {
+        let mut words = Words::new();
+        words.extend(ins[..inputs + n].iter().map(Desc::word));
+        words.extend([cos.word(), sin.word()]);
+        words.extend(outs.iter().map(Desc::word));
+        words.extend([rows, seq]);
+        words
+    };
+    // A core kernel's words for batch row `b`: [x_b when the residual is
+    // fused], its four buffers (query, keys, values, wo; or query, latent,
+    // kv_up, wo for the absorbed one), scores, output, seq, start.
+    let core_words = |xb: &Desc<f32>, bufs: [&Desc<f32>; 4], sc: &Desc<f32>, ob: &Desc<f32>| {
+        let mut words = Words::new();
+        if residual {
+            words.push(xb.word());
+        }
+        words.extend(bufs.iter().map(|d| d.word()));
+        words.extend([sc.word(), ob.word(), seq, start]);
+        words
+    };
     match a.kind {
         AttnKind::Gqa {
             heads,
@@ -75,11 +96,7 @@ pub(super) fn run<'w>(
                     Desc::of_mut(&mut v),
                 ];
                 // x, [g], wq, wk, wv, cos, sin, q, k, v, rows, seq.
-                let mut words = Words::new();
-                words.extend(ins[..inputs + 3].iter().map(Desc::word));
-                words.extend([cos.word(), sin.word()]);
-                words.extend(outs.iter().map(Desc::word));
-                words.extend([rows, seq]);
+                let words = proj_words(3, &outs);
                 // SAFETY: `attention_gqa_proj`'s signature; q/k/v hold `rows` rows.
                 unsafe { call(fns[0], words.as_slice()) };
             }
@@ -96,12 +113,7 @@ pub(super) fn run<'w>(
                 let (keys, values) = (Desc::of(&layer.keys[b]), Desc::of(&layer.values[b]));
                 let sc = Desc::of_mut(&mut scores);
                 let ob = Desc::of_mut(&mut out[b * seq * dim..(b + 1) * seq * dim]);
-                let mut words = Words::new();
-                if residual {
-                    words.push(xb.word());
-                }
-                words.extend([qb.word(), keys.word(), values.word(), wo.word()]);
-                words.extend([sc.word(), ob.word(), seq, start]);
+                let words = core_words(&xb, [&qb, &keys, &values, &wo], &sc, &ob);
                 // SAFETY: `attention_core`'s signature; the entry holds
                 // `start + seq` positions and `scores` as many floats.
                 unsafe { call(fns[1], words.as_slice()) };
@@ -127,11 +139,7 @@ pub(super) fn run<'w>(
                 let outs = [Desc::of_mut(&mut q), Desc::of_mut(&mut lat)];
                 // x, [g], q_down, q_norm, q_up_nope, q_up_rope, kv_down,
                 // kv_norm, cos, sin, q, lat, rows, seq.
-                let mut words = Words::new();
-                words.extend(ins[..inputs + 6].iter().map(Desc::word));
-                words.extend([cos.word(), sin.word()]);
-                words.extend(outs.iter().map(Desc::word));
-                words.extend([rows, seq]);
+                let words = proj_words(6, &outs);
                 // SAFETY: `attention_mla_proj`'s signature; q/lat hold `rows` rows.
                 unsafe { call(fns[0], words.as_slice()) };
             }
@@ -171,16 +179,12 @@ pub(super) fn run<'w>(
                 let sc = Desc::of_mut(&mut scores);
                 let ob = Desc::of_mut(&mut out[b * seq * dim..(b + 1) * seq * dim]);
                 let (kd, vdsc) = (Desc::of(&keys), Desc::of(&values));
-                let mut words = Words::new();
-                if residual {
-                    words.push(xb.word());
-                }
-                if absorbed {
-                    words.extend([qb.word(), latent.word(), kv_up.word(), wo.word()]);
+                let bufs = if absorbed {
+                    [&qb, &latent, &kv_up, &wo]
                 } else {
-                    words.extend([qb.word(), kd.word(), vdsc.word(), wo.word()]);
-                }
-                words.extend([sc.word(), ob.word(), seq, start]);
+                    [&qb, &kd, &vdsc, &wo]
+                };
+                let words = core_words(&xb, bufs, &sc, &ob);
                 // SAFETY: `attention_mla_absorbed` / `attention_core`'s
                 // signature; the entry holds `start + seq` positions.
                 unsafe { call(fns[if absorbed { 3 } else { 2 }], words.as_slice()) };

@@ -271,6 +271,11 @@ impl<'a> CpuRuntime<'a> {
         self.slot_pool.lock().expect("slot pool lock").push(v);
     }
 
+    /// The RoPE tables attention `a` needs for this call's positions.
+    fn attention_rope(&self, a: &mythos_compiler::ir::AttentionOp, ctx: &Ctx) -> Arc<Rope> {
+        self.rope(a.rope_dims() as usize, a.rope_theta, ctx.start + ctx.seq)
+    }
+
     /// RoPE tables covering positions `[0, end)` for heads of `dim` dims.
     /// Every position's angles are computed the same way whatever the
     /// table's length, so a grown table gives the same numbers.
@@ -631,11 +636,7 @@ impl<'a> CpuRuntime<'a> {
         ctx: &mut Ctx,
         iteration: Option<usize>,
     ) -> Value<'a> {
-        let rope_dim = match a.kind {
-            AttnKind::Gqa { head_dim, .. } => head_dim,
-            AttnKind::Mla { rope_dim, .. } => rope_dim,
-        } as usize;
-        let rope = self.rope(rope_dim, a.rope_theta, ctx.start + ctx.seq);
+        let rope = self.attention_rope(a, ctx);
         compiled_attention::run(fns, a, args, ctx, iteration, &rope)
     }
 
@@ -733,11 +734,7 @@ impl<'a> CpuRuntime<'a> {
                     dim: c,
                     start: ctx.start,
                 };
-                let rope_dim = match a.kind {
-                    AttnKind::Gqa { head_dim, .. } => head_dim,
-                    AttnKind::Mla { rope_dim, .. } => rope_dim,
-                } as usize;
-                let rope = &*self.rope(rope_dim, a.rope_theta, ctx.start + ctx.seq);
+                let rope = &*self.attention_rope(a, ctx);
                 let layer = ctx.cache.entry_at(&a.cache, iteration, ctx.batch);
                 let w = |i: usize| args[1 + i].weight();
                 let out = match a.kind {

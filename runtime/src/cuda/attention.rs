@@ -46,10 +46,7 @@ pub(super) fn run<'w>(
         Some(t) => format!("{}_{t}", a.cache),
         None => a.cache.clone(),
     };
-    let rope_dim = match a.kind {
-        AttnKind::Gqa { head_dim, .. } => head_dim,
-        AttnKind::Mla { rope_dim, .. } => rope_dim,
-    } as usize;
+    let rope_dim = a.rope_dims() as usize;
     // The reference's RoPE tables for this call's positions (bitwise its cos/sin).
     let rope_key = (rope_dim, a.rope_theta.to_bits());
     if let std::collections::hash_map::Entry::Vacant(slot) = ctx.ropes.entry(rope_key) {
