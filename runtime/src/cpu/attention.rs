@@ -432,7 +432,7 @@ pub fn mla_with(
     let new_kv = expanded.then(|| expand(&lat, w, m));
     for b in 0..b_n {
         let at = b * t_n * lat_w..(b + 1) * t_n * lat_w;
-        cache.append(LayerCache::LATENT, b, &lat[at], lat_w);
+        cache.append_latent(b, &lat[at], lat_w);
         if let Some((keys, values)) = &new_kv {
             cache.append_kv(b, t_n, (keys, h_n * qk), (values, h_n * m.v));
         }

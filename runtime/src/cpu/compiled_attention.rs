@@ -12,7 +12,6 @@
 
 use super::compiled::{call, Desc, Descs, KernelFn, Words};
 use super::kernels::Rope;
-use super::kv::LayerCache;
 use super::pool::Buf;
 use super::{Ctx, Value};
 use mythos_compiler::ir::{AttentionOp, AttnKind};
@@ -146,7 +145,7 @@ pub(super) fn run<'w>(
             let layer = ctx.cache.entry_at(&a.cache, iteration, batch);
             for b in 0..batch {
                 let at = b * seq * lat_w..(b + 1) * seq * lat_w;
-                layer.append(LayerCache::LATENT, b, &lat[at], lat_w);
+                layer.append_latent(b, &lat[at], lat_w);
             }
             layer.len += seq;
             let len = layer.len.max(start + seq);

@@ -43,27 +43,10 @@ impl LayerCache {
         self.keys.iter().any(|k| !k.is_empty())
     }
 
-    /// Which buffer [`LayerCache::append`] extends.
-    pub const KEYS: usize = 0;
-    pub const VALUES: usize = 1;
-    pub const LATENT: usize = 2;
-
     /// Appends `data` (positions of `width` floats) to batch row `row` of
-    /// the keys, values or latent. The first append reserves room for
-    /// [`LayerCache::capacity`] positions, so a cache made with
-    /// [`KvCache::with_capacity`] never reallocates while it stays within it.
-    pub fn append(&mut self, which: usize, row: usize, data: &[f32], width: usize) {
-        let capacity = self.capacity;
-        let buf = match which {
-            Self::KEYS => &mut self.keys[row],
-            Self::VALUES => &mut self.values[row],
-            _ => &mut self.latent[row],
-        };
-        if buf.capacity() < buf.len() + data.len() {
-            let want = (capacity * width).max(buf.len() + data.len());
-            buf.reserve(want - buf.len());
-        }
-        buf.extend_from_slice(data);
+    /// the MLA latent (see [`append_reserved`]).
+    pub fn append_latent(&mut self, row: usize, data: &[f32], width: usize) {
+        append_reserved(&mut self.latent[row], data, width, self.capacity);
     }
 
     /// Appends batch row `row`'s `seq` new positions of `keys` (rows of
@@ -75,19 +58,24 @@ impl LayerCache {
         (keys, kw): (&[f32], usize),
         (values, vw): (&[f32], usize),
     ) {
-        self.append(
-            Self::KEYS,
-            row,
+        let (k, v) = (
             &keys[row * seq * kw..(row + 1) * seq * kw],
-            kw,
-        );
-        self.append(
-            Self::VALUES,
-            row,
             &values[row * seq * vw..(row + 1) * seq * vw],
-            vw,
         );
+        append_reserved(&mut self.keys[row], k, kw, self.capacity);
+        append_reserved(&mut self.values[row], v, vw, self.capacity);
     }
+}
+
+/// Appends `data` (positions of `width` floats) to `buf`. The first append
+/// reserves room for `capacity` positions (see [`KvCache::with_capacity`]),
+/// so such a cache never reallocates while it stays within it.
+fn append_reserved(buf: &mut Vec<f32>, data: &[f32], width: usize, capacity: usize) {
+    if buf.capacity() < buf.len() + data.len() {
+        let want = (capacity * width).max(buf.len() + data.len());
+        buf.reserve(want - buf.len());
+    }
+    buf.extend_from_slice(data);
 }
 
 /// All cache entries of one sequence batch, and how many positions they hold.

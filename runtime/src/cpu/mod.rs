@@ -190,6 +190,37 @@ enum Value<'a> {
 /// A filler for unused operand slots.
 static NO_VALUE: Value<'static> = Value::Ids;
 
+/// An op's operands in a stack array: collecting them into a `Vec` would
+/// allocate on every op.
+struct Args<'v, 'a> {
+    a: [&'v Value<'a>; MAX_OPERANDS],
+    n: usize,
+}
+
+impl<'v, 'a> Args<'v, 'a> {
+    fn new(values: impl IntoIterator<Item = &'v Value<'a>>) -> Args<'v, 'a> {
+        let mut a: [&'v Value<'a>; MAX_OPERANDS] = [&NO_VALUE; MAX_OPERANDS];
+        let mut n = 0;
+        for v in values {
+            assert!(
+                n < MAX_OPERANDS,
+                "an op with more than {MAX_OPERANDS} operands"
+            );
+            a[n] = v;
+            n += 1;
+        }
+        Args { a, n }
+    }
+
+    fn as_slice(&self) -> &[&'v Value<'a>] {
+        &self.a[..self.n]
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [&'v Value<'a>] {
+        &mut self.a[..self.n]
+    }
+}
+
 impl Value<'_> {
     fn act(&self) -> (&[f32], usize) {
         match self {
@@ -504,16 +535,12 @@ impl<'a> CpuRuntime<'a> {
             let op = g.op(step.node);
             let started = self.profile.as_ref().map(|_| std::time::Instant::now());
             let v = {
-                // Operands on the stack: collecting them would allocate per op.
-                let mut argv: [&Value<'a>; MAX_OPERANDS] = [&NO_VALUE; MAX_OPERANDS];
-                assert!(
-                    step.operands.len() <= MAX_OPERANDS,
-                    "an op with more than {MAX_OPERANDS} operands"
+                let args = Args::new(
+                    step.operands
+                        .iter()
+                        .map(|&o| slots[o].as_ref().expect("operands run first")),
                 );
-                for (a, &o) in argv.iter_mut().zip(&step.operands) {
-                    *a = slots[o].as_ref().expect("operands run first");
-                }
-                let args = &argv[..step.operands.len()];
+                let args = args.as_slice();
                 match self.compiled_for(g, step.node) {
                     Some(fns) => self.eval_compiled(fns, g, step.node, op, args, ctx, iteration),
                     None => self.eval(op, args, ctx, iteration, params),
@@ -581,9 +608,8 @@ impl<'a> CpuRuntime<'a> {
             .any(|d| !matches!(d, mythos_compiler::ir::Dim::Const(_)));
         let mut rows = if act { ctx.batch * ctx.seq } else { 1 };
         let last;
-        let mut argv: [&Value<'a>; MAX_OPERANDS] = [&NO_VALUE; MAX_OPERANDS];
-        argv[..args.len()].copy_from_slice(args);
-        let args = &mut argv[..args.len()];
+        let mut argv = Args::new(args.iter().copied());
+        let args = argv.as_mut_slice();
         if matches!(op, Op::Head(_)) && ctx.last_only && ctx.seq > 1 {
             let (x, c) = args[0].act();
             last = Value::Act(last_rows(x, c, ctx.batch, ctx.seq), c);
@@ -953,19 +979,15 @@ impl<'a> CpuRuntime<'a> {
     ) -> Value<'a> {
         let (x, c) = args[0].act();
         let normed;
-        let mut argv: [&Value<'a>; MAX_OPERANDS] = [&NO_VALUE; MAX_OPERANDS];
-        let n = if let Some(eps) = fusion.prenorm {
+        let inner = if let Some(eps) = fusion.prenorm {
             let mut out = Buf::zeroed(x.len());
             rmsnorm(x, c, args[1].weight(), eps, &mut out);
             normed = Value::Act(out, c);
-            argv[0] = &normed;
-            argv[1..args.len() - 1].copy_from_slice(&args[2..]);
-            args.len() - 1
+            Args::new(std::iter::once(&normed).chain(args[2..].iter().copied()))
         } else {
-            argv[..args.len()].copy_from_slice(args);
-            args.len()
+            Args::new(args.iter().copied())
         };
-        let mut v = self.eval_op(op, &argv[..n], ctx, iteration, params);
+        let mut v = self.eval_op(op, inner.as_slice(), ctx, iteration, params);
         if fusion.residual {
             if let Value::Act(out, _) = &mut v {
                 for (o, &x) in out.iter_mut().zip(x) {
