@@ -258,16 +258,7 @@ fn requests(module: &Module, g: &Graph, n: NodeId) -> Result<Vec<Request>, Lower
     let op = g.op(n);
     let operands = g.operands(n);
     let width = |o: NodeId| g.ty(o).width().unwrap_or(1);
-    let shape = |o: NodeId| -> Vec<u64> {
-        g.ty(o)
-            .shape
-            .iter()
-            .map(|d| match d {
-                Dim::Const(c) => *c,
-                _ => 0,
-            })
-            .collect()
-    };
+    let shape = |o: NodeId| crate::ops::shape(g, o);
     let args = generic_args(g, n);
     Ok(match op {
         Op::Embedding => vec![Request::new(

@@ -112,7 +112,7 @@ pub(crate) fn requests(
 }
 
 /// The constant dims of a value (0 for symbolic ones).
-fn shape(g: &Graph, o: NodeId) -> Vec<u64> {
+pub(crate) fn shape(g: &Graph, o: NodeId) -> Vec<u64> {
     g.ty(o)
         .shape
         .iter()
