@@ -38,12 +38,12 @@ fn check_accepts_every_preset_and_example() {
 
 #[test]
 fn check_reports_errors_with_location_and_exit_1() {
-    let out = mythos(&["check", "tests/ui/e0301-dim-not-divisible-by-heads.mythos"]);
+    let out = mythos(&["check", "tests/ui/e0303-gqa-odd-head-dim.mythos"]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    assert!(err.contains("error[E0301]"), "{err}");
+    assert!(err.contains("error[E0303]"), "{err}");
     assert!(
-        err.contains("--> tests/ui/e0301-dim-not-divisible-by-heads.mythos:"),
+        err.contains("--> tests/ui/e0303-gqa-odd-head-dim.mythos:"),
         "{err}"
     );
     assert!(err.contains("help:"), "{err}");
@@ -125,7 +125,7 @@ fn binary_garbage_is_an_error_not_a_panic() {
 
 #[test]
 fn explain_and_presets_list() {
-    let out = mythos(&["explain", "E0301"]);
+    let out = mythos(&["explain", "W0002"]);
     assert_eq!(out.status.code(), Some(0));
     assert!(text(&out.stdout).contains("not divisible"));
     let out = mythos(&["explain", "E9999"]);
@@ -1043,13 +1043,8 @@ fn compile_rejects_bad_option_combinations() {
         ),
         (vec!["compile", "@tiny-gqa"], "--output"),
         (
-            vec![
-                "compile",
-                "tests/ui/e0301-dim-not-divisible-by-heads.mythos",
-                "-o",
-                o,
-            ],
-            "error[E0301]",
+            vec!["compile", "tests/ui/e0303-gqa-odd-head-dim.mythos", "-o", o],
+            "error[E0303]",
         ),
     ] {
         let out = mythos(&args);
@@ -1189,3 +1184,4 @@ fn cuda_device_flags_are_checked() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("--device cuda always compiles for the GPU"));
 }
+

@@ -220,7 +220,8 @@ objectives = [{ minimize = "params.total" }, { maximize = "decode.tokens_per_s_c
         let status = t["status"].as_str().unwrap();
         if heads == 3 {
             assert_eq!(status, "failed");
-            assert!(t["error"].as_str().unwrap().contains("E0301"));
+            // head_dim 64 // 3 = 21 is odd: RoPE cannot pair it (OpenMythos fails too).
+            assert!(t["error"].as_str().unwrap().contains("E0303"));
             continue;
         }
         let total = t["metrics"]["params.total"].as_f64().unwrap();
@@ -249,7 +250,7 @@ objectives = [{ minimize = "params.total" }, { maximize = "decode.tokens_per_s_c
     );
     let out = sweep(&file2, &["--jobs", "1", "--fail-fast"]);
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("error[E0301]"));
+    assert!(text(&out.stderr).contains("error[E0303]"));
 }
 
 #[test]

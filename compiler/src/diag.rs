@@ -62,12 +62,12 @@ codes! {
     Overflow = "E0202": "integer overflow while evaluating an expression",
     DivisionByZero = "E0203": "division by zero while evaluating an expression",
     OutOfRange = "E0204": "a value outside its allowed range",
-    HeadsDivideDim = "E0301": "`dim` is not divisible by the number of attention heads",
+    HeadsDivideDim = "E0301": "more attention heads than `dim` has channels (a head dimension of 0)",
     KvHeadsDivideHeads = "E0302": "the number of heads is not divisible by `kv_heads`",
     OddRope = "E0303": "a RoPE dimension is odd",
     TopKTooLarge = "E0304": "MoE `top_k` is larger than the number of experts",
-    LoopEmbeddingChannels = "E0305": "loop-embedding channels are odd or larger than `dim`",
-    Threshold = "E0306": "the halting threshold is not in (0, 1]",
+    LoopEmbeddingChannels = "E0305": "loop-embedding channels are larger than `dim`",
+    Threshold = "E0306": "retired: a halting threshold outside (0, 1] is now warning W0003",
     InvalidJson = "E0401": "an OpenMythos config file is not valid JSON",
     BadConfigField = "E0402": "an OpenMythos config field is unknown, missing or of the wrong type",
     NotExportable = "E0403": "the model cannot be written as an OpenMythos MythosConfig",
@@ -76,6 +76,8 @@ codes! {
     BadAxisValue = "E0503": "a sweep axis value of the wrong type or kind, or a bad range",
     BadConstraint = "E0504": "a sweep constraint or objective that cannot be read or names no metric",
     UnusedValue = "W0001": "a `let` value is never used",
+    HeadsUnevenDim = "W0002": "`dim` is not divisible by the attention heads; each head gets dim // heads channels",
+    ThresholdUnusual = "W0003": "the halting threshold is outside (0, 1]",
 }
 
 impl std::fmt::Display for Code {

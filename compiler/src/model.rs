@@ -2,10 +2,12 @@
 //! resolved, variants merged, defaults filled in and every check has passed.
 //!
 //! Invariants (established by `sema`, relied on by everything after it):
-//! every size is positive and within its documented limit, `dim % heads == 0`
-//! for GQA/MHA, `heads % kv_heads == 0`, RoPE dimensions are even,
-//! `top_k <= experts`, loop-embedding channels are even and `<= dim`, the
-//! halting threshold is in (0, 1], the loop has at least one block and
+//! every size is positive and within its documented limit, `heads <= dim`
+//! for GQA/MHA (each head gets `dim // heads` channels, as in OpenMythos;
+//! `heads * head_dim` may be less than `dim`), `heads % kv_heads == 0`, RoPE
+//! dimensions are even, `top_k <= experts`, loop-embedding channels are
+//! `<= dim` (odd counts and 0 allowed), the halting threshold is finite (any
+//! value, as in OpenMythos), the loop has at least one block and
 //! `max_iters >= 1`. Repetitions (`N x block`) are expanded: `prelude[i]` is
 //! OpenMythos's `prelude.{i}`.
 

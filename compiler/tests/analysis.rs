@@ -90,6 +90,28 @@ fn parameter_counts_equal_the_pytorch_modules() {
                ffn moe { experts = 64, shared = 1, top_k = 2, expert_dim = 4096 }\n\
                loop { lora { rank = 4 } }\n}";
     assert_eq!(params(&model(mix)), 2_843_219_010);
+    // What OpenMythos runs and Mythos once rejected: an odd loop-embedding
+    // width (2056 // 8 = 257), q/k/v narrower than `dim` (5 heads of 72 // 5 =
+    // 14), and dim < 8 (no loop-embedding channels).
+    let runs_in_the_reference = [
+        (
+            "import \"@openmythos-1b\"\nmodel m extends openmythos_1b { dim = 2056 }",
+            1_068_430_170u64,
+        ),
+        (
+            "import \"@tiny-gqa\"\nmodel m extends tiny_gqa {\n\
+             dim = 72\nattention gqa { heads = 5, kv_heads = 1 }\n}",
+            139_338,
+        ),
+        (
+            "import \"@tiny-gqa\"\nmodel m extends tiny_gqa {\n\
+             dim = 4\nattention gqa { heads = 2, kv_heads = 1 }\n}",
+            3_702,
+        ),
+    ];
+    for (spec, expected) in runs_in_the_reference {
+        assert_eq!(params(&model(spec)), expected, "{spec}");
+    }
 }
 
 #[test]

@@ -36,7 +36,7 @@ fn check_spec(spec: &str) -> Model {
     loader.add_virtual("imported.mythos", spec.as_bytes().to_vec());
     let checked = sema::check_file(&mut loader, "imported.mythos");
     assert!(
-        checked.diagnostics.is_empty(),
+        !checked.has_errors(),
         "{}\n{spec}",
         render(&loader.sources, &checked.diagnostics)
     );
@@ -147,6 +147,58 @@ fn gqa_and_edge_configs_round_trip_exactly() {
         !imported.spec.contains("ffn dense"),
         "unused dense FFN written"
     );
+}
+
+/// Configs OpenMythos runs that Mythos once rejected import, check and export
+/// back to the same JSON: an odd loop-embedding width (2056 // 8 = 257),
+/// `dim % n_heads != 0` (warning W0002), dim < 8 (no loop-embedding
+/// channels), a threshold above 1 (warning W0003) and `dropout = 1.0`.
+#[test]
+fn configs_the_reference_runs_import_and_round_trip() {
+    // (fixture, text replacements, the warnings expected)
+    type Case = (
+        &'static str,
+        &'static [(&'static str, &'static str)],
+        &'static [&'static str],
+    );
+    let cases: [Case; 5] = [
+        ("mythos_1b", &[("\"dim\": 2048", "\"dim\": 2056")], &[]),
+        ("gqa_small", &[("\"dim\": 256", "\"dim\": 258")], &["W0002"]),
+        (
+            "gqa_small",
+            &[
+                ("\"dim\": 256", "\"dim\": 4"),
+                ("\"n_heads\": 8", "\"n_heads\": 2"),
+                ("\"n_kv_heads\": 2", "\"n_kv_heads\": 1"),
+            ],
+            &[],
+        ),
+        (
+            "mythos_1b",
+            &[("\"act_threshold\": 0.99", "\"act_threshold\": 1.5")],
+            &["W0003"],
+        ),
+        (
+            "gqa_small",
+            &[("\"dropout\": 0.1", "\"dropout\": 1.0")],
+            &[],
+        ),
+    ];
+    for (base, edits, warnings) in cases {
+        let mut json = fixture(base);
+        for (from, to) in edits {
+            assert!(json.contains(from), "{base}: {from}");
+            json = json.replace(from, to);
+        }
+        let imported = import_ok("cfg", &json);
+        assert_eq!(codes(&imported.warnings), warnings, "{edits:?}");
+        let mut loader = Loader::in_memory();
+        loader.add_virtual("imported.mythos", imported.spec.as_bytes().to_vec());
+        let checked = sema::check_file(&mut loader, "imported.mythos");
+        assert_eq!(codes(&checked.diagnostics), warnings, "{edits:?}");
+        let exported = export(&checked.models[0]).unwrap_or_else(|d| panic!("{d:?}"));
+        assert_eq!(exported, json, "{edits:?}: spec\n{}", imported.spec);
+    }
 }
 
 #[test]
@@ -372,21 +424,18 @@ fn all_problems_are_reported_at_once() {
 
 #[test]
 fn checker_errors_point_at_the_config_values() {
-    // GQA with 16 heads over 2050 channels.
+    // GQA with 16 heads over 8 channels: a head dimension of 0.
     let json = fixture("gqa_small")
-        .replace("\"dim\": 256", "\"dim\": 2050")
+        .replace("\"dim\": 256", "\"dim\": 8")
         .replace("\"n_heads\": 8", "\"n_heads\": 16");
     let (diags, text) = import_err(&json);
     assert_eq!(codes(&diags), ["E0301"], "{text}");
     assert!(text.contains("cfg.json:4:14"), "at n_heads: {text}");
     assert!(
-        text.contains("3 |   \"dim\": 2050,"),
+        text.contains("3 |   \"dim\": 8,"),
         "secondary at dim: {text}"
     );
-    assert!(
-        text.contains("---- `dim` is 2050"),
-        "secondary at dim: {text}"
-    );
+    assert!(text.contains("- `dim` is 8"), "secondary at dim: {text}");
     assert!(text.contains("config's `n_heads`"), "{text}");
     assert!(!text.contains("imported.mythos"), "{text}");
 
@@ -399,7 +448,7 @@ fn checker_errors_point_at_the_config_values() {
     let (diags, text) = import_err(&json);
     assert_eq!(
         codes(&diags),
-        ["E0204", "E0303", "E0304", "E0306"],
+        ["E0204", "E0303", "E0304", "W0003"],
         "{text}"
     );
     assert!(text.contains("cfg.json:2:17"), "{text}");

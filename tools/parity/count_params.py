@@ -34,6 +34,14 @@ def configs():
     yield "mythos_1b_no_loop_embedding", base
     yield "tiny_mla", MythosConfig(attn_type="mla", **TINY)
     yield "tiny_gqa", MythosConfig(attn_type="gqa", **TINY)
+    # Configs the reference runs that Mythos once rejected: an odd loop-embedding
+    # width (2056 // 8 = 257), dim % n_heads != 0 (72 over 5 heads of 14), dim < 8
+    # (dim // 8 = 0 loop-embedding channels).
+    yield "mythos_1b_dim_2056", dataclasses.replace(base, dim=2056)
+    yield "tiny_gqa_uneven_heads", MythosConfig(attn_type="gqa", **{**TINY, "dim": 72, "n_heads": 5,
+                                                                     "n_kv_heads": 1})
+    yield "tiny_gqa_dim_4", MythosConfig(attn_type="gqa", **{**TINY, "dim": 4, "n_heads": 2,
+                                                              "n_kv_heads": 1})
     yield "mythos_3b_gqa_mix", dataclasses.replace(variants.mythos_3b(), attn_type="gqa", n_kv_heads=2,
                                                    n_experts_per_tok=2, lora_rank=4, n_shared_experts=1)
 

@@ -359,7 +359,8 @@ impl Builder<'_> {
             .collect();
         let (h, e, t) = (params[0], params[1], params[2]);
         let mut state = h;
-        if let Some(le) = r.loop_embedding {
+        // 0 channels (OpenMythos's `dim // 8` for dim < 8) adds nothing.
+        if let Some(le) = r.loop_embedding.filter(|le| le.channels > 0) {
             let op = Op::LoopEmbedding {
                 channels: le.channels,
                 theta: le.theta,

@@ -209,9 +209,9 @@ const LOOP_EMBEDDING: &[Spec] = &[
     int(
         "channels",
         Optional,
-        1,
+        0,
         1 << 20,
-        "leading channels that get the signal (default dim // 8)",
+        "leading channels that get the signal (default dim // 8; 0 adds nothing)",
     ),
     float("theta", d_f(10000.0), "sinusoid base"),
 ];

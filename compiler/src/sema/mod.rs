@@ -184,8 +184,8 @@ impl<'e, 'm, 'a> Builder<'e, 'm, 'a> {
         let tie_embeddings = r.bool("tie_embeddings");
         let dropout = r.float_in(
             "dropout",
-            |v| (0.0..1.0).contains(&v),
-            "in [0, 1)",
+            |v| (0.0..=1.0).contains(&v),
+            "in [0, 1]",
             Code::OutOfRange,
         );
         let max_output_tokens = r.int("max_output_tokens");
@@ -489,12 +489,30 @@ impl<'e, 'm, 'a> Builder<'e, 'm, 'a> {
         if kind == "none" {
             return r.ok.then_some(Halting::None);
         }
-        let threshold = r.float_in(
-            "threshold",
-            |t| t > 0.0 && t <= 1.0,
-            "in (0, 1]",
-            Code::Threshold,
-        );
+        let threshold = r.float("threshold");
+        // OpenMythos runs any threshold: at or below 0 every position halts at
+        // the first iteration with weight 1, above 1 halting needs a cumulative
+        // p above 1 (or never comes). Likely a slip, so a warning.
+        if let Some(t) = threshold.filter(|&t| !(t > 0.0 && t <= 1.0)) {
+            let span = r.span_of("threshold");
+            let effect = if t <= 0.0 {
+                "every position halts at the first iteration"
+            } else {
+                "a position halts only once its summed halting probabilities reach it, if ever"
+            };
+            r.ev.diags.push(
+                Diagnostic::error(
+                    Code::ThresholdUnusual,
+                    format!("halting threshold {t} is outside (0, 1]: {effect}"),
+                )
+                .label(
+                    span,
+                    "ACT compares the cumulative halting probability with this",
+                )
+                .note("OpenMythos runs such a threshold the same way")
+                .help("use a threshold in (0, 1], such as 0.99"),
+            );
+        }
         r.ok.then_some(())?;
         Some(Halting::Act {
             threshold: threshold?,
@@ -532,20 +550,19 @@ impl<'e, 'm, 'a> Builder<'e, 'm, 'a> {
             (_, false, Some(d)) => Some(d / 8),
             _ => None,
         };
+        // Odd counts and 0 are what OpenMythos runs: `[sin.., cos..][:channels]`
+        // drops the last cosine, and `dim // 8 = 0` adds nothing. Only more
+        // channels than `dim` cannot be added to the state.
         if let (Some(c), Some(d)) = (channels, dim) {
-            if c % 2 == 1 || c > d || c == 0 {
-                let why = if c > d {
-                    format!("{c} channels is more than `dim` ({d})")
-                } else if c == 0 {
-                    "0 channels (dim // 8 with a small dim?)".to_string()
-                } else {
-                    format!("{c} channels is odd; sin and cos come in pairs")
-                };
+            if c > d {
                 r.error(
-                    Diagnostic::error(Code::LoopEmbeddingChannels, format!("invalid loop-embedding channels: {why}"))
-                        .label(span, "channels must be even, at least 2 and at most `dim`")
-                        .secondary(dim_span, format!("`dim` is {d}"))
-                        .help("choose an even number of channels no larger than `dim`, or `loop_embedding none`"),
+                    Diagnostic::error(
+                        Code::LoopEmbeddingChannels,
+                        format!("invalid loop-embedding channels: {c} channels is more than `dim` ({d})"),
+                    )
+                    .label(span, "channels must be at most `dim`")
+                    .secondary(dim_span, format!("`dim` is {d}"))
+                    .help("choose at most `dim` channels (OpenMythos uses dim // 8), or `loop_embedding none`"),
                 );
             }
         }
@@ -597,6 +614,7 @@ impl BuiltDef for Attention {
                                 format!("`rope_dim` must be even, found {rd}"),
                             )
                             .label(span, "RoPE rotates pairs of dimensions")
+                            .note("OpenMythos itself fails on this config: its RoPE views the rope part as complex pairs")
                             .help(format!(
                                 "use {} or {}",
                                 rd - 1,
@@ -618,32 +636,56 @@ impl BuiltDef for Attention {
             k => {
                 let kv_heads = if k == "gqa" { r.int("kv_heads") } else { heads };
                 let kv_span = r.span_of("kv_heads");
+                // OpenMythos takes head_dim = dim // heads and projects to
+                // heads * head_dim channels, so `dim % heads != 0` runs (with a
+                // warning); a head dimension of 0 or an odd one crashes its RoPE.
                 if let (Some(h), Some(d)) = (heads, dim) {
-                    if d % h != 0 {
+                    let hd = d / h;
+                    if hd == 0 {
                         r.error(
                             Diagnostic::error(
                                 Code::HeadsDivideDim,
-                                format!("`dim` ({d}) is not divisible by `heads` ({h})"),
+                                format!("{h} heads over {d} channels leave a head dimension of 0"),
                             )
-                            .label(
-                                heads_span,
-                                format!("{h} heads do not split {d} channels evenly"),
-                            )
+                            .label(heads_span, "more heads than `dim` has channels")
                             .secondary(dim_span, format!("`dim` is {d}"))
+                            .note("OpenMythos itself fails on this config: its RoPE cannot split a 0-wide head into pairs")
                             .help(format!(
-                                "each head gets dim / heads channels; try heads = {}",
-                                nearest_divisor(d, h)
+                                "each head gets dim // heads channels; try heads = {}",
+                                nearest_even_head_count(d, h)
                             )),
                         );
-                    } else if (d / h) % 2 == 1 {
+                    } else if hd % 2 == 1 {
                         r.error(
                             Diagnostic::error(
                                 Code::OddRope,
-                                format!("head dimension dim / heads = {} is odd", d / h),
+                                format!("head dimension dim // heads = {hd} is odd"),
                             )
                             .label(heads_span, "RoPE rotates pairs of dimensions in each head")
                             .secondary(dim_span, format!("`dim` is {d}"))
-                            .help("choose `dim` and `heads` so that dim / heads is even"),
+                            .note("OpenMythos itself fails on this config: its RoPE views each head as complex pairs")
+                            .help(format!(
+                                "choose `dim` and `heads` so that dim // heads is even; try heads = {}",
+                                nearest_even_head_count(d, h)
+                            )),
+                        );
+                    } else if d % h != 0 {
+                        r.ev.diags.push(
+                            Diagnostic::error(
+                                Code::HeadsUnevenDim,
+                                format!(
+                                    "`dim` ({d}) is not divisible by `heads` ({h}): each head gets \
+                                     dim // heads = {hd} channels, {} of {d} in all",
+                                    h * hd
+                                ),
+                            )
+                            .label(heads_span, format!("{h} heads of {hd} channels"))
+                            .secondary(dim_span, format!("`dim` is {d}"))
+                            .note("as in OpenMythos: q, k and v project to heads * head_dim channels and `wo` back to `dim`")
+                            .help(format!(
+                                "if that is not what you meant, try heads = {}",
+                                nearest_even_head_count(d, h)
+                            )),
                         );
                     }
                 }
@@ -658,6 +700,7 @@ impl BuiltDef for Attention {
                                 kv_span,
                                 "each key/value head must serve the same number of query heads",
                             )
+                            .note("OpenMythos itself fails on this config: repeat_interleave by heads // kv_heads gives the wrong number of key heads")
                             .secondary(heads_span, format!("`heads` is {h}"))
                             .help(format!("try kv_heads = {}", nearest_divisor(h, kv))),
                         );
@@ -718,6 +761,7 @@ impl BuiltDef for Ffn {
                             format!("`top_k` ({k}) is larger than `experts` ({e})"),
                         )
                         .label(span, "cannot choose more experts than there are")
+                        .note("OpenMythos itself fails on this config: torch.topk cannot select more than there are")
                         .secondary(experts_span, format!("{e} experts"))
                         .help(format!("use top_k <= {e}, or more experts")),
                     );
@@ -738,6 +782,15 @@ impl BuiltDef for Ffn {
             kind,
         })
     }
+}
+
+/// The head count closest to `near` that divides `dim` into heads of an even
+/// width (for "try heads = ..." hints); 1 when `dim` is odd.
+fn nearest_even_head_count(dim: u64, near: u64) -> u64 {
+    (1..=dim / 2)
+        .filter(|h| dim % h == 0 && (dim / h) % 2 == 0)
+        .min_by_key(|&h| (h.abs_diff(near), h))
+        .unwrap_or(1)
 }
 
 /// The divisor of `n` closest to `near` (for "try heads = ..." hints).
