@@ -1185,3 +1185,68 @@ fn cuda_device_flags_are_checked() {
     assert!(text(&out.stderr).contains("--device cuda always compiles for the GPU"));
 }
 
+/// A config OpenMythos runs that Mythos once rejected, from the CLI: export
+/// the fixture's spec, import the JSON back (warning W0002: 5 heads of 14
+/// over dim 72; 9 loop-embedding channels, odd), inspect it (the reference's
+/// parameter count) and run it through the KV cache on both backends against
+/// the reference's logits.
+#[test]
+fn config_with_uneven_heads_and_odd_loop_channels_imports_and_runs() {
+    let dir = temp_dir("uneven-heads");
+    let fx = "tests/fixtures/parity/gqa_uneven_heads_decode";
+    let (cfg, spec) = (dir.join("cfg.json"), dir.join("uneven.mythos"));
+    let (cfg_s, spec_s) = (cfg.to_str().unwrap(), spec.to_str().unwrap());
+    let out = mythos(&["export", "openmythos", &format!("{fx}.mythos"), "-o", cfg_s]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = mythos(&["import", "openmythos", cfg_s, "-o", spec_s]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("warning[W0002]"), "{err}");
+    assert!(
+        err.contains("dim // heads = 14 channels, 70 of 72"),
+        "{err}"
+    );
+    let out = mythos(&["inspect", spec_s]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // sum(p.numel()) of OpenMythos(cfg), tools/parity/count_params.py.
+    assert!(
+        text(&out.stdout).contains("139,338"),
+        "{}",
+        text(&out.stdout)
+    );
+    let io = format!("{fx}.io.safetensors");
+    let want = {
+        let bytes = std::fs::read(&io).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let t = st.tensor("logits").unwrap();
+        t.data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect::<Vec<f32>>()
+    };
+    for backend in ["cpu", "mlir-cpu"] {
+        let logits = dir.join(format!("{backend}.safetensors"));
+        let out = mythos_env(
+            &[
+                "run",
+                spec_s,
+                "--weights",
+                &format!("{fx}.weights.safetensors"),
+                "--inputs",
+                &io,
+                "--decode-from",
+                "4",
+                "--backend",
+                backend,
+                "--dump-logits",
+                logits.to_str().unwrap(),
+            ],
+            &[("MYTHOS_CACHE_DIR", &dir.join("cache"))],
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let (err, max) = max_diff(&read_logits(&logits), &want);
+        println!("{backend}: {:.2e} relative to OpenMythos", err / max);
+        assert!(err <= 1e-4 * max, "{backend}: {err} vs max {max}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -9,13 +9,20 @@ use mythos_runtime::cpu::compiled::CompiledKernels;
 use mythos_runtime::cpu::CpuRuntime;
 use mythos_runtime::weights::Weights;
 
-/// A preset at `level`; the backend needs canonical IR, so -O0 runs
-/// canonicalize alone (what `mythos compile -O0` does).
+#[path = "../../runtime/tests/common/fixtures.rs"]
+mod fixtures;
+
+/// A preset at `level`.
 fn module(name: &str, level: u8) -> Module {
     let mut loader = Loader::new();
     let checked = sema::check_file(&mut loader, &format!("@{name}"));
     assert!(!checked.has_errors());
-    let mut m = lower(&checked.models[0]);
+    optimized(lower(&checked.models[0]), level)
+}
+
+/// `m` after the passes of `level`; the backend needs canonical IR, so -O0
+/// runs canonicalize alone (what `mythos compile -O0` does).
+fn optimized(mut m: Module, level: u8) -> Module {
     let opts = PassOptions {
         level,
         passes: (level == 0).then(|| vec!["canonicalize".to_string()]),
@@ -203,4 +210,43 @@ fn perturbed_weights_match_reference() {
         );
         assert!(rp.max(rd) <= 1e-5, "{name} -O{level}: {rp:e} {rd:e}");
     }
+}
+
+/// The OpenMythos parity fixtures through the compiled kernels, every node
+/// planned, at -O2 and -O0: the reference's logits within 1e-4 relative (the
+/// tolerance of the CPU runtime's own parity test), with the iterations the
+/// reference ran.
+#[test]
+fn compiled_kernels_match_openmythos_fixtures() {
+    let all = fixtures::manifest();
+    assert!(
+        all.len() >= 13,
+        "expected the parity fixtures, found {}",
+        all.len()
+    );
+    let mut failures = Vec::new();
+    for f in &all {
+        let io = f.io();
+        for level in [2, 0] {
+            let m = optimized(f.lowered(), level);
+            let (code, plan) = compile_full(&m, &f.name, level);
+            let kernels = CompiledKernels::load(&code, &plan).unwrap();
+            let w = f.weights(&m);
+            let ours = CpuRuntime::new(&m, &w).with_kernels(&kernels).unwrap();
+            let (err, max_ref, iterations) = f.compare(&ours, &io);
+            println!(
+                "mlir-cpu -O{level} {:<30} relative {:.3e}  loop iterations {iterations}",
+                f.name,
+                err / max_ref
+            );
+            if err.is_nan() || err > 1e-4 * max_ref {
+                failures.push(format!(
+                    "-O{level} {}: relative error {:.3e}",
+                    f.name,
+                    err / max_ref
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -21,10 +21,15 @@ const ARCHS: &[&str] = &["sm_80", "sm_90"];
 const PENDING: &[&str] = &[];
 
 fn module(name: &str) -> Module {
+    spec_module(&format!("@{name}"), None)
+}
+
+/// Model `model` (or the file's first) of the spec at `path`, at -O2.
+fn spec_module(path: &str, model: Option<&str>) -> Module {
     let mut loader = Loader::new();
-    let checked = sema::check_file(&mut loader, &format!("@{name}"));
-    assert!(!checked.has_errors());
-    let mut m = lower(&checked.models[0]);
+    let checked = sema::check_file(&mut loader, path);
+    assert!(!checked.has_errors(), "{path}");
+    let mut m = lower(sema::select(&checked, model, path).unwrap());
     let opts = PassOptions {
         level: 2,
         verify_each: true,
@@ -94,8 +99,11 @@ fn entry_sizes(ptx: &str) -> Vec<(String, usize)> {
 /// Compiles `name` for every arch, writes the PTX, runs ptxas, prints the
 /// figures; returns the kernel kinds left to the host.
 fn check_model(name: &str) -> BTreeSet<String> {
-    let m = module(name);
-    let cpu_kinds: BTreeSet<String> = mythos_backend::kernels::lower(&m, &|_| None, true)
+    check_module(name, &module(name))
+}
+
+fn check_module(name: &str, m: &Module) -> BTreeSet<String> {
+    let cpu_kinds: BTreeSet<String> = mythos_backend::kernels::lower(m, &|_| None, true)
         .unwrap()
         .plan
         .kernels
@@ -107,7 +115,7 @@ fn check_model(name: &str) -> BTreeSet<String> {
     std::fs::create_dir_all(&dir).unwrap();
     let mut missing = BTreeSet::new();
     for arch in ARCHS {
-        let compiled = cuda(&m, arch, !full).unwrap_or_else(|e| panic!("{name} {arch}: {e}"));
+        let compiled = cuda(m, arch, !full).unwrap_or_else(|e| panic!("{name} {arch}: {e}"));
         let gpu_kinds: BTreeSet<String> = compiled
             .plan
             .kernels
@@ -202,6 +210,20 @@ fn tiny_mla_ptx_assembles() {
 #[test]
 fn openmythos_1b_ptx_assembles() {
     check_model("openmythos-1b");
+}
+
+/// The parity fixtures with shapes the presets lack: 7 loop-embedding
+/// channels (odd: 4 sines, 3 cosines) and GQA q/k/v narrower than `dim`
+/// (5 heads of 72 // 5 = 14 over dim 72).
+#[test]
+fn odd_loop_channels_and_uneven_heads_ptx_assembles() {
+    for name in ["mla_odd_loop_channels_decode", "gqa_uneven_heads_decode"] {
+        let path = format!(
+            "{}/../tests/fixtures/parity/{name}.mythos",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        check_module(name, &spec_module(&path, Some(name)));
+    }
 }
 
 /// Presets whose widest kernels would need more than 48 KiB of static

@@ -101,6 +101,11 @@ class Fixture:
     halt_bias: Optional[float] = None  # value written into recurrent.act.halt.bias
     router_bias: bool = False  # recurrent.block.ffn.router_bias <- randn * 0.5
     keep_head: bool = False  # keep head.weight (tied copy of embed.weight) in the file
+    # Config overrides written into the spec too: `dim` (the loop embedding gets
+    # dim // 8 channels) and, for GQA, `n_heads` / `n_kv_heads`.
+    dim: Optional[int] = None
+    heads: Optional[int] = None
+    kv_heads: Optional[int] = None
     # Extra requirement on the probe's record; the seed search skips seeds that fail it.
     require: Optional[Callable[["Probe", "Fixture", MythosConfig], Optional[str]]] = None
 
@@ -172,6 +177,24 @@ FIXTURES = [
             what="KV-cache path with n_loops 6 > max: prefill 4 tokens, then 8 single-token steps"),
     Fixture("mla_batch1_long", "mla", base_seed=9000, batch=1, seq=40,
             what="tiny MLA, batch 1, 40 tokens, max loops, one full forward"),
+    # dim // 8 = 7: the loop embedding has 4 sines and 3 cosines (the 4th is cut).
+    Fixture("mla_odd_loop_channels_decode", "mla", base_seed=10000, dim=56, decode_from=5,
+            require=require_all_loops,
+            what="dim 56: 7 loop-embedding channels (odd, last cosine dropped); prefill 5 "
+                 "tokens, then 7 single-token steps through the KV cache"),
+    # 5 heads over 72 channels: head_dim 72 // 5 = 14, q/k/v are 70 wide, wo maps
+    # 70 back to 72; dim // 8 = 9 loop-embedding channels (odd).
+    Fixture("gqa_uneven_heads_decode", "gqa", base_seed=11000, dim=72, heads=5, kv_heads=1,
+            decode_from=4, require=require_all_loops,
+            what="dim 72 with 5 heads (head_dim 14, q width 70 != dim) and 9 loop-embedding "
+                 "channels; prefill 4 tokens, then 8 single-token steps"),
+    # dim 4 < 8: dim // 8 = 0 loop-embedding channels, the signal adds nothing.
+    Fixture("gqa_dim_4_no_loop_channels", "gqa", base_seed=12000, dim=4, heads=2, kv_heads=1,
+            what="dim 4 (2 heads of 2): dim // 8 = 0 loop-embedding channels; one full forward"),
+    # Above 1, the halting step's remainder max(1 - cum, 0) is 0 once cum passed 1.
+    Fixture("mla_threshold_above_1", "mla", base_seed=13000, threshold=1.5,
+            what="ACT threshold 1.5 (warning W0003): positions halt once their summed p "
+                 "reaches 1.5, with remainder weight max(1 - cum, 0)"),
 ]
 
 
@@ -253,6 +276,9 @@ def make_config(fx: Fixture) -> MythosConfig:
     cfg = MythosConfig(attn_type=fx.attn, **TINY)
     if fx.threshold is not None:
         cfg = dataclasses.replace(cfg, act_threshold=fx.threshold)
+    for field, value in (("dim", fx.dim), ("n_heads", fx.heads), ("n_kv_heads", fx.kv_heads)):
+        if value is not None:
+            cfg = dataclasses.replace(cfg, **{field: value})
     return cfg
 
 
@@ -298,16 +324,20 @@ def spec_text(fx: Fixture) -> str:
         f'import "@{preset}"',
         "",
     ]
-    if fx.threshold is None:
-        lines.append(f"model {fx.name} extends {parent} {{}}")
+    body = []
+    if fx.dim is not None:
+        body.append(f"  dim = {fx.dim}")
+    if fx.heads is not None or fx.kv_heads is not None:
+        assert fx.attn == "gqa", "head overrides are for the GQA preset"
+        heads = fx.heads if fx.heads is not None else TINY["n_heads"]
+        kv_heads = fx.kv_heads if fx.kv_heads is not None else TINY["n_kv_heads"]
+        body.append(f"  attention gqa {{ heads = {heads}, kv_heads = {kv_heads} }}")
+    if fx.threshold is not None:
+        body += ["  loop {", f"    halt act {{ threshold = {fx.threshold!r} }}", "  }"]
+    if body:
+        lines += [f"model {fx.name} extends {parent} {{", *body, "}"]
     else:
-        lines += [
-            f"model {fx.name} extends {parent} {{",
-            "  loop {",
-            f"    halt act {{ threshold = {fx.threshold!r} }}",
-            "  }",
-            "}",
-        ]
+        lines.append(f"model {fx.name} extends {parent} {{}}")
     return "\n".join(lines) + "\n"
 
 
