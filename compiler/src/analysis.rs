@@ -337,7 +337,26 @@ impl Walk<'_> {
                         proj + per_key * self.seq,
                     )
                 }
-                _ => (0.0, 0.0),
+                // No matrix products: gathers, row-local arithmetic (fused
+                // groups hold only such ops), per-iteration constants. The
+                // loop's body was walked above.
+                Op::Input
+                | Op::Param(_)
+                | Op::Weight(_)
+                | Op::Embedding
+                | Op::RmsNorm { .. }
+                | Op::Add
+                | Op::Concat
+                | Op::LoopEmbedding { .. }
+                | Op::LtiUpdate
+                | Op::Loop(_)
+                | Op::Scale
+                | Op::LtiDecay
+                | Op::LtiApply
+                | Op::LoopEmbeddingVec { .. }
+                | Op::AddPrefix
+                | Op::LoraScale { .. }
+                | Op::Fused(_) => (0.0, 0.0),
             };
             // Bytes read per decoded token.
             let read: u128 = match op {

@@ -12,6 +12,7 @@
 //! inferred types, graphs outside loop bodies and each body are acyclic,
 //! `Param` appears only in loop bodies, and every weight is used.
 
+pub mod effects;
 pub mod lower;
 pub mod print;
 pub mod verify;

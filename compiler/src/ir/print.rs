@@ -143,7 +143,8 @@ fn attributes(module: &Module, op: &Op) -> String {
             if m.batched { " batched" } else { "" },
             m.fusion.describe()
         ),
-        Op::SwiGlu(f) | Op::Head(f) if !f.is_none() => f.describe().trim_start().to_string(),
+        Op::SwiGlu(f) | Op::Head(f) if f.is_none() => return String::new(),
+        Op::SwiGlu(f) | Op::Head(f) => f.describe().trim_start().to_string(),
         Op::LoopEmbeddingVec { channels, theta } => format!("channels={channels} theta={theta}"),
         Op::LoraScale { max_iters } => format!("max_iters={max_iters}"),
         Op::LoraApply { rank } => format!("rank={rank}"),
@@ -175,7 +176,18 @@ fn attributes(module: &Module, op: &Op) -> String {
                 r.inject.name()
             )
         }
-        _ => return String::new(),
+        // No attributes: everything they compute is in their operands.
+        Op::Input
+        | Op::Embedding
+        | Op::Linear
+        | Op::Add
+        | Op::Concat
+        | Op::LtiUpdate
+        | Op::ActHalt
+        | Op::Scale
+        | Op::LtiDecay
+        | Op::LtiApply
+        | Op::AddPrefix => return String::new(),
     };
     format!("[{a}]")
 }

@@ -2,6 +2,7 @@
 //! (`--verify-each` later). It re-derives every type from the typing rules
 //! and checks the structural invariants listed in `ir/mod.rs`.
 
+use super::effects::Effect;
 use super::*;
 use std::collections::HashSet;
 
@@ -168,7 +169,10 @@ fn verify_graph(
                 errors,
             );
             for n in region.header.nodes() {
-                if let Op::Attention(_) | Op::Loop(_) | Op::Input = region.header.op(n) {
+                let op = region.header.op(n);
+                if matches!(op, Op::Input)
+                    || matches!(op.effect(), Effect::CacheWrite | Effect::Region)
+                {
                     errors.push(VerifyError {
                         graph: "loop header",
                         node: n.index(),

@@ -1,6 +1,7 @@
 //! `canonicalize`, `cse` and `dce`.
 
 use super::{add_typed, each_graph};
+use crate::ir::effects::OpKey;
 use crate::ir::{Graph, Module, NodeId, Op};
 use std::collections::{HashMap, HashSet};
 
@@ -80,21 +81,20 @@ pub fn canonicalize(module: &mut Module) -> usize {
 }
 
 /// Merges nodes with the same op and operands (a weight read twice, the same
-/// norm of the same value). Attention and loops are never merged: they own
-/// cache slots and regions.
+/// norm of the same value), by [`Op::cse_key`]: attention and loops are never
+/// merged (they own cache slots and regions), nor are fused groups.
 pub fn cse(module: &mut Module) -> usize {
     each_graph(&mut module.graph, &mut |g| {
         let Ok(order) = g.topo_order() else {
             return 0;
         };
-        let mut seen: HashMap<(String, Vec<NodeId>), NodeId> = HashMap::new();
+        let mut seen: HashMap<(OpKey, Vec<NodeId>), NodeId> = HashMap::new();
         let mut n = 0;
         for id in order {
-            let op = g.op(id);
-            if matches!(op, Op::Attention(_) | Op::Loop(_) | Op::Fused(_)) {
+            let Some(op_key) = g.op(id).cse_key() else {
                 continue;
-            }
-            let key = (format!("{op:?}"), g.operands(id));
+            };
+            let key = (op_key, g.operands(id));
             match seen.get(&key) {
                 Some(&first) => {
                     g.replace_uses(id, first);

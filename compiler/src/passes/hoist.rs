@@ -8,6 +8,7 @@
 //! index (loop-embedding vectors, LoRA scale rows).
 
 use super::cleanup::dce_graph;
+use crate::ir::effects::Effect;
 use crate::ir::{Graph, Module, NodeId, Op};
 use std::collections::HashMap;
 
@@ -67,11 +68,13 @@ fn hoist_loop(parent: &mut Graph, l: NodeId, region: &mut crate::ir::LoopRegion)
             Op::Param(i) if *i < 3 + inv => Class::Invariant,
             Op::Param(_) => Class::PerStep,
             Op::Weight(_) => Class::Const,
-            Op::Attention(_) | Op::Loop(_) | Op::Input => Class::Variant,
-            _ => body
-                .operands(id)
-                .iter()
-                .fold(Class::Const, |acc, o| join(acc, class[o])),
+            op => match op.effect() {
+                Effect::Source | Effect::CacheWrite | Effect::Region => Class::Variant,
+                Effect::Pure => body
+                    .operands(id)
+                    .iter()
+                    .fold(Class::Const, |acc, o| join(acc, class[o])),
+            },
         };
         class.insert(id, c);
     }
