@@ -62,92 +62,95 @@ impl Attn {
     }
 }
 
-/// One `MythosConfig` field: name, type, default, and what it becomes in a spec.
-struct Field {
-    name: &'static str,
-    ty: Ty,
-    default: Val,
+/// The fields of `MythosConfig` as named keys, in declaration order (the
+/// order of the JSON), each with its JSON type and dataclass default.
+macro_rules! mythos_config {
+    ($($key:ident $name:literal $ty:ident $default:expr;)*) => {
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        enum Key {
+            $($key,)*
+        }
+
+        impl Key {
+            const ALL: &'static [Key] = &[$(Key::$key,)*];
+
+            fn name(self) -> &'static str {
+                match self {
+                    $(Key::$key => $name,)*
+                }
+            }
+
+            fn ty(self) -> Ty {
+                match self {
+                    $(Key::$key => Ty::$ty,)*
+                }
+            }
+
+            fn default(self) -> Val {
+                match self {
+                    $(Key::$key => $default,)*
+                }
+            }
+        }
+    };
 }
 
-const fn int(name: &'static str, default: i64) -> Field {
-    Field {
-        name,
-        ty: Ty::Int,
-        default: Val::Int(default),
+mythos_config! {
+    VocabSize "vocab_size" Int Val::Int(32000);
+    Dim "dim" Int Val::Int(2048);
+    NHeads "n_heads" Int Val::Int(16);
+    NKvHeads "n_kv_heads" Int Val::Int(4);
+    MaxSeqLen "max_seq_len" Int Val::Int(4096);
+    MaxLoopIters "max_loop_iters" Int Val::Int(16);
+    PreludeLayers "prelude_layers" Int Val::Int(2);
+    CodaLayers "coda_layers" Int Val::Int(2);
+    AttnType "attn_type" Attn Val::Attn(Attn::Mla);
+    KvLoraRank "kv_lora_rank" Int Val::Int(512);
+    QLoraRank "q_lora_rank" Int Val::Int(1536);
+    QkRopeHeadDim "qk_rope_head_dim" Int Val::Int(64);
+    QkNopeHeadDim "qk_nope_head_dim" Int Val::Int(128);
+    VHeadDim "v_head_dim" Int Val::Int(128);
+    NExperts "n_experts" Int Val::Int(64);
+    NSharedExperts "n_shared_experts" Int Val::Int(2);
+    NExpertsPerTok "n_experts_per_tok" Int Val::Int(4);
+    ExpertDim "expert_dim" Int Val::Int(512);
+    ActThreshold "act_threshold" Float Val::Float(0.99);
+    RopeTheta "rope_theta" Float Val::Float(500000.0);
+    LoraRank "lora_rank" Int Val::Int(16);
+    MaxOutputTokens "max_output_tokens" Int Val::Int(4096);
+    Dropout "dropout" Float Val::Float(0.0);
+}
+
+/// One value per config field, indexed by [`Key`].
+#[derive(Clone, Debug)]
+struct PerKey<T>(Vec<T>);
+
+impl<T> PerKey<T> {
+    fn from_fn(f: impl FnMut(&Key) -> T) -> PerKey<T> {
+        PerKey(Key::ALL.iter().map(f).collect())
     }
 }
 
-const fn float(name: &'static str, default: f64) -> Field {
-    Field {
-        name,
-        ty: Ty::Float,
-        default: Val::Float(default),
+impl<T> std::ops::Index<Key> for PerKey<T> {
+    type Output = T;
+    fn index(&self, k: Key) -> &T {
+        &self.0[k as usize]
     }
 }
 
-/// The fields of `MythosConfig`, in declaration order (the order of the JSON).
-const FIELDS: &[Field] = &[
-    int("vocab_size", 32000),
-    int("dim", 2048),
-    int("n_heads", 16),
-    int("n_kv_heads", 4),
-    int("max_seq_len", 4096),
-    int("max_loop_iters", 16),
-    int("prelude_layers", 2),
-    int("coda_layers", 2),
-    Field {
-        name: "attn_type",
-        ty: Ty::Attn,
-        default: Val::Attn(Attn::Mla),
-    },
-    int("kv_lora_rank", 512),
-    int("q_lora_rank", 1536),
-    int("qk_rope_head_dim", 64),
-    int("qk_nope_head_dim", 128),
-    int("v_head_dim", 128),
-    int("n_experts", 64),
-    int("n_shared_experts", 2),
-    int("n_experts_per_tok", 4),
-    int("expert_dim", 512),
-    float("act_threshold", 0.99),
-    float("rope_theta", 500000.0),
-    int("lora_rank", 16),
-    int("max_output_tokens", 4096),
-    float("dropout", 0.0),
-];
-
-// Indices into FIELDS.
-const VOCAB_SIZE: usize = 0;
-const DIM: usize = 1;
-const N_HEADS: usize = 2;
-const N_KV_HEADS: usize = 3;
-const MAX_SEQ_LEN: usize = 4;
-const MAX_LOOP_ITERS: usize = 5;
-const PRELUDE_LAYERS: usize = 6;
-const CODA_LAYERS: usize = 7;
-const ATTN_TYPE: usize = 8;
-const KV_LORA_RANK: usize = 9;
-const Q_LORA_RANK: usize = 10;
-const QK_ROPE_HEAD_DIM: usize = 11;
-const QK_NOPE_HEAD_DIM: usize = 12;
-const V_HEAD_DIM: usize = 13;
-const N_EXPERTS: usize = 14;
-const N_SHARED_EXPERTS: usize = 15;
-const N_EXPERTS_PER_TOK: usize = 16;
-const EXPERT_DIM: usize = 17;
-const ACT_THRESHOLD: usize = 18;
-const ROPE_THETA: usize = 19;
-const LORA_RANK: usize = 20;
-const MAX_OUTPUT_TOKENS: usize = 21;
-const DROPOUT: usize = 22;
+impl<T> std::ops::IndexMut<Key> for PerKey<T> {
+    fn index_mut(&mut self, k: Key) -> &mut T {
+        &mut self.0[k as usize]
+    }
+}
 
 /// The MLA-only fields, which a GQA config cannot keep.
-const MLA_FIELDS: [usize; 5] = [
-    KV_LORA_RANK,
-    Q_LORA_RANK,
-    QK_ROPE_HEAD_DIM,
-    QK_NOPE_HEAD_DIM,
-    V_HEAD_DIM,
+const MLA_FIELDS: [Key; 5] = [
+    Key::KvLoraRank,
+    Key::QLoraRank,
+    Key::QkRopeHeadDim,
+    Key::QkNopeHeadDim,
+    Key::VHeadDim,
 ];
 
 /// Most blocks a `prelude N x ...` or `coda N x ...` may repeat (as the checker).
@@ -160,7 +163,7 @@ const NORM_EPS: f64 = 1e-6;
 const MLA_DEFAULT_KV_HEADS: u64 = 4;
 
 fn field_names() -> impl Iterator<Item = &'static str> + Clone {
-    FIELDS.iter().map(|f| f.name)
+    Key::ALL.iter().map(|k| k.name())
 }
 
 // ------------------------------------------------------------------- import
@@ -223,39 +226,39 @@ pub fn import(
 
 /// The config's fields, each with where it was written.
 struct Config {
-    values: Vec<Val>,
+    values: PerKey<Val>,
     /// Where each value is written; `None` when the field is missing.
-    spans: Vec<Option<Span>>,
+    spans: PerKey<Option<Span>>,
     /// Fields that were missing or unusable and hold their default instead.
-    substituted: Vec<bool>,
+    substituted: PerKey<bool>,
     /// The whole top-level object.
     whole: Span,
 }
 
 impl Config {
-    fn int(&self, i: usize) -> i64 {
+    fn int(&self, i: Key) -> i64 {
         match self.values[i] {
             Val::Int(v) => v,
-            _ => unreachable!("field {} is an integer", FIELDS[i].name),
+            _ => unreachable!("field {} is an integer", i.name()),
         }
     }
 
-    fn float(&self, i: usize) -> f64 {
+    fn float(&self, i: Key) -> f64 {
         match self.values[i] {
             Val::Float(v) => v,
-            _ => unreachable!("field {} is a float", FIELDS[i].name),
+            _ => unreachable!("field {} is a float", i.name()),
         }
     }
 
     fn attn(&self) -> Attn {
-        match self.values[ATTN_TYPE] {
+        match self.values[Key::AttnType] {
             Val::Attn(a) => a,
             _ => unreachable!("attn_type is an attention type"),
         }
     }
 
     /// The value's span, or the whole object for a missing field.
-    fn span(&self, i: usize) -> Span {
+    fn span(&self, i: Key) -> Span {
         self.spans[i].unwrap_or(self.whole)
     }
 }
@@ -439,17 +442,17 @@ fn skip_value(b: &[u8], start: usize) -> usize {
 /// fields get their defaults and are marked as substituted.
 fn read_fields(file: FileId, json: &str, whole: Span, diags: &mut Vec<Diagnostic>) -> Config {
     let mut config = Config {
-        values: FIELDS.iter().map(|f| f.default).collect(),
-        spans: vec![None; FIELDS.len()],
-        substituted: vec![false; FIELDS.len()],
+        values: PerKey::from_fn(|k| k.default()),
+        spans: PerKey::from_fn(|_| None),
+        substituted: PerKey::from_fn(|_| false),
         whole,
     };
-    let mut seen: Vec<Option<Span>> = vec![None; FIELDS.len()];
+    let mut seen: PerKey<Option<Span>> = PerKey::from_fn(|_| None);
     for entry in scan_entries(json) {
         let key_span = Span::new(file, entry.key.start, entry.key.end);
         let value_span = Span::new(file, entry.value.start, entry.value.end);
         let key: String = serde_json::from_str(&json[entry.key.clone()]).unwrap_or_default();
-        let Some(i) = FIELDS.iter().position(|f| f.name == key) else {
+        let Some(&i) = Key::ALL.iter().find(|k| k.name() == key) else {
             diags.push(
                 Diagnostic::error(
                     Code::BadConfigField,
@@ -476,7 +479,7 @@ fn read_fields(file: FileId, json: &str, whole: Span, diags: &mut Vec<Diagnostic
         seen[i] = Some(key_span);
         config.spans[i] = Some(value_span);
         let raw = &json[entry.value.clone()];
-        match read_value(&FIELDS[i], raw, value_span) {
+        match read_value(i, raw, value_span) {
             Ok(v) => config.values[i] = v,
             Err(d) => {
                 diags.push(d);
@@ -484,25 +487,25 @@ fn read_fields(file: FileId, json: &str, whole: Span, diags: &mut Vec<Diagnostic
             }
         }
     }
-    for (i, f) in FIELDS.iter().enumerate() {
-        if seen[i].is_none() {
-            config.substituted[i] = true;
+    for &f in Key::ALL {
+        if seen[f].is_none() {
+            config.substituted[f] = true;
             diags.push(
                 Diagnostic::error(
                     Code::BadConfigField,
-                    format!("the MythosConfig field `{}` is missing", f.name),
+                    format!("the MythosConfig field `{}` is missing", f.name()),
                 )
-                .label(whole, format!("this config has no `{}`", f.name))
+                .label(whole, format!("this config has no `{}`", f.name()))
                 .help(format!(
                     "add `\"{}\": {}` (the MythosConfig default); every field of `dataclasses.asdict` is expected",
-                    f.name,
-                    json_value(f.default)
+                    f.name(),
+                    json_value(f.default())
                 )),
             );
         }
     }
     // The counts of `prelude N x ...` and `coda N x ...` are literals in a spec.
-    for i in [PRELUDE_LAYERS, CODA_LAYERS] {
+    for i in [Key::PreludeLayers, Key::CodaLayers] {
         if config.substituted[i] {
             continue;
         }
@@ -511,24 +514,21 @@ fn read_fields(file: FileId, json: &str, whole: Span, diags: &mut Vec<Diagnostic
             diags.push(
                 Diagnostic::error(
                     Code::OutOfRange,
-                    format!(
-                        "`{}` must be from 0 to {MAX_LAYERS}, found {n}",
-                        FIELDS[i].name
-                    ),
+                    format!("`{}` must be from 0 to {MAX_LAYERS}, found {n}", i.name()),
                 )
                 .label(config.span(i), "layer count out of range")
                 .help(format!(
                     "`{}` is the number of dense blocks; 0 means none",
-                    FIELDS[i].name
+                    i.name()
                 )),
             );
             config.substituted[i] = true;
-            config.values[i] = FIELDS[i].default;
+            config.values[i] = i.default();
         }
     }
     // A bad attention type leaves it unknown which attention fields matter.
-    if config.substituted[ATTN_TYPE] {
-        for i in [N_KV_HEADS].into_iter().chain(MLA_FIELDS) {
+    if config.substituted[Key::AttnType] {
+        for i in [Key::NKvHeads].into_iter().chain(MLA_FIELDS) {
             config.substituted[i] = true;
         }
     }
@@ -536,9 +536,9 @@ fn read_fields(file: FileId, json: &str, whole: Span, diags: &mut Vec<Diagnostic
 }
 
 /// One field's value from its JSON text, or E0402/E0204 at the value.
-fn read_value(field: &Field, raw: &str, span: Span) -> Result<Val, Diagnostic> {
+fn read_value(field: Key, raw: &str, span: Span) -> Result<Val, Diagnostic> {
     let value: Value = serde_json::from_str(raw).unwrap_or(Value::Null);
-    let name = field.name;
+    let name = field.name();
     let wrong = |wanted: &str, help: String| {
         Diagnostic::error(
             Code::BadConfigField,
@@ -547,7 +547,7 @@ fn read_value(field: &Field, raw: &str, span: Span) -> Result<Val, Diagnostic> {
         .label(span, format!("expected {wanted}"))
         .help(help)
     };
-    let declared = match field.ty {
+    let declared = match field.ty() {
         Ty::Int => "int",
         Ty::Float => "float",
         Ty::Attn => "str",
@@ -561,10 +561,10 @@ fn read_value(field: &Field, raw: &str, span: Span) -> Result<Val, Diagnostic> {
         };
         format!(
             "{quoted}MythosConfig declares `{name}: {declared}` (default `{}`)",
-            json_value(field.default)
+            json_value(field.default())
         )
     };
-    match field.ty {
+    match field.ty() {
         Ty::Int => match &value {
             Value::Number(n) => {
                 if let Some(v) = n.as_i64() {
@@ -613,16 +613,16 @@ fn read_value(field: &Field, raw: &str, span: Span) -> Result<Val, Diagnostic> {
 
 /// Warns that the MLA fields of a GQA config are not kept.
 fn gqa_ignores_mla_fields(config: &Config, diags: &mut Vec<Diagnostic>) {
-    let differing: Vec<usize> = MLA_FIELDS
+    let differing: Vec<Key> = MLA_FIELDS
         .into_iter()
-        .filter(|&i| !config.substituted[i] && config.values[i] != FIELDS[i].default)
+        .filter(|&i| !config.substituted[i] && config.values[i] != i.default())
         .collect();
     if differing.is_empty() {
         return;
     }
     let names: Vec<String> = differing
         .iter()
-        .map(|&i| format!("`{}`", FIELDS[i].name))
+        .map(|&i| format!("`{}`", i.name()))
         .collect();
     let mut d = Diagnostic::error(
         Code::BadConfigField,
@@ -638,11 +638,11 @@ fn gqa_ignores_mla_fields(config: &Config, diags: &mut Vec<Diagnostic>) {
             config.span(i),
             format!(
                 "MLA only; exporting writes the default {}",
-                json_value(FIELDS[i].default)
+                json_value(i.default())
             ),
         );
     }
-    d = d.secondary(config.span(ATTN_TYPE), "the attention is GQA");
+    d = d.secondary(config.span(Key::AttnType), "the attention is GQA");
     diags.push(d.help(
         "set them to the MythosConfig defaults (kv_lora_rank 512, q_lora_rank 1536, \
          qk_rope_head_dim 64, qk_nope_head_dim 128, v_head_dim 128) to silence this, \
@@ -654,7 +654,7 @@ fn gqa_ignores_mla_fields(config: &Config, diags: &mut Vec<Diagnostic>) {
 struct Mark {
     range: Range<usize>,
     /// `None`: the model as a whole (its name).
-    field: Option<usize>,
+    field: Option<Key>,
     /// Said when a checker error points here.
     note: Option<String>,
 }
@@ -670,7 +670,7 @@ impl SpecText {
     }
 
     /// Writes `s`, remembering that it comes from `field`.
-    fn mark(&mut self, s: &str, field: Option<usize>, note: Option<String>) {
+    fn mark(&mut self, s: &str, field: Option<Key>, note: Option<String>) {
         let start = self.text.len();
         self.text.push_str(s);
         self.marks.push(Mark {
@@ -681,11 +681,11 @@ impl SpecText {
     }
 
     /// `key = value` written from config field `i`.
-    fn item(&mut self, key: &str, value: String, i: usize) {
-        let note = (key != FIELDS[i].name).then(|| {
+    fn item(&mut self, key: &str, value: String, i: Key) {
+        let note = (key != i.name()).then(|| {
             format!(
                 "`{key}` in the generated spec is the config's `{}`",
-                FIELDS[i].name
+                i.name()
             )
         });
         self.mark(&format!("{key} = {value}"), Some(i), note);
@@ -707,19 +707,19 @@ fn generate(c: &Config, model_name: &str, file_name: &str) -> SpecText {
     ));
     s.mark(&spec_name(model_name), None, None);
     s.push(" {\n");
-    let int = |i: usize| c.int(i).to_string();
-    let float = |i: usize| py_float(c.float(i));
+    let int = |i: Key| c.int(i).to_string();
+    let float = |i: Key| py_float(c.float(i));
     for (key, i, value) in [
-        ("vocab", VOCAB_SIZE, int(VOCAB_SIZE)),
-        ("dim", DIM, int(DIM)),
-        ("max_seq", MAX_SEQ_LEN, int(MAX_SEQ_LEN)),
-        ("rope_theta", ROPE_THETA, float(ROPE_THETA)),
+        ("vocab", Key::VocabSize, int(Key::VocabSize)),
+        ("dim", Key::Dim, int(Key::Dim)),
+        ("max_seq", Key::MaxSeqLen, int(Key::MaxSeqLen)),
+        ("rope_theta", Key::RopeTheta, float(Key::RopeTheta)),
         (
             "max_output_tokens",
-            MAX_OUTPUT_TOKENS,
-            int(MAX_OUTPUT_TOKENS),
+            Key::MaxOutputTokens,
+            int(Key::MaxOutputTokens),
         ),
-        ("dropout", DROPOUT, float(DROPOUT)),
+        ("dropout", Key::Dropout, float(Key::Dropout)),
     ] {
         s.push("  ");
         s.item(key, value, i);
@@ -730,23 +730,23 @@ fn generate(c: &Config, model_name: &str, file_name: &str) -> SpecText {
     let attn_note = Some("the attention kind is the config's `attn_type`".to_string());
     match c.attn() {
         Attn::Gqa => {
-            s.mark("attention gqa", Some(ATTN_TYPE), attn_note);
+            s.mark("attention gqa", Some(Key::AttnType), attn_note);
             s.push(" { ");
-            s.item("heads", int(N_HEADS), N_HEADS);
+            s.item("heads", int(Key::NHeads), Key::NHeads);
             s.push(", ");
-            s.item("kv_heads", int(N_KV_HEADS), N_KV_HEADS);
+            s.item("kv_heads", int(Key::NKvHeads), Key::NKvHeads);
         }
         Attn::Mla => {
-            s.mark("attention mla", Some(ATTN_TYPE), attn_note);
+            s.mark("attention mla", Some(Key::AttnType), attn_note);
             s.push(" { ");
             for (n, (key, i)) in [
-                ("heads", N_HEADS),
-                ("kv_heads", N_KV_HEADS),
-                ("q_rank", Q_LORA_RANK),
-                ("kv_rank", KV_LORA_RANK),
-                ("rope_dim", QK_ROPE_HEAD_DIM),
-                ("nope_dim", QK_NOPE_HEAD_DIM),
-                ("v_dim", V_HEAD_DIM),
+                ("heads", Key::NHeads),
+                ("kv_heads", Key::NKvHeads),
+                ("q_rank", Key::QLoraRank),
+                ("kv_rank", Key::KvLoraRank),
+                ("rope_dim", Key::QkRopeHeadDim),
+                ("nope_dim", Key::QkNopeHeadDim),
+                ("v_dim", Key::VHeadDim),
             ]
             .into_iter()
             .enumerate()
@@ -759,51 +759,51 @@ fn generate(c: &Config, model_name: &str, file_name: &str) -> SpecText {
         }
     }
     s.push(" }\n");
-    let (prelude, coda) = (c.int(PRELUDE_LAYERS), c.int(CODA_LAYERS));
+    let (prelude, coda) = (c.int(Key::PreludeLayers), c.int(Key::CodaLayers));
     if prelude > 0 || coda > 0 {
         s.push("  ffn dense { ");
         s.mark(
             "hidden = dim * 4 // 3",
-            Some(DIM),
+            Some(Key::Dim),
             Some("OpenMythos's dense blocks have a hidden size of dim * 4 // 3".to_string()),
         );
         s.push(" }\n");
     }
     s.push("  ffn moe { ");
-    s.item("experts", int(N_EXPERTS), N_EXPERTS);
+    s.item("experts", int(Key::NExperts), Key::NExperts);
     s.push(", ");
-    s.item("shared", int(N_SHARED_EXPERTS), N_SHARED_EXPERTS);
+    s.item("shared", int(Key::NSharedExperts), Key::NSharedExperts);
     s.push(", ");
-    s.item("top_k", int(N_EXPERTS_PER_TOK), N_EXPERTS_PER_TOK);
+    s.item("top_k", int(Key::NExpertsPerTok), Key::NExpertsPerTok);
     s.push(", ");
-    s.item("expert_dim", int(EXPERT_DIM), EXPERT_DIM);
+    s.item("expert_dim", int(Key::ExpertDim), Key::ExpertDim);
     s.push(" }\n\n");
 
     if prelude > 0 {
         s.push("  prelude ");
-        s.mark(&int(PRELUDE_LAYERS), Some(PRELUDE_LAYERS), None);
+        s.mark(&int(Key::PreludeLayers), Some(Key::PreludeLayers), None);
         s.push(" x block(attention, dense)\n");
     }
     s.push("  loop max ");
     s.mark(
-        &int(MAX_LOOP_ITERS),
-        Some(MAX_LOOP_ITERS),
+        &int(Key::MaxLoopIters),
+        Some(Key::MaxLoopIters),
         Some("the loop's `max` is the config's `max_loop_iters`".to_string()),
     );
     s.push(" {\n    block(attention, moe)\n    inject lti\n    halt act { ");
-    s.item("threshold", float(ACT_THRESHOLD), ACT_THRESHOLD);
+    s.item("threshold", float(Key::ActThreshold), Key::ActThreshold);
     s.push(" }\n    lora { ");
-    s.item("rank", int(LORA_RANK), LORA_RANK);
+    s.item("rank", int(Key::LoraRank), Key::LoraRank);
     s.push(" }\n    loop_embedding { ");
     s.mark(
         "channels = dim // 8",
-        Some(DIM),
+        Some(Key::Dim),
         Some("OpenMythos adds the loop-index embedding to the first dim // 8 channels".to_string()),
     );
     s.push(" }\n  }\n");
     if coda > 0 {
         s.push("  coda ");
-        s.mark(&int(CODA_LAYERS), Some(CODA_LAYERS), None);
+        s.mark(&int(Key::CodaLayers), Some(Key::CodaLayers), None);
         s.push(" x block(attention, dense)\n");
     }
     s.push("}\n");
@@ -1089,7 +1089,7 @@ pub fn export(model: &Model) -> Result<String, Vec<Diagnostic>> {
         return Err(errors);
     };
 
-    let defaults = |i: usize| match FIELDS[i].default {
+    let defaults = |i: Key| match i.default() {
         Val::Int(v) => v as u64,
         _ => unreachable!("MLA fields are integers"),
     };
@@ -1116,43 +1116,42 @@ pub fn export(model: &Model) -> Result<String, Vec<Diagnostic>> {
             Attn::Gqa,
             heads,
             kv_heads,
-            defaults(KV_LORA_RANK),
-            defaults(Q_LORA_RANK),
-            defaults(QK_ROPE_HEAD_DIM),
-            defaults(QK_NOPE_HEAD_DIM),
-            defaults(V_HEAD_DIM),
+            defaults(Key::KvLoraRank),
+            defaults(Key::QLoraRank),
+            defaults(Key::QkRopeHeadDim),
+            defaults(Key::QkNopeHeadDim),
+            defaults(Key::VHeadDim),
         ),
         AttentionKind::Mha { .. } => unreachable!("MHA is rejected above"),
     };
-    let values: [String; 23] = [
-        model.vocab.to_string(),
-        dim.to_string(),
-        heads.to_string(),
-        kv_heads.to_string(),
-        model.max_seq.to_string(),
-        rec.max_iters.to_string(),
-        model.prelude.len().to_string(),
-        model.coda.len().to_string(),
-        format!("\"{}\"", attn.name()),
-        kv_rank.to_string(),
-        q_rank.to_string(),
-        rope.to_string(),
-        nope.to_string(),
-        v_dim.to_string(),
-        experts.to_string(),
-        shared.to_string(),
-        top_k.to_string(),
-        expert_dim.to_string(),
-        py_float(threshold),
-        py_float(model.rope_theta),
-        rec.lora_rank.to_string(),
-        model.max_output_tokens.to_string(),
-        py_float(model.dropout),
-    ];
-    let body: Vec<String> = FIELDS
+    let value = |k: Key| match k {
+        Key::VocabSize => model.vocab.to_string(),
+        Key::Dim => dim.to_string(),
+        Key::NHeads => heads.to_string(),
+        Key::NKvHeads => kv_heads.to_string(),
+        Key::MaxSeqLen => model.max_seq.to_string(),
+        Key::MaxLoopIters => rec.max_iters.to_string(),
+        Key::PreludeLayers => model.prelude.len().to_string(),
+        Key::CodaLayers => model.coda.len().to_string(),
+        Key::AttnType => format!("\"{}\"", attn.name()),
+        Key::KvLoraRank => kv_rank.to_string(),
+        Key::QLoraRank => q_rank.to_string(),
+        Key::QkRopeHeadDim => rope.to_string(),
+        Key::QkNopeHeadDim => nope.to_string(),
+        Key::VHeadDim => v_dim.to_string(),
+        Key::NExperts => experts.to_string(),
+        Key::NSharedExperts => shared.to_string(),
+        Key::NExpertsPerTok => top_k.to_string(),
+        Key::ExpertDim => expert_dim.to_string(),
+        Key::ActThreshold => py_float(threshold),
+        Key::RopeTheta => py_float(model.rope_theta),
+        Key::LoraRank => rec.lora_rank.to_string(),
+        Key::MaxOutputTokens => model.max_output_tokens.to_string(),
+        Key::Dropout => py_float(model.dropout),
+    };
+    let body: Vec<String> = Key::ALL
         .iter()
-        .zip(&values)
-        .map(|(f, v)| format!("  \"{}\": {v}", f.name))
+        .map(|&k| format!("  \"{}\": {}", k.name(), value(k)))
         .collect();
     Ok(format!("{{\n{}\n}}\n", body.join(",\n")))
 }
