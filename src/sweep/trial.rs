@@ -6,7 +6,7 @@ use super::spec::{AxisValue, Sort, Strategy, SweepFile, Target};
 use mythos_compiler::analysis::{self, Report};
 use mythos_compiler::diag;
 use mythos_compiler::ir;
-use mythos_compiler::sema::{self, Loader};
+use mythos_compiler::sema::{self, schema, Loader};
 use std::collections::{BTreeMap, HashSet};
 
 /// One planned trial: an index into each axis's values.
@@ -111,10 +111,7 @@ struct Feature {
 
 /// Loop features in the order the language documents them.
 fn feature_order(keyword: &str) -> usize {
-    ["inject", "halt", "lora", "loop_embedding"]
-        .iter()
-        .position(|k| *k == keyword)
-        .unwrap_or(4)
+    schema::loop_feature(keyword).map_or(schema::LOOP_FEATURES.len(), |(i, _)| i)
 }
 
 fn set_field(fields: &mut Vec<(String, String)>, name: &str, v: String) {

@@ -6,37 +6,12 @@
 
 use super::loader::{FileIndex, Loader};
 use super::merge::{Entry, FieldsId, Merged};
+pub use super::schema::Value;
 use crate::diag::{Code, Diagnostic};
 use crate::source::Span;
 use crate::suggest;
 use crate::syntax::ast::{BinOp, Expr, ExprKind, Item, Let};
 use std::collections::{HashMap, HashSet};
-
-/// A value of the language.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Value {
-    Int(i64),
-    Float(f64),
-    Bool(bool),
-}
-
-impl Value {
-    pub fn type_name(self) -> &'static str {
-        match self {
-            Value::Int(_) => "integer",
-            Value::Float(_) => "float",
-            Value::Bool(_) => "boolean",
-        }
-    }
-
-    pub fn describe(self) -> String {
-        match self {
-            Value::Int(v) => format!("integer {v}"),
-            Value::Float(v) => format!("float {v}"),
-            Value::Bool(v) => format!("boolean {v}"),
-        }
-    }
-}
 
 /// Where an expression was written: its field list (for sibling fields) and file.
 #[derive(Clone, Copy, Debug)]
@@ -248,7 +223,7 @@ impl<'m, 'a> Evaluator<'m, 'a> {
             candidates.extend(merged.fields(id).iter().map(|e| e.key.name.clone()));
         }
         candidates.extend(self.visible_file_lets(ctx.file));
-        candidates.extend(super::build::SETTINGS.iter().map(|s| s.name.to_string()));
+        candidates.extend(super::schema::SETTINGS.iter().map(|s| s.name.to_string()));
         candidates.sort();
         candidates.dedup();
         self.fail(

@@ -8,6 +8,7 @@ pub mod build;
 pub mod eval;
 pub mod loader;
 pub mod merge;
+pub mod schema;
 
 pub use loader::{FileIndex, Loader};
 
@@ -19,6 +20,7 @@ use crate::syntax::ast;
 use build::*;
 use eval::{Evaluator, Value};
 use merge::{Merged, MergedDef};
+use schema::*;
 use std::collections::HashMap;
 
 /// What checking a file gives: its checked models and every diagnostic.

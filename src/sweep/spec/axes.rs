@@ -272,12 +272,12 @@ fn resolve_path(path: &str) -> Result<Target, String> {
     let examples = "axes are model settings (`dim`), `loop.max`, `loop.inject`, `loop.halt.threshold`, `loop.lora.rank`, `loop.loop_embedding.channels`, `attention`, `attention.heads`, `ffn.moe.experts`; see docs/sweeps.md";
     match parts.as_slice() {
         [setting] if *setting != "loop" && *setting != "attention" && *setting != "ffn" => {
-            build::SETTINGS
+            schema::SETTINGS
                 .iter()
                 .find(|s| s.name == *setting)
                 .map(Target::Setting)
                 .ok_or_else(|| {
-                    let mut names: Vec<&str> = build::SETTINGS.iter().map(|s| s.name).collect();
+                    let mut names: Vec<&str> = schema::SETTINGS.iter().map(|s| s.name).collect();
                     names.extend(["loop.max", "attention", "ffn.moe", "ffn.dense"]);
                     match suggest::closest(setting, names.iter().copied()) {
                         Some(c) => format!("did you mean `{c}`? {examples}"),
@@ -287,21 +287,19 @@ fn resolve_path(path: &str) -> Result<Target, String> {
         }
         ["loop", "max"] => Ok(Target::LoopMax),
         ["loop", feature, rest @ ..] if rest.len() <= 1 => {
-            let Some(&keyword) = LOOP_FEATURES.iter().find(|f| *f == feature) else {
-                let mut all = LOOP_FEATURES.to_vec();
-                all.push("max");
-                let all: Vec<String> = all.iter().map(|f| format!("loop.{f}")).collect();
+            let Some(&(keyword, kinds)) = schema::LOOP_FEATURES.iter().find(|(f, _)| f == feature)
+            else {
+                let all: Vec<String> = schema::LOOP_FEATURES
+                    .iter()
+                    .map(|(f, _)| *f)
+                    .chain(["max"])
+                    .map(|f| format!("loop.{f}"))
+                    .collect();
                 return Err(suggest::help_for(
                     &format!("loop.{feature}"),
                     "loop axes",
                     all.iter().map(String::as_str),
                 ));
-            };
-            let kinds = match keyword {
-                "inject" => build::INJECT_KINDS,
-                "halt" => build::HALT_KINDS,
-                "lora" => build::LORA_KINDS,
-                _ => build::LOOP_EMBEDDING_KINDS,
             };
             match rest {
                 [] => Ok(Target::Feature {
@@ -539,7 +537,7 @@ fn axis_value(p: &mut Parser, target: &Target, path: &str, v: &Val) -> Option<Ax
 const LOOP_MAX: FieldSpec = FieldSpec {
     name: "max",
     ty: Ty::Int,
-    default: build::Absent::Required,
+    default: schema::Absent::Required,
     min: 1,
     max: 1 << 20,
     doc: "loop iterations",

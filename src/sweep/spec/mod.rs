@@ -8,7 +8,7 @@
 
 use mythos_compiler::analysis::StorageType;
 use mythos_compiler::diag::{Code, Diagnostic};
-use mythos_compiler::sema::build::{self, Spec as FieldSpec, Ty};
+use mythos_compiler::sema::schema::{self, Spec as FieldSpec, Ty};
 use mythos_compiler::source::{FileId, Span};
 use mythos_compiler::suggest;
 use std::collections::BTreeMap;
@@ -139,8 +139,8 @@ impl Sort {
 
     pub fn kinds(self) -> &'static [(&'static str, &'static [FieldSpec])] {
         match self {
-            Sort::Attention => build::ATTENTION_KINDS,
-            Sort::Ffn => build::FFN_KINDS,
+            Sort::Attention => schema::ATTENTION_KINDS,
+            Sort::Ffn => schema::FFN_KINDS,
         }
     }
 }
@@ -328,7 +328,7 @@ mod ranges;
 mod resolve;
 
 use axes::{find_spec, parse_axes};
-use parse::{Parser, Table, Val, LOOP_FEATURES};
+use parse::{Parser, Table, Val};
 use ranges::range_values;
 
 pub use parse::parse;

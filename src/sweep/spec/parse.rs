@@ -23,7 +23,6 @@ const OPTION_KEYS: &[&str] = &[
     "measure_seq",
     "measure_decode",
 ];
-pub(super) const LOOP_FEATURES: &[&str] = &["inject", "halt", "lora", "loop_embedding"];
 
 pub(super) struct Parser {
     pub(super) file: FileId,
