@@ -34,7 +34,7 @@ pub(crate) fn requests(module: &Module, a: &AttentionOp) -> Vec<Request> {
     let f32s = |n: usize| vec!["f32[]".to_string(); n];
     let index = |n: usize| vec!["index".to_string(); n];
     // Operands before the weights: x and the prologue norm's weight.
-    let inputs = 1 + usize::from(prenorm.is_some());
+    let inputs = a.fusion.inputs();
     // Core kernels: [x], q, keys/latent, (values), weights, scores, out, tokens, start.
     let core_args = |buffers: usize| {
         let mut v = f32s(usize::from(residual) + buffers + 2);

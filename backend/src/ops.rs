@@ -7,6 +7,7 @@
 //! and ignore it.
 
 use crate::kernels::{ctx::f32_literal, Request};
+use mythos_compiler::ir::args::SwiGluArgs;
 use mythos_compiler::ir::{Dim, Graph, Module, NodeId, Op};
 use serde::Serialize;
 
@@ -28,8 +29,7 @@ pub(crate) fn requests(
     let shape = |o: NodeId| shape(g, o);
     let req = match op {
         Op::SwiGlu(f) => {
-            // (x, [norm], gate [hidden, dim], up, down)
-            let gate = operands[1 + usize::from(f.prenorm.is_some())];
+            let gate = SwiGluArgs::of(*f, &operands).gate;
             let hidden = shape(gate)[0];
             Request::new(
                 "swiglu",

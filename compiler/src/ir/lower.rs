@@ -9,6 +9,7 @@
 //! where `entry` is `rmsnorm(loop_emb(h) + e)` (lti, add), `linear(concat(loop_emb(h), e))`
 //! (concat) or `loop_emb(h)` (none), and `update` is the LTI update (lti) or `x` (others).
 
+use super::args::{ExpertWeights, MoeArgs, SwiGluArgs};
 use super::*;
 use crate::model::{Attention, AttentionKind, Block, Ffn, FfnKind, Halting, Injection, Model};
 
@@ -272,10 +273,18 @@ impl Builder<'_> {
                     normal(),
                     component,
                 );
+                let operands = SwiGluArgs {
+                    x,
+                    prenorm: None,
+                    gate,
+                    up,
+                    down,
+                }
+                .operands();
                 self.node(
                     g,
                     Op::SwiGlu(Fusion::default()),
-                    &[x, gate, up, down],
+                    &operands,
                     &format!("{prefix}.ffn"),
                 )
             }
@@ -304,35 +313,15 @@ impl Builder<'_> {
                     normal(),
                     component,
                 );
-                let mut operands = vec![x, router];
-                if router_bias {
+                let bias = router_bias.then(|| {
                     let name = format!("{prefix}.ffn.router_bias");
-                    operands.push(self.weight_full(
-                        g,
-                        &name,
-                        vec![experts],
-                        zeros(),
-                        component,
-                        None,
-                        true,
-                    ));
-                }
-                let groups = [
-                    ("routed_experts", experts, expert_dim, top_k),
-                    ("shared_experts", shared, shared_dim, shared),
-                ];
-                for (group, count, hidden, active) in groups {
-                    if count == 0 {
-                        continue;
-                    }
+                    self.weight_full(g, &name, vec![experts], zeros(), component, None, true)
+                });
+                let mut group = |group: &str, count: u64, hidden: u64, active: u64| {
                     let stacked = Some(Stacked { count, active });
-                    for (proj, shape) in [
-                        ("gate", [count, hidden, d]),
-                        ("up", [count, hidden, d]),
-                        ("down", [count, d, hidden]),
-                    ] {
+                    let mut proj = |proj: &str, shape: [u64; 3]| {
                         let name = format!("{prefix}.ffn.{group}.{{e}}.{proj}.weight");
-                        operands.push(self.weight_full(
+                        self.weight_full(
                             g,
                             &name,
                             shape.to_vec(),
@@ -340,9 +329,26 @@ impl Builder<'_> {
                             component,
                             stacked,
                             false,
-                        ));
+                        )
+                    };
+                    ExpertWeights {
+                        gate: proj("gate", [count, hidden, d]),
+                        up: proj("up", [count, hidden, d]),
+                        down: proj("down", [count, d, hidden]),
                     }
+                };
+                let routed = group("routed_experts", experts, expert_dim, top_k);
+                let shared =
+                    (shared > 0).then(|| group("shared_experts", shared, shared_dim, shared));
+                let operands = MoeArgs {
+                    x,
+                    prenorm: None,
+                    router,
+                    bias,
+                    routed,
+                    shared,
                 }
+                .operands();
                 self.node(g, Op::Moe(op), &operands, &format!("{prefix}.ffn"))
             }
         }

@@ -12,6 +12,7 @@
 //! inferred types, graphs outside loop bodies and each body are acyclic,
 //! `Param` appears only in loop bodies, and every weight is used.
 
+pub mod args;
 pub mod effects;
 pub mod lower;
 pub mod print;
@@ -314,13 +315,6 @@ pub struct MoeOp {
     /// `expert-batching` pass) instead of one dispatch per expert.
     pub batched: bool,
     pub fusion: Fusion,
-}
-
-impl MoeOp {
-    /// Operands without the fused prologue norm weight.
-    pub fn operand_count(&self) -> usize {
-        5 + usize::from(self.router_bias) + if self.shared > 0 { 3 } else { 0 }
-    }
 }
 
 /// The recurrent stage. Body parameters: `Param 0` = state `h`, `Param 1` =
@@ -822,6 +816,8 @@ pub fn infer(
         }
     };
     let is_act = |i: usize| operands[i].dtype == DType::F32 && operands[i].shape.len() == 3;
+    // Operand positions, for the typed views (`args`) of the composites.
+    let positions: Vec<usize> = (0..operands.len()).collect();
     let fusion = op.fusion();
     if let Some(_eps) = fusion.prenorm {
         // `(x, norm, rest...)`: check the norm weight, then type the op without it.
@@ -833,8 +829,9 @@ pub fn infer(
             prenorm: None,
             ..fusion
         });
-        let mut rest: Vec<&TensorType> = vec![operands[0]];
-        rest.extend(&operands[2..]);
+        let (x, _, own) = fusion.split(operands);
+        let mut rest: Vec<&TensorType> = vec![x];
+        rest.extend(own);
         return infer(&plain, &rest, weights);
     }
     if fusion.residual && !op.can_fuse().1 {
@@ -924,32 +921,34 @@ pub fn infer(
             }
             Ok(operands[0].clone())
         }
-        Op::SwiGlu(_) => {
-            arity(4)?;
-            let d = width(0)?;
-            let h = vector(1)?.first().copied().unwrap_or(0);
-            expect_shape(1, &[h, d])?;
-            expect_shape(2, &[h, d])?;
-            expect_shape(3, &[d, h])?;
+        Op::SwiGlu(f) => {
+            arity(1 + args::SwiGluArgs::<usize>::OWN)?;
+            let a = args::SwiGluArgs::of(*f, &positions);
+            let d = width(a.x)?;
+            let h = vector(a.gate)?.first().copied().unwrap_or(0);
+            expect_shape(a.gate, &[h, d])?;
+            expect_shape(a.up, &[h, d])?;
+            expect_shape(a.down, &[d, h])?;
             Ok(operands[0].clone())
         }
         Op::Moe(m) => {
-            arity(m.operand_count())?;
-            let d = width(0)?;
-            expect_shape(1, &[m.experts, d])?;
-            let mut i = 2;
-            if m.router_bias {
-                expect_shape(i, &[m.experts])?;
-                i += 1;
+            arity(1 + m.own_operands())?;
+            let a = m.args(&positions);
+            let d = width(a.x)?;
+            expect_shape(a.router, &[m.experts, d])?;
+            if let Some(bias) = a.bias {
+                expect_shape(bias, &[m.experts])?;
             }
-            for (count, hidden) in [(m.experts, m.expert_dim), (m.shared, m.shared_dim)] {
-                if count == 0 {
-                    continue;
+            let groups = [
+                (Some(a.routed), m.experts, m.expert_dim),
+                (a.shared, m.shared, m.shared_dim),
+            ];
+            for (e, count, hidden) in groups {
+                if let Some(e) = e {
+                    expect_shape(e.gate, &[count, hidden, d])?;
+                    expect_shape(e.up, &[count, hidden, d])?;
+                    expect_shape(e.down, &[count, d, hidden])?;
                 }
-                expect_shape(i, &[count, hidden, d])?;
-                expect_shape(i + 1, &[count, hidden, d])?;
-                expect_shape(i + 2, &[count, d, hidden])?;
-                i += 3;
             }
             Ok(operands[0].clone())
         }

@@ -14,7 +14,7 @@
 //! commutative, so `op(x) + x` equals `x + op(x)` bit for bit).
 
 use super::add_typed;
-use crate::ir::{FusedOp, Fusion, Graph, Module, NodeId, Op, Weight};
+use crate::ir::{args, FusedOp, Fusion, Graph, Module, NodeId, Op, Weight};
 use std::collections::{BTreeMap, HashMap};
 
 pub fn fuse(module: &mut Module) -> usize {
@@ -60,12 +60,13 @@ fn prologue_norms(g: &mut Graph) -> usize {
             (ops[0], ops[1])
         };
         for u in users {
-            let mut ops = g.operands(u);
-            ops[0] = x;
-            ops.insert(1, w);
+            let before = g.op(u).fusion();
+            let old = g.operands(u);
+            let (_, _, own) = before.split(&old);
+            let ops = args::join(x, Some(w), own.iter().copied());
             let fusion = Fusion {
                 prenorm: Some(eps),
-                ..g.op(u).fusion()
+                ..before
             };
             g.node_mut(u).op = g.op(u).with_fusion(fusion);
             g.set_operands(u, &ops);

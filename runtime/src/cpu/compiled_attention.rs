@@ -46,7 +46,7 @@ pub(super) fn run<'w>(
     let (cos, sin) = (Desc::of(&rope.cos[at.clone()]), Desc::of(&rope.sin[at]));
     // x and the prologue norm weight, then the weights (descriptors on the
     // stack: a call allocates nothing).
-    let inputs = 1 + usize::from(a.fusion.prenorm.is_some());
+    let inputs = a.fusion.inputs();
     let w = |i: usize| buf(args[inputs + i]);
     let mut ins = Descs::new();
     for v in args {

@@ -14,6 +14,7 @@ pub mod pool;
 use crate::weights::Weights;
 use kernels::{linear_new, rmsnorm, sigmoid, Rope};
 use kv::KvCache;
+use mythos_compiler::ir::args::{AttnWeights, SwiGluArgs};
 use mythos_compiler::ir::{AttnKind, Fusion, Graph, KvLayout, LoopRegion, Module, NodeId, Op};
 use pool::Buf;
 use std::collections::HashMap;
@@ -684,7 +685,8 @@ impl<'a> CpuRuntime<'a> {
         }
     }
 
-    /// One op without its fusion flags (operands without the prologue norm weight).
+    /// One op without its fusion flags: the operands as the op declares them
+    /// (the prologue norm weight, when fused, is in its slot but already applied).
     fn eval_op(
         &self,
         op: &Op,
@@ -713,13 +715,21 @@ impl<'a> CpuRuntime<'a> {
                 rmsnorm(x, c, args[1].weight(), *eps, &mut out);
                 Value::Act(out, c)
             }
-            Op::Head(_) if ctx.last_only && ctx.seq > 1 => {
-                let (x, c) = args[0].act();
-                let w = args[1].weight();
+            Op::Head(f) if ctx.last_only && ctx.seq > 1 => {
+                let (x, _, own) = f.split(args);
+                let (x, c) = x.act();
+                let w = own[0].weight();
                 let last = last_rows(x, c, ctx.batch, ctx.seq);
                 Value::Act(linear_new(&last, ctx.batch, c, w, w.len() / c), w.len() / c)
             }
-            Op::Linear | Op::Head(_) => {
+            Op::Head(f) => {
+                let (x, _, own) = f.split(args);
+                let (x, c) = x.act();
+                let w = own[0].weight();
+                let n = w.len() / c;
+                Value::Act(linear_new(x, rows, c, w, n), n)
+            }
+            Op::Linear => {
                 let (x, c) = args[0].act();
                 let w = args[1].weight();
                 let n = w.len() / c;
@@ -742,17 +752,19 @@ impl<'a> CpuRuntime<'a> {
                 }
                 Value::Act(out, ca + cb)
             }
-            Op::SwiGlu(_) => {
-                let (x, c) = args[0].act();
-                let gate = args[1].weight();
+            Op::SwiGlu(f) => {
+                let a = SwiGluArgs::of(*f, args);
+                let (x, c) = a.x.act();
+                let gate = a.gate.weight();
                 let hidden = gate.len() / c;
                 Value::Act(
-                    kernels::swiglu(x, rows, c, gate, args[2].weight(), args[3].weight(), hidden),
+                    kernels::swiglu(x, rows, c, gate, a.up.weight(), a.down.weight(), hidden),
                     c,
                 )
             }
             Op::Attention(a) => {
-                let (x, c) = args[0].act();
+                let view = a.args(args);
+                let (x, c) = view.x.act();
                 let inp = attention::Input {
                     x,
                     batch: ctx.batch,
@@ -762,18 +774,20 @@ impl<'a> CpuRuntime<'a> {
                 };
                 let rope = &*self.attention_rope(a, ctx);
                 let layer = ctx.cache.entry_at(&a.cache, iteration, ctx.batch);
-                let w = |i: usize| args[1 + i].weight();
-                let out = match a.kind {
-                    AttnKind::Gqa {
-                        heads,
-                        kv_heads,
-                        head_dim,
-                    } => {
+                let out = match (a.kind, view.weights) {
+                    (
+                        AttnKind::Gqa {
+                            heads,
+                            kv_heads,
+                            head_dim,
+                        },
+                        AttnWeights::Gqa { wq, wk, wv, wo },
+                    ) => {
                         let weights = attention::GqaWeights {
-                            wq: w(0),
-                            wk: w(1),
-                            wv: w(2),
-                            wo: w(3),
+                            wq: wq.weight(),
+                            wk: wk.weight(),
+                            wv: wv.weight(),
+                            wo: wo.weight(),
                         };
                         attention::gqa(
                             &inp,
@@ -785,23 +799,35 @@ impl<'a> CpuRuntime<'a> {
                             layer,
                         )
                     }
-                    AttnKind::Mla {
-                        heads,
-                        q_rank,
-                        kv_rank,
-                        rope_dim,
-                        nope_dim,
-                        v_dim,
-                    } => {
+                    (
+                        AttnKind::Mla {
+                            heads,
+                            q_rank,
+                            kv_rank,
+                            rope_dim,
+                            nope_dim,
+                            v_dim,
+                        },
+                        AttnWeights::Mla {
+                            q_down,
+                            q_norm,
+                            q_up_nope,
+                            q_up_rope,
+                            kv_down,
+                            kv_norm,
+                            kv_up,
+                            wo,
+                        },
+                    ) => {
                         let weights = attention::MlaWeights {
-                            q_down: w(0),
-                            q_norm: w(1),
-                            q_up_nope: w(2),
-                            q_up_rope: w(3),
-                            kv_down: w(4),
-                            kv_norm: w(5),
-                            kv_up: w(6),
-                            wo: w(7),
+                            q_down: q_down.weight(),
+                            q_norm: q_norm.weight(),
+                            q_up_nope: q_up_nope.weight(),
+                            q_up_rope: q_up_rope.weight(),
+                            kv_down: kv_down.weight(),
+                            kv_norm: kv_norm.weight(),
+                            kv_up: kv_up.weight(),
+                            wo: wo.weight(),
                         };
                         let dims = attention::MlaDims {
                             heads: heads as usize,
@@ -817,32 +843,25 @@ impl<'a> CpuRuntime<'a> {
                         };
                         attention::mla_with(&inp, &weights, &dims, a.norm_eps, rope, layer, opts)
                     }
+                    (AttnKind::Gqa { .. }, AttnWeights::Mla { .. })
+                    | (AttnKind::Mla { .. }, AttnWeights::Gqa { .. }) => {
+                        unreachable!("AttentionOp::args follows the op's kind")
+                    }
                 };
                 Value::Act(out, c)
             }
             Op::Moe(m) => {
-                let (x, c) = args[0].act();
-                let mut i = 2;
-                let bias = m.router_bias.then(|| {
-                    i += 1;
-                    args[2].weight()
-                });
-                let (gate, up, down) =
-                    (args[i].weight(), args[i + 1].weight(), args[i + 2].weight());
-                let shared = (m.shared > 0).then(|| {
-                    (
-                        args[i + 3].weight(),
-                        args[i + 4].weight(),
-                        args[i + 5].weight(),
-                    )
-                });
+                let a = m.args(args);
+                let (x, c) = a.x.act();
                 let weights = moe::MoeWeights {
-                    router: args[1].weight(),
-                    bias,
-                    gate,
-                    up,
-                    down,
-                    shared,
+                    router: a.router.weight(),
+                    bias: a.bias.map(|b| b.weight()),
+                    gate: a.routed.gate.weight(),
+                    up: a.routed.up.weight(),
+                    down: a.routed.down.weight(),
+                    shared: a
+                        .shared
+                        .map(|e| (e.gate.weight(), e.up.weight(), e.down.weight())),
                 };
                 let dims = moe::MoeDims {
                     experts: m.experts as usize,
@@ -977,13 +996,16 @@ impl<'a> CpuRuntime<'a> {
         iteration: Option<usize>,
         params: &[Option<Value<'a>>],
     ) -> Value<'a> {
-        let (x, c) = args[0].act();
+        let (x_in, norm, _) = fusion.split(args);
+        let (x, c) = x_in.act();
         let normed;
-        let inner = if let Some(eps) = fusion.prenorm {
+        // The operands as the op declares them (its views skip the norm's
+        // slot), with `x` normalized.
+        let inner = if let (Some(eps), Some(norm)) = (fusion.prenorm, norm) {
             let mut out = Buf::zeroed(x.len());
-            rmsnorm(x, c, args[1].weight(), eps, &mut out);
+            rmsnorm(x, c, norm.weight(), eps, &mut out);
             normed = Value::Act(out, c);
-            Args::new(std::iter::once(&normed).chain(args[2..].iter().copied()))
+            Args::new(std::iter::once(&normed).chain(args[1..].iter().copied()))
         } else {
             Args::new(args.iter().copied())
         };

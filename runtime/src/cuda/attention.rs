@@ -60,7 +60,7 @@ pub(super) fn run<'w>(
     }
     let (cos, sin) = &ctx.ropes[&rope_key];
     let (cos, sin) = (buf_arg(dev, cos), buf_arg(dev, sin));
-    let inputs = 1 + usize::from(a.fusion.prenorm.is_some());
+    let inputs = a.fusion.inputs();
     let ins: Vec<Arg> = args.iter().map(|v| v.arg(dev, ctx)).collect();
     let w = &args[inputs..];
     let x = dptr(dev, args[0].slice());
