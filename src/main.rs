@@ -482,7 +482,7 @@ fn prepare_cuda(
 #[derive(clap::Args)]
 #[group(required = true, multiple = false)]
 struct WeightArgs {
-    /// safetensors weights with OpenMythos state_dict names (f32 or bf16)
+    /// safetensors weights with OpenMythos state_dict names (f32, bf16 or f16; all values finite)
     #[arg(long)]
     weights: Option<PathBuf>,
     /// Random weights with the reference's init scheme and this seed

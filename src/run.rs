@@ -7,6 +7,7 @@ use mythos_compiler::analysis;
 use mythos_compiler::ir::{self, Module};
 use mythos_runtime::cpu::{compiled::CompiledKernels, kv::KvCache, CpuRuntime, Forward, Logits};
 use mythos_runtime::cuda::{CudaKvCache, CudaRuntime};
+use mythos_runtime::finite::{check_logits, Step};
 use mythos_runtime::sample::{Sampler, SamplingOptions};
 use mythos_runtime::weights::Weights;
 use safetensors::{tensor::TensorView, Dtype, SafeTensors};
@@ -254,6 +255,19 @@ pub fn run_on(
         Some(k) => rt.prefill_then_decode(&ids, b, loops, k)?,
     };
     let (logits, iterations) = (f.logits, f.iterations);
+    // Every dumped row, in the order the steps ran: the prefill's
+    // positions, then each decode position.
+    let k = decode_from.unwrap_or(t);
+    for pos in 0..t {
+        let step = if pos < k {
+            Step::Prefill
+        } else {
+            Step::Decode { position: pos }
+        };
+        for r in 0..b {
+            check_logits(&logits[(r * t + pos) * v..][..v], step, r, pos)?;
+        }
+    }
     write_logits(out, &logits, b, t, v)?;
     eprintln!(
         "wrote {} (logits [{b}, {t}, {v}], {iterations} loop iterations, {:.1} ms)",
@@ -280,15 +294,21 @@ pub fn generate(
 ) -> Result<Vec<i64>> {
     let stdout = std::io::stdout();
     let mut lock = stdout.lock();
+    let mut shown = false;
     let out = generate_with(module, rt, prompt, opts, |i, tok| {
         let sep = if i == 0 { "" } else { " " };
         write!(lock, "{sep}{tok}")?;
         lock.flush()?;
+        shown = true;
         Ok(())
-    })?;
+    });
     drop(lock);
-    // The stats after the tokens' line, so a terminal shows them apart.
-    println!();
+    // The stats (or an error after some tokens) after the tokens' line, so a
+    // terminal shows them apart.
+    if shown || out.is_ok() {
+        println!();
+    }
+    let out = out?;
     eprintln!("{}", out.1);
     Ok(out.0)
 }
@@ -316,9 +336,12 @@ pub fn generate_text(
             shown = text.len();
         }
         Ok(())
-    })?;
+    });
     drop(lock);
-    println!();
+    if !ids.is_empty() || out.is_ok() {
+        println!();
+    }
+    let out = out?;
     eprintln!("{}", out.1);
     Ok(out.0)
 }
@@ -344,6 +367,7 @@ fn generate_with<E: Engine>(
     let start = Instant::now();
     let f = rt.forward_with(prompt, 1, opts.loops, Some(&mut cache), Logits::Last)?;
     let prefill = start.elapsed();
+    check_logits(&f.logits[..v], Step::Prefill, 0, prompt.len() - 1)?;
     let mut next = sampler.sample(&f.logits[..v]) as i64;
     let decode_start = Instant::now();
     for i in 0..opts.max_new_tokens {
@@ -356,8 +380,10 @@ fn generate_with<E: Engine>(
             eprintln!("\nstopped: reached max_seq ({})", module.max_seq);
             break;
         }
+        let position = E::cache_pos(&cache);
         let f = rt.forward(&[next], 1, opts.loops, Some(&mut cache))?;
-        next = sampler.sample(&f.logits) as i64;
+        check_logits(&f.logits[..v], Step::Decode { position }, 0, position)?;
+        next = sampler.sample(&f.logits[..v]) as i64;
     }
     let decode = decode_start.elapsed().as_secs_f64();
     let steps = out.len().saturating_sub(1).max(1);
@@ -551,12 +577,16 @@ fn bench_round<E: Engine>(
     let mut cache = rt.new_cache(seq + decode);
     let t0 = Instant::now();
     // Generation needs the last position's logits only (see `Logits::Last`).
-    rt.forward_with(ids, 1, loops, Some(&mut cache), Logits::Last)?;
+    let f = rt.forward_with(ids, 1, loops, Some(&mut cache), Logits::Last)?;
     let prefill = t0.elapsed().as_secs_f64();
+    check_logits(&f.logits, Step::Prefill, 0, seq - 1)?;
+    drop(f); // its pooled buffer serves the decode steps
     let mut tok = ids[seq - 1];
     let t1 = Instant::now();
     for _ in 0..decode {
+        let position = E::cache_pos(&cache);
         let f = rt.forward(&[tok], 1, loops, Some(&mut cache))?;
+        check_logits(&f.logits, Step::Decode { position }, 0, position)?;
         tok = mythos_runtime::sample::argmax(&f.logits) as i64;
     }
     Ok((prefill, t1.elapsed().as_secs_f64() / decode.max(1) as f64))

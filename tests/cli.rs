@@ -546,6 +546,238 @@ fn generate_from_text_through_a_tokenizer() {
     assert!(text(&out.stderr).contains("cannot load tokenizer README.md"));
 }
 
+// ---- NaN and infinities: in a weights file, and from a forward pass that overflows
+
+/// Rewrites the f32 safetensors file `path` with `edit` applied to the values
+/// of tensor `name` (the other tensors unchanged).
+fn edit_weights(path: &std::path::Path, name: &str, edit: impl Fn(&mut [f32])) {
+    use safetensors::{tensor::TensorView, Dtype, SafeTensors};
+    let bytes = std::fs::read(path).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = st
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.shape().to_vec(), v.data().to_vec()))
+        .collect();
+    let (_, _, data) = tensors.iter_mut().find(|t| t.0 == name).expect(name);
+    let mut vals: Vec<f32> = data
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    edit(&mut vals);
+    *data = vals.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let views: Vec<(String, TensorView<'_>)> = tensors
+        .iter()
+        .map(|(n, shape, data)| {
+            let view = TensorView::new(Dtype::F32, shape.clone(), data).unwrap();
+            (n.clone(), view)
+        })
+        .collect();
+    let out = safetensors::serialize(views, None).unwrap();
+    std::fs::write(path, out).unwrap();
+}
+
+/// A NaN in a weights file is an error naming the file, the tensor, the index
+/// and the count, before anything runs: no tokens, no logits file, exit 1.
+#[test]
+fn nan_weights_are_an_error_not_garbage_tokens() {
+    let dir = temp_dir("nan-weights");
+    let w = dir.join("w.safetensors");
+    let w_s = w.to_str().unwrap();
+    let out = mythos(&["init", "@tiny-gqa", "--seed", "0", "-o", w_s]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    edit_weights(&w, "embed.weight", |v| v[5] = f32::NAN);
+    let want = format!(
+        "{w_s}: `embed.weight` is not finite: 1 NaN of 16384 values, \
+         the first (NaN) at flat index 5\n"
+    );
+    let hint = "hint: re-export the weights; if they come from training, \
+                resume from an earlier checkpoint";
+    let args = [
+        "generate",
+        "@tiny-gqa",
+        "--weights",
+        w_s,
+        "--prompt-ids",
+        "0,1,2",
+        "--temperature",
+        "0",
+    ];
+    let out = mythos(&args);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&want) && err.contains(hint), "{err}");
+    assert_eq!(text(&out.stdout), "", "no tokens");
+    let logits = dir.join("logits.safetensors");
+    let out = mythos(&[
+        "run",
+        "@tiny-gqa",
+        "--weights",
+        w_s,
+        "--inputs",
+        "tests/fixtures/parity/gqa_decode.io.safetensors",
+        "--dump-logits",
+        logits.to_str().unwrap(),
+    ]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&want), "{err}");
+    assert!(!logits.exists(), "no logits written");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Finite weights whose forward pass overflows f32: the logits are checked
+/// before they are sampled or written, and the error names the step.
+#[test]
+fn overflowing_logits_are_an_error_naming_the_step() {
+    let dir = temp_dir("overflow");
+    let base = dir.join("w.safetensors");
+    let out = mythos(&[
+        "init",
+        "@tiny-gqa",
+        "--seed",
+        "0",
+        "-o",
+        base.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let hint = "hint: the weights are finite (checked on load), so the model overflowed f32";
+    let fixture = "tests/fixtures/parity/gqa_decode.io.safetensors";
+    let logits = dir.join("logits.safetensors");
+    let logits_s = logits.to_str().unwrap();
+    // The error of a command that must fail; no logits written.
+    let fails = |args: &[&str]| {
+        let out = mythos(args);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(hint), "{args:?}: {err}");
+        assert!(!logits.exists(), "{args:?}: logits written");
+        (text(&out.stdout), err)
+    };
+
+    // The final norm's weight at f32::MAX: every position overflows, so the
+    // prefill fails first, before any token or logit comes out.
+    let w = dir.join("norm-max.safetensors");
+    std::fs::copy(&base, &w).unwrap();
+    edit_weights(&w, "norm.weight", |v| v.fill(f32::MAX));
+    let w_s = w.to_str().unwrap();
+    let (stdout, err) = fails(&[
+        "generate",
+        "@tiny-gqa",
+        "--weights",
+        w_s,
+        "--prompt-ids",
+        "0,1,2",
+        "--temperature",
+        "0",
+    ]);
+    assert!(
+        err.contains("error: prefill produced non-finite logits at position 2 (batch row 0): "),
+        "{err}"
+    );
+    assert_eq!(stdout, "", "no tokens");
+    for extra in [&[][..], &["--decode-from", "3"][..]] {
+        let mut args = vec![
+            "run",
+            "@tiny-gqa",
+            "--weights",
+            w_s,
+            "--inputs",
+            fixture,
+            "--dump-logits",
+            logits_s,
+        ];
+        args.extend_from_slice(extra);
+        let (_, err) = fails(&args);
+        let want = "error: prefill produced non-finite logits at position 0 (batch row 0): ";
+        assert!(err.contains(want), "{extra:?}: {err}");
+    }
+    let (_, err) = fails(&[
+        "bench",
+        "@tiny-gqa",
+        "--weights",
+        w_s,
+        "--seq",
+        "8",
+        "--decode",
+        "2",
+    ]);
+    assert!(
+        err.contains("error: prefill produced non-finite logits at position 7 (batch row 0): "),
+        "{err}"
+    );
+
+    // Token 7's embedding 10x larger and the final norm's weight at 5e37:
+    // only the logit of token 7, at a position whose token is 7, overflows
+    // (about 4.9e38; the others stay below 1.3e38), so the step that fails
+    // is the one that reads token 7.
+    let w = dir.join("token7.safetensors");
+    std::fs::copy(&base, &w).unwrap();
+    edit_weights(&w, "embed.weight", |v| {
+        v[7 * 64..8 * 64].iter_mut().for_each(|x| *x *= 10.0)
+    });
+    edit_weights(&w, "norm.weight", |v| v.fill(5e37));
+    let w_s = w.to_str().unwrap();
+    let ids = dir.join("ids.safetensors");
+    let id_bytes: Vec<u8> = [1i64, 2, 3, 4, 7, 5]
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
+    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::I64, vec![1, 6], &id_bytes)
+        .unwrap();
+    std::fs::write(
+        &ids,
+        safetensors::serialize([("input_ids", view)], None).unwrap(),
+    )
+    .unwrap();
+    let ids_s = ids.to_str().unwrap();
+    let one_inf = "1 infinite of 256 values, the first (+inf) at vocab index 7\n";
+    let (_, err) = fails(&[
+        "run",
+        "@tiny-gqa",
+        "--weights",
+        w_s,
+        "--inputs",
+        ids_s,
+        "--dump-logits",
+        logits_s,
+    ]);
+    let want =
+        format!("error: prefill produced non-finite logits at position 4 (batch row 0): {one_inf}");
+    assert!(err.contains(&want), "{err}");
+    let (_, err) = fails(&[
+        "run",
+        "@tiny-gqa",
+        "--weights",
+        w_s,
+        "--inputs",
+        ids_s,
+        "--dump-logits",
+        logits_s,
+        "--decode-from",
+        "3",
+    ]);
+    let want =
+        format!("error: decode position 4 produced non-finite logits (batch row 0): {one_inf}");
+    assert!(err.contains(&want), "{err}");
+    // Greedy generation picks token 7 (its logit is the largest everywhere),
+    // then the step that reads it fails: the token line is ended first.
+    let (stdout, err) = fails(&[
+        "generate",
+        "@tiny-gqa",
+        "--weights",
+        w_s,
+        "--prompt-ids",
+        "1,2,3",
+        "--temperature",
+        "0",
+    ]);
+    assert_eq!(stdout, "7\n");
+    let want =
+        format!("error: decode position 3 produced non-finite logits (batch row 0): {one_inf}");
+    assert!(err.contains(&want), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 // ---- `mythos compile`, artifacts, the compile cache, `--backend mlir-cpu` (docs/compile.md)
 
 /// `mythos` with extra environment (a private compile cache).

@@ -12,6 +12,7 @@
 
 pub mod cpu;
 pub mod cuda;
+pub mod finite;
 pub mod rng;
 pub mod sample;
 pub mod tensor;

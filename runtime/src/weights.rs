@@ -20,8 +20,13 @@
 //! load half-way and produce garbage, so every problem (missing, unexpected,
 //! misshapen tensors, unsupported dtypes, missing experts) is collected and
 //! reported at once, like the compiler's diagnostics. No file content makes the
-//! loader panic.
+//! loader panic. Every value must also be finite: the conversion loop counts
+//! NaN and infinite values as it widens them (no second read), and a file with
+//! any is an error naming each such tensor, its first bad flat index and how
+//! many values are affected ([`WeightsError::NonFinite`]), not a model that
+//! merely generates badly.
 
+use crate::finite::{self, NonFinite};
 use crate::rng::{fnv1a64, Rng, SplitMix64};
 use crate::tensor::Tensor;
 use mythos_compiler::ir::{Init, Module, Weight, WeightId};
@@ -68,6 +73,46 @@ pub enum WeightsError {
         path: PathBuf,
         problems: Vec<String>,
     },
+    /// Tensors holding NaN or infinite values (file order, names as in the
+    /// file: per-expert names for stacked weights; flat indices within them).
+    #[error("{}", non_finite_text(path, tensors))]
+    NonFinite {
+        path: PathBuf,
+        tensors: Vec<(String, NonFinite)>,
+    },
+}
+
+fn non_finite_text(path: &Path, tensors: &[(String, NonFinite)]) -> String {
+    let mut s = match tensors {
+        [(name, values)] => format!(
+            "{}: `{name}` is not finite: {}",
+            path.display(),
+            values.describe("flat index")
+        ),
+        _ => {
+            let mut s = format!(
+                "{}: {} tensors are not finite:",
+                path.display(),
+                tensors.len()
+            );
+            for (name, values) in tensors.iter().take(MAX_PRINTED_PROBLEMS) {
+                let _ = write!(s, "\n  `{name}`: {}", values.describe("flat index"));
+            }
+            if tensors.len() > MAX_PRINTED_PROBLEMS {
+                let _ = write!(
+                    s,
+                    "\n  ... and {} more",
+                    tensors.len() - MAX_PRINTED_PROBLEMS
+                );
+            }
+            s
+        }
+    };
+    s.push_str(
+        "\nthe file is damaged, or the training run that wrote it diverged\n\
+         hint: re-export the weights; if they come from training, resume from an earlier checkpoint",
+    );
+    s
 }
 
 fn mismatch_text(path: &Path, problems: &[String]) -> String {
@@ -113,7 +158,8 @@ impl Weights {
     }
 
     /// Reads a safetensors file with OpenMythos state_dict names (see the module
-    /// docs). F32, BF16 and F16 tensors are accepted and widened to f32.
+    /// docs). F32, BF16 and F16 tensors are accepted and widened to f32; a
+    /// NaN or infinite value anywhere is [`WeightsError::NonFinite`].
     pub fn load(module: &Module, path: &Path) -> Result<Weights, WeightsError> {
         let bytes = std::fs::read(path).map_err(|source| WeightsError::Io {
             path: path.to_path_buf(),
@@ -179,7 +225,9 @@ impl Weights {
             });
         }
 
-        // Pass 2: every expected tensor is present with a good dtype and shape; convert.
+        // Pass 2: every expected tensor is present with a good dtype and shape;
+        // convert, counting NaN and infinite values on the way.
+        let mut non_finite: Vec<(String, NonFinite)> = Vec::new();
         let mut out: Vec<Tensor> = module
             .weights
             .iter()
@@ -196,10 +244,22 @@ impl Weights {
                 .data
                 .get_mut(start..start + n)
                 .expect("layout offsets lie within the weight");
-            widen(view, dst).map_err(|message| WeightsError::Format {
+            let bad = widen(view, dst).map_err(|message| WeightsError::Format {
                 path: path.to_path_buf(),
                 message: format!("`{name}`: {message}"),
             })?;
+            if bad > 0 {
+                // The slow pass, only over a tensor known to be broken.
+                if let Err(values) = finite::check(dst) {
+                    non_finite.push((name.to_string(), values));
+                }
+            }
+        }
+        if !non_finite.is_empty() {
+            return Err(WeightsError::NonFinite {
+                path: path.to_path_buf(),
+                tensors: non_finite,
+            });
         }
         Ok(Weights { tensors: out })
     }
@@ -466,10 +526,19 @@ fn experts(n: usize) -> String {
     format!("{n} expert{}", if n == 1 { "" } else { "s" })
 }
 
-/// Converts a checked tensor's little-endian data to f32 into `dst`.
-fn widen(view: &TensorView<'_>, dst: &mut [f32]) -> Result<(), String> {
+/// Values converted, then checked, at a time: 16 KiB of f32, so that the
+/// check reads what the conversion just wrote while it is in L1 cache.
+const BLOCK: usize = 4096;
+
+/// Converts a checked tensor's little-endian data to f32 into `dst`, and
+/// counts the values that are NaN or infinite in the same pass: block by
+/// block, each block checked right after it is written (no second read of
+/// the file, nor of `dst` from memory). Returns the count.
+fn widen(view: &TensorView<'_>, dst: &mut [f32]) -> Result<usize, String> {
+    use half::slice::HalfFloatSliceExt as _;
     let bytes = view.data();
-    let width = match view.dtype() {
+    let dtype = view.dtype();
+    let width = match dtype {
         Dtype::F32 => 4,
         Dtype::BF16 | Dtype::F16 => 2,
         other => return Err(format!("unsupported dtype {other}")),
@@ -481,25 +550,36 @@ fn widen(view: &TensorView<'_>, dst: &mut [f32]) -> Result<(), String> {
             dst.len()
         ));
     }
-    let chunks = bytes.chunks_exact(width);
-    match view.dtype() {
-        Dtype::F32 => {
-            for (d, c) in dst.iter_mut().zip(chunks) {
-                *d = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+    let mut halves = [half::f16::ZERO; BLOCK];
+    let mut bad = 0;
+    for (d, b) in dst.chunks_mut(BLOCK).zip(bytes.chunks(BLOCK * width)) {
+        let chunks = b.chunks_exact(width);
+        match dtype {
+            Dtype::F32 => {
+                for (x, c) in d.iter_mut().zip(chunks) {
+                    *x = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                }
+            }
+            Dtype::BF16 => {
+                // bf16 is the top half of an f32: exact, and vectorized (unlike
+                // `half::bf16::to_f32`, which branches to quiet NaNs; NaNs are
+                // refused here anyway).
+                for (x, c) in d.iter_mut().zip(chunks) {
+                    *x = f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16);
+                }
+            }
+            _ => {
+                // `half`'s slice conversion uses F16C where the CPU has it.
+                let h = &mut halves[..d.len()];
+                for (x, c) in h.iter_mut().zip(chunks) {
+                    *x = half::f16::from_le_bytes([c[0], c[1]]);
+                }
+                h.convert_to_f32_slice(d);
             }
         }
-        Dtype::BF16 => {
-            for (d, c) in dst.iter_mut().zip(chunks) {
-                *d = half::bf16::from_le_bytes([c[0], c[1]]).to_f32();
-            }
-        }
-        _ => {
-            for (d, c) in dst.iter_mut().zip(chunks) {
-                *d = half::f16::from_le_bytes([c[0], c[1]]).to_f32();
-            }
-        }
+        bad += finite::count(d);
     }
-    Ok(())
+    Ok(bad)
 }
 
 /// A plain-language reason for a file the safetensors parser rejects.

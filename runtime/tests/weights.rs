@@ -336,6 +336,133 @@ fn bf16_and_f16_files_load() {
     let _ = std::fs::remove_file(&p);
 }
 
+/// `raw` with tensor `name` stored as `dtype` and `edits` (flat index, value)
+/// written into it.
+fn edited(
+    raw: &[(String, Raw)],
+    name: &str,
+    dtype: Dtype,
+    edits: &[(usize, f32)],
+) -> Vec<(String, Raw)> {
+    let mut out = raw.to_vec();
+    let r = &mut out.iter_mut().find(|(n, _)| n == name).expect(name).1;
+    let mut vals: Vec<f32> = r
+        .bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    for &(i, x) in edits {
+        vals[i] = x;
+    }
+    r.dtype = dtype;
+    r.bytes = match dtype {
+        Dtype::F32 => vals.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        Dtype::BF16 => vals
+            .iter()
+            .flat_map(|&x| half::bf16::from_f32(x).to_le_bytes())
+            .collect(),
+        Dtype::F16 => vals
+            .iter()
+            .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
+            .collect(),
+        other => panic!("no {other} here"),
+    };
+    out
+}
+
+/// Loads `tensors` as a file; the error it must give.
+fn load_error(m: &Module, tensors: Vec<(String, Raw)>) -> (WeightsError, PathBuf) {
+    let p = tmp("nonfinite");
+    write_raw(&p, tensors);
+    let err = Weights::load(m, &p).expect_err("non-finite weights loaded");
+    let _ = std::fs::remove_file(&p);
+    (err, p)
+}
+
+#[test]
+fn nan_and_inf_weights_are_errors_in_every_dtype() {
+    let m = module("@tiny-mla");
+    let (_, raw) = saved_raw(&m, 22);
+    let hint = "hint: re-export the weights; if they come from training, \
+                resume from an earlier checkpoint";
+    for dtype in [Dtype::F32, Dtype::BF16, Dtype::F16] {
+        for (bad, kind, count) in [
+            (f32::NAN, "NaN", "NaN"),
+            (f32::INFINITY, "+inf", "infinite"),
+            (f32::NEG_INFINITY, "-inf", "infinite"),
+        ] {
+            // Two bad values in `embed.weight` ([256, 64]), the first at
+            // 4100: past the loader's first block of 4096 values.
+            let tensors = edited(&raw, "embed.weight", dtype, &[(12345, bad), (4100, bad)]);
+            let (err, p) = load_error(&m, tensors);
+            let text = err.to_string();
+            let want = format!(
+                "{}: `embed.weight` is not finite: 2 {count} of 16384 values, \
+                 the first ({kind}) at flat index 4100\n\
+                 the file is damaged, or the training run that wrote it diverged\n{hint}",
+                p.display()
+            );
+            assert_eq!(text, want, "{dtype} {kind}");
+            let WeightsError::NonFinite { path, tensors } = err else {
+                panic!("{dtype} {kind}: not a NonFinite error");
+            };
+            assert_eq!(path, p);
+            assert_eq!(tensors.len(), 1);
+            assert_eq!(tensors[0].0, "embed.weight");
+            assert_eq!(tensors[0].1.first_index, 4100);
+            assert_eq!(tensors[0].1.count(), 2);
+        }
+    }
+}
+
+#[test]
+fn every_non_finite_tensor_is_listed_with_expert_names() {
+    let m = module("@tiny-mla");
+    let (_, raw) = saved_raw(&m, 23);
+    // Expert 3 of a stacked weight, as bf16: 2 NaN and 1 -inf, the first an
+    // infinity; and a norm weight with one +inf at its last value.
+    let expert = "recurrent.block.ffn.routed_experts.3.gate.weight";
+    let tensors = edited(
+        &raw,
+        expert,
+        Dtype::BF16,
+        &[(5, f32::NEG_INFINITY), (6, f32::NAN), (2047, f32::NAN)],
+    );
+    let tensors = edited(&tensors, "norm.weight", Dtype::F32, &[(63, f32::INFINITY)]);
+    let (err, p) = load_error(&m, tensors);
+    let text = err.to_string();
+    let want = format!(
+        "{}: 2 tensors are not finite:\n  \
+         `norm.weight`: 1 infinite of 64 values, the first (+inf) at flat index 63\n  \
+         `{expert}`: 2 NaN and 1 infinite of 2048 values, the first (-inf) at flat index 5\n\
+         the file is damaged, or the training run that wrote it diverged\n\
+         hint: re-export the weights; if they come from training, resume from an earlier checkpoint",
+        p.display()
+    );
+    assert_eq!(text, want);
+}
+
+#[test]
+fn extreme_finite_weights_load() {
+    // f32::MAX and subnormals are finite: only NaN and infinities are refused.
+    let m = module("@tiny-mla");
+    let (_, raw) = saved_raw(&m, 24);
+    let tensors = edited(
+        &raw,
+        "embed.weight",
+        Dtype::F32,
+        &[(0, f32::MAX), (1, f32::MIN), (2, 1e-45)],
+    );
+    let p = tmp("extreme");
+    write_raw(&p, tensors);
+    let w = Weights::load(&m, &p).unwrap();
+    assert_eq!(
+        w.get(id(&m, "embed.weight")).data[..3],
+        [f32::MAX, f32::MIN, 1e-45]
+    );
+    let _ = std::fs::remove_file(&p);
+}
+
 #[test]
 fn tied_head_and_rope_buffers_in_a_pytorch_file_are_accepted() {
     let m = module("@tiny-mla");
