@@ -493,8 +493,8 @@ impl<'e, 'm, 'a> Builder<'e, 'm, 'a> {
         }
         let threshold = r.float("threshold");
         // OpenMythos runs any threshold: at or below 0 every position halts at
-        // the first iteration with weight 1, above 1 halting needs a cumulative
-        // p above 1 (or never comes). Likely a slip, so a warning.
+        // the first iteration with weight 1; above 1 a position halts once its
+        // summed p reaches the threshold, if ever. Likely a slip, so a warning.
         if let Some(t) = threshold.filter(|&t| !(t > 0.0 && t <= 1.0)) {
             let span = r.span_of("threshold");
             let effect = if t <= 0.0 {
