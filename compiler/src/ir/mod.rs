@@ -484,11 +484,37 @@ impl Op {
 
     /// What was fused into this op (default for ops that cannot fuse).
     pub fn fusion(&self) -> Fusion {
+        self.fusion_slot().unwrap_or_default()
+    }
+
+    /// The op's fusion flags, `None` for ops that cannot fuse: the one
+    /// exhaustive list of fusable ops.
+    fn fusion_slot(&self) -> Option<Fusion> {
         match self {
-            Op::Attention(a) => a.fusion,
-            Op::SwiGlu(f) | Op::Head(f) => *f,
-            Op::Moe(m) => m.fusion,
-            _ => Fusion::default(),
+            Op::Attention(a) => Some(a.fusion),
+            Op::SwiGlu(f) | Op::Head(f) => Some(*f),
+            Op::Moe(m) => Some(m.fusion),
+            Op::Input
+            | Op::Param(_)
+            | Op::Weight(_)
+            | Op::Embedding
+            | Op::RmsNorm { .. }
+            | Op::Linear
+            | Op::Add
+            | Op::Concat
+            | Op::LoopEmbedding { .. }
+            | Op::Lora { .. }
+            | Op::LtiUpdate
+            | Op::ActHalt
+            | Op::Loop(_)
+            | Op::Scale
+            | Op::LtiDecay
+            | Op::LtiApply
+            | Op::LoopEmbeddingVec { .. }
+            | Op::AddPrefix
+            | Op::LoraScale { .. }
+            | Op::LoraApply { .. }
+            | Op::Fused(_) => None,
         }
     }
 
@@ -502,7 +528,10 @@ impl Op {
             Op::SwiGlu(_) => Op::SwiGlu(fusion),
             Op::Head(_) => Op::Head(fusion),
             Op::Moe(m) => Op::Moe(MoeOp { fusion, ..*m }),
-            other => other.clone(),
+            other => {
+                debug_assert!(other.fusion_slot().is_none());
+                other.clone()
+            }
         }
     }
 
@@ -510,9 +539,11 @@ impl Op {
     /// into its epilogue (`residual` is not offered by the head).
     pub fn can_fuse(&self) -> (bool, bool) {
         match self {
-            Op::Attention(_) | Op::SwiGlu(_) | Op::Moe(_) => (true, true),
             Op::Head(_) => (true, false),
-            _ => (false, false),
+            op => {
+                let fusable = op.fusion_slot().is_some();
+                (fusable, fusable)
+            }
         }
     }
 
