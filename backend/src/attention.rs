@@ -24,6 +24,7 @@
 use crate::kernels::ctx::f32_literal;
 use crate::kernels::Request;
 use mythos_compiler::ir::{AttentionOp, AttnKind, Module};
+use mythos_compiler::plan::ArgKind;
 use serde::Serialize;
 
 /// The kernels of one attention node.
@@ -31,8 +32,8 @@ pub(crate) fn requests(module: &Module, a: &AttentionOp) -> Vec<Request> {
     let dim = module.dim;
     let prenorm = a.fusion.prenorm;
     let residual = a.fusion.residual;
-    let f32s = |n: usize| vec!["f32[]".to_string(); n];
-    let index = |n: usize| vec!["index".to_string(); n];
+    let f32s = |n: usize| vec![ArgKind::F32; n];
+    let index = |n: usize| vec![ArgKind::Index; n];
     // Operands before the weights: x and the prologue norm's weight.
     let inputs = a.fusion.inputs();
     // Core kernels: [x], q, keys/latent, (values), weights, scores, out, tokens, start.

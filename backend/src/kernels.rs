@@ -14,7 +14,7 @@
 
 use crate::render::Templates;
 use mythos_compiler::ir::{Dim, FusedOp, Graph, Module, NodeId, Op};
-use mythos_compiler::plan::{graph_paths, KernelInfo, Launch, Plan, PlanStep};
+use mythos_compiler::plan::{graph_paths, ArgKind, KernelInfo, Launch, Plan, PlanStep};
 use mythos_compiler::Span;
 use serde::Serialize;
 use serde_json::Value as Json;
@@ -50,11 +50,11 @@ pub(crate) struct Request {
     pub template: &'static str,
     pub ctx: Json,
     /// Argument kinds in call order.
-    pub args: Vec<String>,
+    pub args: Vec<ArgKind>,
 }
 
 impl Request {
-    pub(crate) fn new(template: &'static str, ctx: impl Serialize, args: Vec<String>) -> Request {
+    pub(crate) fn new(template: &'static str, ctx: impl Serialize, args: Vec<ArgKind>) -> Request {
         Request {
             template,
             ctx: serde_json::to_value(ctx).expect("kernel contexts serialize"),
@@ -235,21 +235,20 @@ fn weights_read(module: &Module, g: &Graph, n: NodeId) -> Vec<String> {
 }
 
 /// Argument kinds of the generic ABI: the operands, the output, the rows.
-pub(crate) fn generic_args(g: &Graph, n: NodeId) -> Vec<String> {
-    let mut args: Vec<String> = g
+pub(crate) fn generic_args(g: &Graph, n: NodeId) -> Vec<ArgKind> {
+    let mut args: Vec<ArgKind> = g
         .operands(n)
         .into_iter()
         .map(|o| match g.op(o) {
-            Op::Input => "i64[]".to_string(),
+            Op::Input => ArgKind::I64,
             // The loop index (`t`: param 2 of a body, param 0 of a header).
             Op::Param(_) if !is_act(g, o) && g.ty(o).dtype == mythos_compiler::ir::DType::I64 => {
-                "index".to_string()
+                ArgKind::Index
             }
-            _ => "f32[]".to_string(),
+            _ => ArgKind::F32,
         })
         .collect();
-    args.push("f32[]".into());
-    args.push("index".into());
+    args.extend([ArgKind::F32, ArgKind::Index]);
     args
 }
 

@@ -9,6 +9,7 @@
 use crate::kernels::{ctx::f32_literal, Request};
 use mythos_compiler::ir::args::SwiGluArgs;
 use mythos_compiler::ir::{Dim, Graph, Module, NodeId, Op};
+use mythos_compiler::plan::ArgKind;
 use serde::Serialize;
 
 /// Scratch buffers above this many floats (64 KiB) live on the heap
@@ -22,7 +23,7 @@ pub(crate) fn requests(
     g: &Graph,
     n: NodeId,
     op: &Op,
-    args: Vec<String>,
+    args: Vec<ArgKind>,
     width: &dyn Fn(NodeId) -> u64,
 ) -> Option<Vec<Request>> {
     let operands = g.operands(n);

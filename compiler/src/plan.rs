@@ -54,6 +54,45 @@ pub struct Launch {
     pub block: Option<u32>,
 }
 
+/// A kernel argument's kind in the memref ABI, written `f32[]`, `i64[]` or
+/// `index` (in the artifact's plan and in errors).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ArgKind {
+    /// A buffer of f32.
+    #[serde(rename = "f32[]")]
+    F32,
+    /// A buffer of i64 (token ids).
+    #[serde(rename = "i64[]")]
+    I64,
+    /// One `index` scalar.
+    #[serde(rename = "index")]
+    Index,
+}
+
+impl ArgKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ArgKind::F32 => "f32[]",
+            ArgKind::I64 => "i64[]",
+            ArgKind::Index => "index",
+        }
+    }
+
+    /// A buffer (either element type), not a scalar.
+    pub fn is_buffer(self) -> bool {
+        match self {
+            ArgKind::F32 | ArgKind::I64 => true,
+            ArgKind::Index => false,
+        }
+    }
+}
+
+impl std::fmt::Display for ArgKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A kernel in the compiled code.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct KernelInfo {
@@ -62,8 +101,8 @@ pub struct KernelInfo {
     pub kind: String,
     /// Where in the spec the first node using it was written (`file:line:col`).
     pub loc: Option<String>,
-    /// Argument kinds in call order: `f32[]`, `i64[]` or `index`.
-    pub args: Vec<String>,
+    /// Argument kinds in call order.
+    pub args: Vec<ArgKind>,
     /// CUDA only: how the kernel is launched.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu: Option<GpuLaunch>,

@@ -10,7 +10,7 @@
 //! of 0, so a view into a buffer is passed as a pointer to its first element.
 
 use super::CudaError;
-use mythos_compiler::plan::{GpuLaunch, GridDim};
+use mythos_compiler::plan::{ArgKind, GpuLaunch, GridDim};
 
 /// One kernel argument.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,10 +23,10 @@ pub enum Arg {
 }
 
 impl Arg {
-    fn matches(&self, kind: &str) -> bool {
+    fn matches(&self, kind: ArgKind) -> bool {
         match self {
-            Arg::Buf { .. } => kind == "f32[]" || kind == "i64[]",
-            Arg::Index(_) => kind == "index",
+            Arg::Buf { .. } => kind.is_buffer(),
+            Arg::Index(_) => kind == ArgKind::Index,
         }
     }
 }
@@ -48,15 +48,19 @@ pub fn pack(args: &[Arg]) -> Vec<u64> {
 /// Checks `args` against the kernel's declared argument kinds (a mismatch
 /// means the artifact and this runtime disagree on the ABI: a stale
 /// artifact or a runtime bug, never something to launch).
-pub fn check_kinds(symbol: &str, kinds: &[String], args: &[Arg]) -> Result<(), CudaError> {
-    let ok = kinds.len() == args.len() && kinds.iter().zip(args).all(|(k, a)| a.matches(k));
+pub fn check_kinds(symbol: &str, kinds: &[ArgKind], args: &[Arg]) -> Result<(), CudaError> {
+    let ok = kinds.len() == args.len() && kinds.iter().zip(args).all(|(&k, a)| a.matches(k));
     if ok {
         Ok(())
     } else {
         Err(CudaError::Abi(format!(
             "kernel `{symbol}` takes ({}), the runtime passes {} arguments ({:?}); \
              the artifact is stale, recompile it (`mythos compile --target cuda`)",
-            kinds.join(", "),
+            kinds
+                .iter()
+                .map(|k| k.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
             args.len(),
             args
         )))
@@ -159,7 +163,7 @@ mod tests {
 
     #[test]
     fn kinds_are_checked() {
-        let kinds: Vec<String> = ["f32[]", "i64[]", "index"].map(String::from).into();
+        let kinds = [ArgKind::F32, ArgKind::I64, ArgKind::Index];
         let b = Arg::Buf { ptr: 1, len: 1 };
         assert!(check_kinds("k", &kinds, &[b, b, Arg::Index(3)]).is_ok());
         assert!(check_kinds("k", &kinds, &[b, Arg::Index(3), b]).is_err());

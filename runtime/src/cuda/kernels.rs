@@ -7,7 +7,7 @@ use super::abi::{self, Arg};
 use super::{CudaDevice, CudaError};
 use cudarc::driver::{result, sys, CudaContext};
 use mythos_compiler::ir::{Graph, Module, NodeId};
-use mythos_compiler::plan::{graph_paths, GpuLaunch, Plan};
+use mythos_compiler::plan::{graph_paths, ArgKind, GpuLaunch, Plan};
 use std::collections::HashMap;
 use std::ffi::{c_void, CString};
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use std::sync::Arc;
 pub struct Kernel {
     pub symbol: String,
     func: sys::CUfunction,
-    args: Vec<String>,
+    args: Vec<ArgKind>,
     launch: GpuLaunch,
 }
 
