@@ -22,7 +22,7 @@
 //! template documents its arguments.
 
 use crate::kernels::ctx::f32_literal;
-use crate::kernels::Request;
+use crate::kernels::{KernelCtx, Request};
 use mythos_compiler::ir::{AttentionOp, AttnKind, Module};
 use mythos_compiler::plan::ArgKind;
 use serde::Serialize;
@@ -62,11 +62,12 @@ pub(crate) fn requests(module: &Module, a: &AttentionOp) -> Vec<Request> {
             let mut proj_args = f32s(inputs + 3 + 2 + 3);
             proj_args.extend(index(2));
             vec![
-                Request::new("attention_gqa_proj", proj, proj_args),
+                Request::new(KernelCtx::AttentionGqaProj(proj), proj_args),
                 // q, keys, values, wo.
                 Request::new(
-                    "attention_core",
-                    Core::new(dim, heads, kv_heads, head_dim, head_dim, residual),
+                    KernelCtx::AttentionCore(Core::new(
+                        dim, heads, kv_heads, head_dim, head_dim, residual,
+                    )),
                     core_args(4),
                 ),
             ]
@@ -121,19 +122,17 @@ pub(crate) fn requests(module: &Module, a: &AttentionOp) -> Vec<Request> {
             let mut expand_args = f32s(4);
             expand_args.extend(index(1));
             let mut out = vec![
-                Request::new("attention_mla_proj", proj, proj_args),
-                Request::new("attention_mla_expand", shape, expand_args),
+                Request::new(KernelCtx::AttentionMlaProj(proj), proj_args),
+                Request::new(KernelCtx::AttentionMlaExpand(shape), expand_args),
                 Request::new(
-                    "attention_core",
-                    Core::new(dim, heads, heads, qk, v_dim, residual),
+                    KernelCtx::AttentionCore(Core::new(dim, heads, heads, qk, v_dim, residual)),
                     core_args(4),
                 ),
             ];
             if a.absorb {
                 // q, lat, kv_up, wo.
                 out.push(Request::new(
-                    "attention_mla_absorbed",
-                    absorbed,
+                    KernelCtx::AttentionMlaAbsorbed(absorbed),
                     core_args(4),
                 ));
             }
@@ -149,7 +148,7 @@ fn scale(qk: u64) -> f32 {
 
 /// The fused prologue RMSNorm of a projection kernel, if any.
 #[derive(Serialize)]
-struct Norm {
+pub(crate) struct Norm {
     prenorm: bool,
     /// Its epsilon as an exact f32 literal.
     eps: String,
@@ -168,58 +167,58 @@ impl Norm {
 
 /// `attention_gqa_proj`.
 #[derive(Serialize)]
-struct GqaProj {
-    dim: u64,
-    heads: u64,
-    kv_heads: u64,
-    head_dim: u64,
-    half: u64,
+pub(crate) struct GqaProj {
+    pub(crate) dim: u64,
+    pub(crate) heads: u64,
+    pub(crate) kv_heads: u64,
+    pub(crate) head_dim: u64,
+    pub(crate) half: u64,
     /// `heads * head_dim`.
-    q_width: u64,
+    pub(crate) q_width: u64,
     /// `kv_heads * head_dim`.
-    kv_width: u64,
+    pub(crate) kv_width: u64,
     #[serde(flatten)]
-    norm: Norm,
+    pub(crate) norm: Norm,
 }
 
 /// `attention_mla_proj`.
 #[derive(Serialize)]
-struct MlaProj {
-    dim: u64,
-    heads: u64,
-    q_rank: u64,
-    kv_rank: u64,
-    rope: u64,
-    nope: u64,
-    half: u64,
+pub(crate) struct MlaProj {
+    pub(crate) dim: u64,
+    pub(crate) heads: u64,
+    pub(crate) q_rank: u64,
+    pub(crate) kv_rank: u64,
+    pub(crate) rope: u64,
+    pub(crate) nope: u64,
+    pub(crate) half: u64,
     /// `nope + rope`.
-    qk: u64,
+    pub(crate) qk: u64,
     /// `heads * qk`.
-    q_width: u64,
+    pub(crate) q_width: u64,
     /// `kv_rank + rope`: one compact cache row.
-    lat_width: u64,
+    pub(crate) lat_width: u64,
     #[serde(flatten)]
-    norm: Norm,
+    pub(crate) norm: Norm,
     /// `q_norm`/`kv_norm` epsilon.
-    norm_eps: String,
-    norm_eps_text: String,
+    pub(crate) norm_eps: String,
+    pub(crate) norm_eps_text: String,
 }
 
 /// `attention_core`: GQA, or MLA after expansion (`kv_heads == heads`).
 #[derive(Serialize)]
-struct Core {
-    dim: u64,
-    heads: u64,
-    kv_heads: u64,
+pub(crate) struct Core {
+    pub(crate) dim: u64,
+    pub(crate) heads: u64,
+    pub(crate) kv_heads: u64,
     /// Query heads per kv head.
-    group: u64,
-    qk: u64,
-    vd: u64,
+    pub(crate) group: u64,
+    pub(crate) qk: u64,
+    pub(crate) vd: u64,
     /// `heads * vd`: one row of attention outputs, the input of `wo`.
-    attn_width: u64,
-    scale: String,
-    scale_text: String,
-    residual: bool,
+    pub(crate) attn_width: u64,
+    pub(crate) scale: String,
+    pub(crate) scale_text: String,
+    pub(crate) residual: bool,
 }
 
 impl Core {
@@ -241,29 +240,29 @@ impl Core {
 
 /// `attention_mla_expand`, and the MLA sizes of `attention_mla_absorbed`.
 #[derive(Serialize, Clone, Copy)]
-struct MlaShape {
-    heads: u64,
-    kv_rank: u64,
-    rope: u64,
-    nope: u64,
-    vd: u64,
+pub(crate) struct MlaShape {
+    pub(crate) heads: u64,
+    pub(crate) kv_rank: u64,
+    pub(crate) rope: u64,
+    pub(crate) nope: u64,
+    pub(crate) vd: u64,
     /// `nope + rope`.
-    qk: u64,
+    pub(crate) qk: u64,
     /// `kv_rank + rope`.
-    lat_width: u64,
+    pub(crate) lat_width: u64,
     /// `nope + vd`: rows of `kv_up` per head.
-    kv_width: u64,
+    pub(crate) kv_width: u64,
 }
 
 /// `attention_mla_absorbed`.
 #[derive(Serialize)]
-struct MlaAbsorbed {
-    dim: u64,
+pub(crate) struct MlaAbsorbed {
+    pub(crate) dim: u64,
     #[serde(flatten)]
-    shape: MlaShape,
+    pub(crate) shape: MlaShape,
     /// `heads * vd`: one row of attention outputs, the input of `wo`.
-    attn_width: u64,
-    scale: String,
-    scale_text: String,
-    residual: bool,
+    pub(crate) attn_width: u64,
+    pub(crate) scale: String,
+    pub(crate) scale_text: String,
+    pub(crate) residual: bool,
 }

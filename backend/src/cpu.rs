@@ -17,7 +17,7 @@ impl KernelTarget for CpuKernels {
 
     fn variant(&self, req: &Request) -> Option<Variant> {
         Some(Variant {
-            template: req.template.to_string(),
+            template: req.template().to_string(),
             extra: Default::default(),
             gpu: None,
         })

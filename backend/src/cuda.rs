@@ -6,9 +6,9 @@
 //!
 //! Adding a GPU variant of a kernel kind is one template
 //! (`templates/mlir/gpu/<kind>.mlir.tera`, listed in `render::TEMPLATES`)
-//! and one arm in `CudaKernels::variant` saying how it is launched. A kind
-//! without an arm fails the compile with "no GPU kernel for `kind` yet"
-//! (or is left to the host with partial lowering).
+//! and one arm in `CudaKernels::variant` saying how it is launched; the
+//! match is over the typed [`KernelCtx`], so a new kind without an arm does
+//! not build.
 //!
 //! Math: `convert-gpu-to-nvvm` turns `math.exp` and friends into libdevice
 //! calls (`__nv_expf`), which would need `libdevice.10.bc` at compile time.
@@ -16,7 +16,8 @@
 //! and [`ptx`] rejects PTX with any `.extern`.
 
 use crate::kernels::ctx::f32_literal;
-use crate::kernels::{KernelTarget, Request, Variant};
+use crate::kernels::ctx::Rowwise;
+use crate::kernels::{KernelCtx, KernelTarget, Request, Variant};
 use crate::mlir::{Error, Toolchain};
 use melior::ir::Module;
 use mythos_compiler::plan::{GpuLaunch, GridDim};
@@ -30,59 +31,53 @@ impl KernelTarget for CudaKernels {
         "GPU"
     }
 
-    /// One arm per kernel kind: its GPU template, the launch, and the
-    /// context entries the template needs besides the kind's own context.
+    /// One arm per kernel kind (exhaustive over [`KernelCtx`]): its GPU
+    /// template, the launch, and the context entries the template needs
+    /// besides the kind's own context. `None`: no GPU variant yet.
     fn variant(&self, req: &Request) -> Option<Variant> {
-        let c = &req.ctx;
-        Some(match req.template {
-            "rowwise" => rowwise(c),
-            "linear" => gpu(
+        Some(match &req.ctx {
+            KernelCtx::Rowwise(c) => rowwise(c),
+            KernelCtx::Linear(c) => gpu(
                 "linear",
                 [256, 1, 1],
-                [
-                    GridDim::Fixed(blocks(u(c, "n"), 64)),
-                    GridDim::rows(64),
-                    one(),
-                ],
+                [GridDim::Fixed(blocks(c.n, 64)), GridDim::rows(64), one()],
                 Map::new(),
             ),
-            "embedding" => per_row("embedding", threads(u(c, "dim"), 4)),
-            "swiglu" => ffn(c, "swiglu", u(c, "hidden"), 0),
-            "moe" => ffn(c, "moe", u(c, "hmax"), 2 * u(c, "experts")),
-            "act_halt" => per_row("act_halt", threads(u(c, "dim"), 8)),
-            "lora_apply" => per_row("lora_apply", threads(u(c, "dim"), 8)),
-            "lti_decay" => gpu(
+            KernelCtx::Embedding(c) => per_row("embedding", threads(c.dim, 4)),
+            KernelCtx::SwiGlu(c) => ffn("swiglu", c.dim, c.hidden, 0),
+            KernelCtx::Moe(c) => ffn("moe", c.dim, c.hmax, 2 * c.experts),
+            KernelCtx::ActHalt(c) => per_row("act_halt", threads(c.dim, 8)),
+            KernelCtx::LoraApply(c) => per_row("lora_apply", threads(c.dim, 8)),
+            KernelCtx::LtiDecay(c) => gpu(
                 "lti_decay",
                 [256, 1, 1],
-                [GridDim::Fixed(blocks(u(c, "dim"), 256)), one(), one()],
+                [GridDim::Fixed(blocks(c.dim, 256)), one(), one()],
                 Map::new(),
             ),
-            "lora_scale" => single("lora_scale", threads(u(c, "rank"), 1), Map::new()),
-            "loop_embedding_vec" => {
-                let theta = f32_of_literal(c["theta"].as_str().unwrap_or_default());
+            KernelCtx::LoraScale(c) => single("lora_scale", threads(c.rank, 1), Map::new()),
+            KernelCtx::LoopEmbeddingVec(c) => {
+                let theta = f32_of_literal(&c.theta);
                 let mut extra = Map::new();
                 extra.insert(
                     "log2_theta".into(),
                     json!(f32_literal(f64::from(theta).log2())),
                 );
-                single(
-                    "loop_embedding_vec",
-                    threads(u(c, "channels"), 1).min(256),
-                    extra,
-                )
+                single("loop_embedding_vec", threads(c.channels, 1).min(256), extra)
             }
-            "attention_gqa_proj" => staged(per_row("attention_gqa_proj", 256), u(c, "dim"), 0),
-            "attention_mla_proj" => staged(
+            KernelCtx::AttentionGqaProj(c) => staged(per_row("attention_gqa_proj", 256), c.dim, 0),
+            KernelCtx::AttentionMlaProj(c) => staged(
                 per_row("attention_mla_proj", 256),
-                u(c, "dim"),
-                u(c, "q_rank") + u(c, "lat_width"),
+                c.dim,
+                c.q_rank + c.lat_width,
             ),
-            "attention_mla_expand" => per_size("attention_mla_expand", "len"),
-            "attention_core" => attention(c, "attention_core", "vslots", u(c, "vd")),
-            "attention_mla_absorbed" => {
-                attention(c, "attention_mla_absorbed", "rslots", u(c, "kv_rank"))
-            }
-            _ => return None,
+            KernelCtx::AttentionMlaExpand(_) => per_size("attention_mla_expand", "len"),
+            KernelCtx::AttentionCore(c) => attention("attention_core", c.heads, "vslots", c.vd),
+            KernelCtx::AttentionMlaAbsorbed(c) => attention(
+                "attention_mla_absorbed",
+                c.shape.heads,
+                "rslots",
+                c.shape.kv_rank,
+            ),
         })
     }
 
@@ -130,11 +125,10 @@ fn per_size(kind: &str, size: &str) -> Variant {
 /// Attention over the cache: one block of 256 threads per new token, a warp
 /// per head (8 at a time: `hiters` rounds); each lane keeps `slots` =
 /// ceil(width / 32) partial outputs (value dims or latent ranks) in registers.
-fn attention(c: &Json, kind: &str, slots: &str, width: u64) -> Variant {
+fn attention(kind: &str, heads: u64, slots: &str, width: u64) -> Variant {
     let mut v = per_size(kind, "tokens");
     v.extra.insert(slots.into(), json!(width.div_ceil(32)));
-    v.extra
-        .insert("hiters".into(), json!(u(c, "heads").div_ceil(8)));
+    v.extra.insert("hiters".into(), json!(heads.div_ceil(8)));
     v
 }
 
@@ -145,11 +139,11 @@ fn single(kind: &str, threads: u32, extra: Map<String, Json>) -> Variant {
 
 /// SwiGLU and MoE: one block of 256 threads per row; hidden activations go
 /// through shared memory in chunks of at most 2048 units.
-fn ffn(c: &Json, kind: &str, hidden: u64, other_floats: u64) -> Variant {
+fn ffn(kind: &str, dim: u64, hidden: u64, other_floats: u64) -> Variant {
     let chunk = hidden.clamp(1, 2048);
     let mut v = per_row(kind, 256);
     v.extra.insert("chunk".into(), json!(chunk));
-    staged(v, u(c, "dim"), chunk + other_floats)
+    staged(v, dim, chunk + other_floats)
 }
 
 /// Sets `stage`: whether the kernel keeps its (normalized) input row of
@@ -165,21 +159,22 @@ fn staged(mut v: Variant, dim: u64, other_floats: u64) -> Variant {
 
 /// Rowwise and fused groups: one block per row; each thread keeps
 /// `slots = ceil(width / block)` columns of every step in registers.
-fn rowwise(c: &Json) -> Variant {
-    let steps = c["steps"].as_array().map(Vec::as_slice).unwrap_or_default();
-    let widest = steps
+fn rowwise(c: &Rowwise) -> Variant {
+    let widest = c
+        .steps
         .iter()
-        .map(|s| u(s, "width"))
-        .chain([u(c, "out_width")])
+        .map(|s| s.width)
+        .chain([c.out_width])
         .max()
         .unwrap_or(1);
     let block = threads(widest, 8);
-    let slots: Map<String, Json> = steps
+    let slots: Map<String, Json> = c
+        .steps
         .iter()
         .map(|s| {
             (
-                format!("t{}", u(s, "id")),
-                json!(blocks(u(s, "width"), u64::from(block))),
+                format!("t{}", s.id),
+                json!(blocks(s.width, u64::from(block))),
             )
         })
         .collect();
@@ -202,14 +197,6 @@ fn blocks(size: u64, per_block: u64) -> u32 {
 
 fn one() -> GridDim {
     GridDim::Fixed(1)
-}
-
-/// An unsigned field of a kernel context (contexts are made by the backend:
-/// a missing field is a bug in the arm, caught by the tests).
-fn u(c: &Json, field: &str) -> u64 {
-    c[field]
-        .as_u64()
-        .unwrap_or_else(|| panic!("kernel context has no unsigned `{field}`: {c}"))
 }
 
 /// The value of an exact f32 literal (`0x3F800000`) from a kernel context.
@@ -356,7 +343,7 @@ mod tests {
             "GPU"
         }
         fn variant(&self, req: &Request) -> Option<Variant> {
-            (req.template != "embedding").then(|| CudaKernels.variant(req))?
+            (req.template() != "embedding").then(|| CudaKernels.variant(req))?
         }
         fn module(&self, kernels: &[String]) -> String {
             CudaKernels.module(kernels)
@@ -407,26 +394,53 @@ mod tests {
     /// stages it through shared memory; the kernel lowers to PTX.
     #[test]
     fn rowwise_concat_of_a_step_goes_through_shared_memory() {
-        let src = |kind: &str, mem: &str, base: &str, width: u64| json!({"kind": kind, "mem": mem, "base": base, "width": width});
-        let step = |id: u64, kind: &str, width: u64, args: Vec<Json>, prefix: u64, suffix: u64| {
-            json!({"id": id, "kind": kind, "width": width, "args": args, "eps": "",
-                   "prefix": prefix, "suffix": suffix, "loc": ""})
+        use crate::kernels::ctx::{RowInput, RowStep, Rowwise, Src};
+        let src = |kind: &str, mem: &str, base: &str, width: u64| Src {
+            kind: kind.into(),
+            mem: mem.into(),
+            base: base.into(),
+            width,
         };
-        let ctx = json!({
-            "inputs": [{"kind": "act", "width": 64}, {"kind": "act", "width": 32},
-                       {"kind": "vec", "width": 32}],
-            "steps": [
-                step(0, "add", 32, vec![src("act", "in1", "base1", 32), src("vec", "in2", "", 32)], 0, 0),
-                step(1, "concat", 96, vec![src("act", "in0", "base0", 64), src("tmp", "t0", "", 32)], 64, 32),
+        let step =
+            |id: usize, kind: &str, width: u64, args: Vec<Src>, prefix: u64, suffix: u64| RowStep {
+                id,
+                kind: kind.into(),
+                width,
+                args,
+                eps: String::new(),
+                prefix,
+                suffix,
+                loc: String::new(),
+            };
+        let input = |kind: &str, width: u64| RowInput {
+            kind: kind.into(),
+            width,
+        };
+        let rowwise = Rowwise {
+            inputs: vec![input("act", 64), input("act", 32), input("vec", 32)],
+            steps: vec![
+                step(
+                    0,
+                    "add",
+                    32,
+                    vec![src("act", "in1", "base1", 32), src("vec", "in2", "", 32)],
+                    0,
+                    0,
+                ),
+                step(
+                    1,
+                    "concat",
+                    96,
+                    vec![src("act", "in0", "base0", 64), src("tmp", "t0", "", 32)],
+                    64,
+                    32,
+                ),
             ],
-            "out_width": 96,
-            "last": 1,
-        });
-        let req = Request {
-            template: "rowwise",
-            ctx: ctx.clone(),
-            args: vec![],
+            out_width: 96,
+            last: 1,
         };
+        let req = Request::new(KernelCtx::Rowwise(rowwise), vec![]);
+        let ctx = serde_json::to_value(&req.ctx).unwrap();
         let v = CudaKernels.variant(&req).unwrap();
         let mut ctx = ctx;
         ctx.as_object_mut().unwrap().extend(v.extra);

@@ -45,21 +45,66 @@ pub struct Lowered {
 /// Turns a span into `file:line:col` (the CLI knows the source files).
 pub type Locate<'a> = &'a dyn Fn(Span) -> Option<(String, usize, usize)>;
 
-/// One kernel a node needs: a template and its context.
+/// A kernel's typed context: one variant per kernel kind, each named as its
+/// template (`templates/mlir/<kind>.mlir.tera`). Serialized as the bare
+/// struct for the templates.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub(crate) enum KernelCtx {
+    Rowwise(ctx::Rowwise),
+    Linear(ctx::Linear),
+    Embedding(ctx::Embedding),
+    SwiGlu(crate::ops::ctx::SwiGlu),
+    Moe(crate::ops::ctx::Moe),
+    ActHalt(crate::ops::ctx::Dim),
+    LtiDecay(crate::ops::ctx::Dim),
+    LoopEmbeddingVec(crate::ops::ctx::LoopEmbeddingVec),
+    LoraScale(crate::ops::ctx::LoraScale),
+    LoraApply(crate::ops::ctx::LoraApply),
+    AttentionGqaProj(crate::attention::GqaProj),
+    AttentionMlaProj(crate::attention::MlaProj),
+    AttentionMlaExpand(crate::attention::MlaShape),
+    AttentionCore(crate::attention::Core),
+    AttentionMlaAbsorbed(crate::attention::MlaAbsorbed),
+}
+
+impl KernelCtx {
+    /// The kernel kind: its template's name.
+    pub fn template(&self) -> &'static str {
+        match self {
+            KernelCtx::Rowwise(_) => "rowwise",
+            KernelCtx::Linear(_) => "linear",
+            KernelCtx::Embedding(_) => "embedding",
+            KernelCtx::SwiGlu(_) => "swiglu",
+            KernelCtx::Moe(_) => "moe",
+            KernelCtx::ActHalt(_) => "act_halt",
+            KernelCtx::LtiDecay(_) => "lti_decay",
+            KernelCtx::LoopEmbeddingVec(_) => "loop_embedding_vec",
+            KernelCtx::LoraScale(_) => "lora_scale",
+            KernelCtx::LoraApply(_) => "lora_apply",
+            KernelCtx::AttentionGqaProj(_) => "attention_gqa_proj",
+            KernelCtx::AttentionMlaProj(_) => "attention_mla_proj",
+            KernelCtx::AttentionMlaExpand(_) => "attention_mla_expand",
+            KernelCtx::AttentionCore(_) => "attention_core",
+            KernelCtx::AttentionMlaAbsorbed(_) => "attention_mla_absorbed",
+        }
+    }
+}
+
+/// One kernel a node needs: its typed context and argument kinds.
 pub(crate) struct Request {
-    pub template: &'static str,
-    pub ctx: Json,
+    pub ctx: KernelCtx,
     /// Argument kinds in call order.
     pub args: Vec<ArgKind>,
 }
 
 impl Request {
-    pub(crate) fn new(template: &'static str, ctx: impl Serialize, args: Vec<ArgKind>) -> Request {
-        Request {
-            template,
-            ctx: serde_json::to_value(ctx).expect("kernel contexts serialize"),
-            args,
-        }
+    pub(crate) fn new(ctx: KernelCtx, args: Vec<ArgKind>) -> Request {
+        Request { ctx, args }
+    }
+
+    pub(crate) fn template(&self) -> &'static str {
+        self.ctx.template()
     }
 }
 
@@ -114,7 +159,7 @@ pub(crate) fn lower_for(
                         Some(v) => Ok((req, v)),
                         None => Err(LowerError::NoVariant {
                             target: target.name().to_string(),
-                            kind: req.template.to_string(),
+                            kind: req.template().to_string(),
                             op: op.name().to_string(),
                             label: label.clone(),
                         }),
@@ -134,7 +179,7 @@ pub(crate) fn lower_for(
             let loc = mlir_loc(&label, g.span(n).and_then(locate));
             let mut symbols = Vec::new();
             for (req, variant) in requests {
-                let mut ctx = req.ctx;
+                let mut ctx = serde_json::to_value(&req.ctx).expect("kernel contexts serialize");
                 if let Json::Object(map) = &mut ctx {
                     map.extend(variant.extra);
                 }
@@ -144,7 +189,7 @@ pub(crate) fn lower_for(
                 let symbol = match by_key.get(&key) {
                     Some(s) => s.clone(),
                     None => {
-                        let symbol = format!("{}_{}", req.template, short_hash(&key));
+                        let symbol = format!("{}_{}", req.template(), short_hash(&key));
                         let text = templates.render(
                             &variant.template,
                             &ctx,
@@ -155,7 +200,7 @@ pub(crate) fn lower_for(
                         texts.push(text);
                         plan.kernels.push(KernelInfo {
                             symbol: symbol.clone(),
-                            kind: req.template.to_string(),
+                            kind: req.template().to_string(),
                             loc: g
                                 .span(n)
                                 .and_then(locate)
@@ -261,18 +306,16 @@ fn requests(module: &Module, g: &Graph, n: NodeId) -> Result<Vec<Request>, Lower
     let args = generic_args(g, n);
     Ok(match op {
         Op::Embedding => vec![Request::new(
-            "embedding",
-            ctx::Embedding {
+            KernelCtx::Embedding(ctx::Embedding {
                 vocab: shape(operands[1])[0],
                 dim: module.dim,
-            },
+            }),
             args,
         )],
         Op::Linear => {
             let w = shape(operands[1]);
             vec![Request::new(
-                "linear",
-                ctx::Linear::plain(w[1], w[0], true),
+                KernelCtx::Linear(ctx::Linear::plain(w[1], w[0], true)),
                 args,
             )]
         }
@@ -280,12 +323,15 @@ fn requests(module: &Module, g: &Graph, n: NodeId) -> Result<Vec<Request>, Lower
             let table = shape(*operands.last().expect("head has a table"));
             let mut l = ctx::Linear::plain(table[1], table[0], true);
             l.set_prenorm(f.prenorm);
-            vec![Request::new("linear", l, args)]
+            vec![Request::new(KernelCtx::Linear(l), args)]
         }
-        Op::Fused(f) => vec![Request::new("rowwise", rowwise_fused(g, n, f), args)],
+        Op::Fused(f) => vec![Request::new(
+            KernelCtx::Rowwise(rowwise_fused(g, n, f)),
+            args,
+        )],
         Op::Attention(a) => crate::attention::requests(module, a),
         op if FusedOp::admits(op) => {
-            vec![Request::new("rowwise", rowwise_single(g, n), args)]
+            vec![Request::new(KernelCtx::Rowwise(rowwise_single(g, n)), args)]
         }
         other => {
             return crate::ops::requests(module, g, n, other, args, &width).ok_or_else(|| {

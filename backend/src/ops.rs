@@ -6,7 +6,7 @@
 //! loop-embedding vector, the LoRA scale row) are called with `rows = 1`
 //! and ignore it.
 
-use crate::kernels::{ctx::f32_literal, Request};
+use crate::kernels::{ctx::f32_literal, KernelCtx, Request};
 use mythos_compiler::ir::args::SwiGluArgs;
 use mythos_compiler::ir::{Dim, Graph, Module, NodeId, Op};
 use mythos_compiler::plan::ArgKind;
@@ -33,14 +33,13 @@ pub(crate) fn requests(
             let gate = SwiGluArgs::of(*f, &operands).gate;
             let hidden = shape(gate)[0];
             Request::new(
-                "swiglu",
-                ctx::SwiGlu {
+                KernelCtx::SwiGlu(ctx::SwiGlu {
                     dim: width(operands[0]),
                     hidden,
                     heap: hidden > STACK_FLOATS,
                     prenorm: ctx::Prenorm::of(f.prenorm),
                     residual: f.residual,
-                },
+                }),
                 args,
             )
         }
@@ -49,8 +48,7 @@ pub(crate) fn requests(
             let shared_hidden = if m.shared > 0 { m.shared_dim } else { 0 };
             let hmax = hidden.max(shared_hidden);
             Request::new(
-                "moe",
-                ctx::Moe {
+                KernelCtx::Moe(ctx::Moe {
                     dim: width(operands[0]),
                     experts: m.experts,
                     top_k: m.top_k,
@@ -62,49 +60,44 @@ pub(crate) fn requests(
                     router_bias: m.router_bias,
                     prenorm: ctx::Prenorm::of(m.fusion.prenorm),
                     residual: m.fusion.residual,
-                },
+                }),
                 args,
             )
         }
         Op::ActHalt => Request::new(
-            "act_halt",
-            ctx::Dim {
+            KernelCtx::ActHalt(ctx::Dim {
                 dim: width(operands[0]),
-            },
+            }),
             args,
         ),
         Op::LtiDecay => Request::new(
-            "lti_decay",
-            ctx::Dim {
+            KernelCtx::LtiDecay(ctx::Dim {
                 dim: width(operands[0]),
-            },
+            }),
             args,
         ),
         Op::LoopEmbeddingVec { channels, theta } => Request::new(
-            "loop_embedding_vec",
-            ctx::LoopEmbeddingVec {
+            KernelCtx::LoopEmbeddingVec(ctx::LoopEmbeddingVec {
                 channels: *channels,
                 freqs: channels.div_ceil(2),
                 channels_f32: f32_literal(*channels as f64),
                 theta: f32_literal(*theta),
                 theta_text: format!("{theta:e}"),
-            },
+            }),
             args,
         ),
         Op::LoraScale { max_iters } => Request::new(
-            "lora_scale",
-            ctx::LoraScale {
+            KernelCtx::LoraScale(ctx::LoraScale {
                 max_iters: *max_iters,
                 rank: width(n),
-            },
+            }),
             args,
         ),
         Op::LoraApply { rank } => Request::new(
-            "lora_apply",
-            ctx::LoraApply {
+            KernelCtx::LoraApply(ctx::LoraApply {
                 dim: width(operands[0]),
                 rank: *rank,
-            },
+            }),
             args,
         ),
         _ => return None,
@@ -125,7 +118,7 @@ pub(crate) fn shape(g: &Graph, o: NodeId) -> Vec<u64> {
 }
 
 /// Typed template contexts of the composite kernels.
-mod ctx {
+pub(crate) mod ctx {
     use super::*;
 
     /// A fused prologue RMSNorm (`prenorm` false: none).
