@@ -5,7 +5,7 @@
 //! backend (`gpu-module-to-binary{format=isa}`). No CUDA toolkit is needed.
 //!
 //! Adding a GPU variant of a kernel kind is one template
-//! (`templates/mlir/gpu/<kind>.mlir.tera`, listed in `render::TEMPLATES`)
+//! (`templates/mlir/gpu/<kind>.mlir.tera`, embedded by `build.rs`)
 //! and one arm in `CudaKernels::variant` saying how it is launched; the
 //! match is over the typed [`KernelCtx`], so a new kind without an arm does
 //! not build.
