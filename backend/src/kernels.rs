@@ -330,15 +330,29 @@ fn requests(module: &Module, g: &Graph, n: NodeId) -> Result<Vec<Request>, Lower
             args,
         )],
         Op::Attention(a) => crate::attention::requests(module, a),
-        op if FusedOp::admits(op) => {
+        Op::Add | Op::Scale | Op::LtiApply | Op::AddPrefix | Op::RmsNorm { .. } | Op::Concat => {
+            debug_assert!(FusedOp::admits(op), "row-local ops are the fusable ones");
             vec![Request::new(KernelCtx::Rowwise(rowwise_single(g, n)), args)]
         }
-        other => {
-            return crate::ops::requests(module, g, n, other, args, &width).ok_or_else(|| {
-                LowerError::Unsupported {
-                    op: other.name().to_string(),
-                    label: g.node(n).label.clone(),
-                }
+        Op::SwiGlu(_)
+        | Op::Moe(_)
+        | Op::ActHalt
+        | Op::LtiDecay
+        | Op::LoopEmbeddingVec { .. }
+        | Op::LoraScale { .. }
+        | Op::LoraApply { .. } => vec![crate::ops::request(g, n, op, args, &width)],
+        // The composites `canonicalize` splits (the backend needs canonical
+        // IR), the loop (run by the host), and values that are no kernels.
+        Op::LoopEmbedding { .. }
+        | Op::Lora { .. }
+        | Op::LtiUpdate
+        | Op::Loop(_)
+        | Op::Input
+        | Op::Param(_)
+        | Op::Weight(_) => {
+            return Err(LowerError::Unsupported {
+                op: op.name().to_string(),
+                label: g.node(n).label.clone(),
             })
         }
     })

@@ -8,7 +8,7 @@
 
 use crate::kernels::{ctx::f32_literal, KernelCtx, Request};
 use mythos_compiler::ir::args::SwiGluArgs;
-use mythos_compiler::ir::{Dim, Graph, Module, NodeId, Op};
+use mythos_compiler::ir::{Dim, Graph, NodeId, Op};
 use mythos_compiler::plan::ArgKind;
 use serde::Serialize;
 
@@ -17,18 +17,17 @@ use serde::Serialize;
 /// expert of the largest presets is over a megabyte wide.
 const STACK_FLOATS: u64 = 1 << 14;
 
-/// The kernels of a composite node, or `None` when it cannot be lowered yet.
-pub(crate) fn requests(
-    _module: &Module,
+/// The kernel of a composite node (`kernels::requests` routes these ops here).
+pub(crate) fn request(
     g: &Graph,
     n: NodeId,
     op: &Op,
     args: Vec<ArgKind>,
     width: &dyn Fn(NodeId) -> u64,
-) -> Option<Vec<Request>> {
+) -> Request {
     let operands = g.operands(n);
     let shape = |o: NodeId| shape(g, o);
-    let req = match op {
+    match op {
         Op::SwiGlu(f) => {
             let gate = SwiGluArgs::of(*f, &operands).gate;
             let hidden = shape(gate)[0];
@@ -100,9 +99,11 @@ pub(crate) fn requests(
             }),
             args,
         ),
-        _ => return None,
-    };
-    Some(vec![req])
+        other => unreachable!(
+            "`{}` has no composite kernel; kernels::requests routes it",
+            other.name()
+        ),
+    }
 }
 
 /// The constant dims of a value (0 for symbolic ones).
