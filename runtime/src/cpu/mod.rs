@@ -715,19 +715,17 @@ impl<'a> CpuRuntime<'a> {
                 rmsnorm(x, c, args[1].weight(), *eps, &mut out);
                 Value::Act(out, c)
             }
-            Op::Head(f) if ctx.last_only && ctx.seq > 1 => {
-                let (x, _, own) = f.split(args);
-                let (x, c) = x.act();
-                let w = own[0].weight();
-                let last = last_rows(x, c, ctx.batch, ctx.seq);
-                Value::Act(linear_new(&last, ctx.batch, c, w, w.len() / c), w.len() / c)
-            }
             Op::Head(f) => {
                 let (x, _, own) = f.split(args);
                 let (x, c) = x.act();
                 let w = own[0].weight();
                 let n = w.len() / c;
-                Value::Act(linear_new(x, rows, c, w, n), n)
+                if ctx.last_only && ctx.seq > 1 {
+                    let last = last_rows(x, c, ctx.batch, ctx.seq);
+                    Value::Act(linear_new(&last, ctx.batch, c, w, n), n)
+                } else {
+                    Value::Act(linear_new(x, rows, c, w, n), n)
+                }
             }
             Op::Linear => {
                 let (x, c) = args[0].act();
