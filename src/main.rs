@@ -242,24 +242,66 @@ enum Command {
         #[command(flatten)]
         backend: BackendArgs,
     },
-    /// Run an ablation sweep over a base model (docs/sweeps.md); resumes from its journal
+    /// Run an ablation sweep over a base model (docs/sweeps.md); resumes from its journal.
+    /// `mythos sweep status DIR` / `mythos sweep cancel DIR` for a Slurm sweep
+    #[command(args_conflicts_with_subcommands = true)]
     Sweep {
+        #[command(subcommand)]
+        action: Option<SweepAction>,
         /// The sweep file (TOML)
-        file: PathBuf,
-        /// Trials run at once (default: all cores)
+        #[arg(required = true)]
+        file: Option<PathBuf>,
+        /// Trials run at once (default: all cores; local backend)
         #[arg(long)]
         jobs: Option<usize>,
         /// Output folder (default: <sweep file stem>.out/ next to the sweep file)
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Stop at the first trial whose spec does not check
+        /// Stop at the first trial whose spec does not check (local backend)
         #[arg(long)]
         fail_fast: bool,
+        /// Where trials run: in this process, or as Slurm job arrays (docs/sweeps.md, "On a cluster")
+        #[arg(long, value_enum, default_value = "local")]
+        backend: sweep::Backend,
+        /// Slurm: at most P array tasks at once (over the sweep file's [slurm] max_parallel)
+        #[arg(long, value_name = "P", value_parser = clap::value_parser!(u64).range(1..))]
+        max_parallel: Option<u64>,
+        /// Slurm: pass ARG to every sbatch (repeatable), e.g. --sbatch-arg=--mem=4G
+        #[arg(long = "sbatch-arg", value_name = "ARG", allow_hyphen_values = true)]
+        sbatch_arg: Vec<String>,
+        /// Slurm: submit, then return without waiting (run the same command again to collect)
+        #[arg(long)]
+        detach: bool,
+    },
+    /// One trial of a Slurm sweep: what each array task runs (written into the batch script)
+    #[command(hide = true)]
+    SweepWorker {
+        /// The array's manifest (DIR/slurm/manifest-TOKEN.json)
+        #[arg(long)]
+        manifest: PathBuf,
+        /// The task index ($SLURM_ARRAY_TASK_ID)
+        #[arg(long)]
+        index: usize,
     },
     /// List the presets built into the binary
     Presets,
     /// Explain a diagnostic code (`mythos explain E0301`), or list them all
     Explain { code: Option<String> },
+}
+
+/// `mythos sweep status|cancel DIR`: a Slurm sweep's output folder.
+#[derive(Subcommand)]
+enum SweepAction {
+    /// Trials done / running / pending / failed of a Slurm sweep (reads only)
+    Status {
+        /// The sweep's output folder
+        dir: PathBuf,
+    },
+    /// Cancel a Slurm sweep's arrays still queued or running (`scancel`)
+    Cancel {
+        /// The sweep's output folder
+        dir: PathBuf,
+    },
 }
 
 /// The pass pipeline (docs/passes.md): `-O0|-O1|-O2`, or an explicit list.
@@ -835,16 +877,48 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Sweep {
+            action: Some(SweepAction::Status { dir }),
+            ..
+        } => sweep::slurm::status(&dir),
+        Command::Sweep {
+            action: Some(SweepAction::Cancel { dir }),
+            ..
+        } => sweep::slurm::cancel(&dir),
+        Command::Sweep {
+            action: None,
             file,
             jobs,
             out,
             fail_fast,
-        } => sweep::run(&sweep::Args {
-            file,
-            jobs,
-            out,
-            fail_fast,
-        }),
+            backend,
+            max_parallel,
+            sbatch_arg,
+            detach,
+        } => {
+            let Some(file) = file else {
+                anyhow::bail!("`mythos sweep` needs a sweep file: mythos sweep SWEEP.toml");
+            };
+            if backend != sweep::Backend::Slurm
+                && (max_parallel.is_some() || !sbatch_arg.is_empty() || detach)
+            {
+                anyhow::bail!(
+                    "--max-parallel, --sbatch-arg and --detach are for --backend slurm; add it, or drop them"
+                );
+            }
+            sweep::run(&sweep::Args {
+                file,
+                jobs,
+                out,
+                fail_fast,
+                backend,
+                slurm: sweep::slurm::Flags {
+                    max_parallel,
+                    sbatch_args: sbatch_arg,
+                    detach,
+                },
+            })
+        }
+        Command::SweepWorker { manifest, index } => sweep::slurm::worker::run(&manifest, index),
         Command::Explain { code } => explain(code.as_deref()),
     }
 }

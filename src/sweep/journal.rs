@@ -68,7 +68,38 @@ pub struct Loaded {
     pub dropped: usize,
 }
 
+/// The entries of a journal's complete lines, the count of lines that do not
+/// parse, and the length of the complete part.
+fn parse(bytes: &[u8]) -> (HashMap<String, Entry>, usize, usize) {
+    let mut entries = HashMap::new();
+    let mut dropped = 0;
+    // Everything after the last newline is a line cut short by a kill.
+    let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    for line in bytes[..complete].split(|&b| b == b'\n') {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match serde_json::from_slice::<Entry>(line) {
+            Ok(e) => {
+                entries.entry(e.hash.clone()).or_insert(e);
+            }
+            Err(_) => dropped += 1,
+        }
+    }
+    (entries, dropped, complete)
+}
+
 impl Journal {
+    /// The entries of the journal at `path` without writing to it (none when
+    /// it does not exist), for readers beside its writer.
+    pub fn read(path: &Path) -> Result<HashMap<String, Entry>> {
+        match std::fs::read(path) {
+            Ok(bytes) => Ok(parse(&bytes).0),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(HashMap::new()),
+            Err(e) => Err(anyhow::anyhow!("reading {}: {e}", path.display())),
+        }
+    }
+
     /// Reads the journal at `path` (if any), cuts a partial last line, and
     /// opens it for appending.
     pub fn open(path: &Path) -> Result<(Journal, Loaded)> {
@@ -79,21 +110,7 @@ impl Journal {
             .open(path)
             .with_context(|| format!("opening {}", path.display()))?;
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let mut entries = HashMap::new();
-        let mut dropped = 0;
-        // Everything after the last newline is a line cut short by a kill.
-        let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-        for line in bytes[..complete].split(|&b| b == b'\n') {
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            match serde_json::from_slice::<Entry>(line) {
-                Ok(e) => {
-                    entries.entry(e.hash.clone()).or_insert(e);
-                }
-                Err(_) => dropped += 1,
-            }
-        }
+        let (entries, mut dropped, complete) = parse(&bytes);
         if complete < bytes.len() {
             dropped += 1;
             file.set_len(complete as u64)

@@ -307,6 +307,49 @@ pub struct SweepFile {
     pub constraints: Vec<Constraint>,
     pub strategy: Strategy,
     pub objectives: Vec<Objective>,
+    /// `[slurm]`: how `--backend slurm` submits (not part of a trial's hash).
+    pub slurm: SlurmTable,
+}
+
+/// `[slurm]`: settings of `--backend slurm` (docs/sweeps.md, "On a cluster").
+#[derive(Clone, Debug, PartialEq)]
+pub struct SlurmTable {
+    /// `#SBATCH --partition`.
+    pub partition: Option<String>,
+    /// `#SBATCH --time` (Slurm's forms: `MM`, `HH:MM:SS`, `D-HH`).
+    pub time: Option<String>,
+    pub cpus_per_task: Option<u64>,
+    pub gpus_per_task: Option<u64>,
+    /// More `#SBATCH` lines, as written after `#SBATCH ` (`--mem=4G`).
+    pub sbatch: Vec<String>,
+    /// At most this many tasks at once (`--array=...%P`).
+    pub max_parallel: Option<u64>,
+    /// Times a task that left the queue without a result is resubmitted.
+    pub retries: u64,
+    /// Seconds before the time limit at which Slurm sends USR2 (`--signal=B:USR2@N`).
+    pub signal_before: u64,
+    /// Seconds a trial may be out of the queue without a visible result file
+    /// before it counts as lost (NFS can hide a new file for up to ~60 s).
+    pub result_grace: u64,
+    /// Seconds between looks at the queue and the result files.
+    pub poll: f64,
+}
+
+impl Default for SlurmTable {
+    fn default() -> Self {
+        SlurmTable {
+            partition: None,
+            time: None,
+            cpus_per_task: None,
+            gpus_per_task: None,
+            sbatch: Vec::new(),
+            max_parallel: None,
+            retries: 2,
+            signal_before: 60,
+            result_grace: 15,
+            poll: 2.0,
+        }
+    }
 }
 
 impl SweepFile {
@@ -326,6 +369,7 @@ mod axes;
 mod parse;
 mod ranges;
 mod resolve;
+mod slurm;
 
 use axes::{find_spec, parse_axes};
 use parse::{Parser, Table, Val};

@@ -13,6 +13,7 @@ const TOP_KEYS: &[&str] = &[
     "seed",
     "budget",
     "objectives",
+    "slurm",
 ];
 const OPTION_KEYS: &[&str] = &[
     "seq",
@@ -226,6 +227,7 @@ pub fn parse(file: FileId, text: &str) -> Result<SweepFile, Vec<Diagnostic>> {
         constraints: Vec::new(),
         strategy: Strategy::Grid,
         objectives: Vec::new(),
+        slurm: SlurmTable::default(),
     };
     let mut strategy: Option<(String, Range<usize>)> = None;
     let mut seed: Option<u64> = None;
@@ -321,6 +323,19 @@ pub fn parse(file: FileId, text: &str) -> Result<SweepFile, Vec<Diagnostic>> {
                     "expected an array",
                     "objectives = [{ minimize = \"params.active_per_token\" }]",
                 ),
+            },
+            "slurm" => match v.get_ref() {
+                DeValue::Table(t) => super::slurm::parse(&mut p, t, &mut sweep.slurm),
+                other => {
+                    let t = Parser::type_name(other);
+                    p.error(
+                        Code::InvalidSweep,
+                        format!("`slurm` must be a table, not {t}"),
+                        v.span(),
+                        "expected a table",
+                        "write `[slurm]` followed by `partition = \"gpu\"`",
+                    );
+                }
             },
             "strategy" => {
                 if let Some(s) = p.string("strategy", v) {
