@@ -75,6 +75,7 @@ ReturnToService=2
 SlurmdParameters=config_overrides
 MaxArraySize=$max_array
 MinJobAge=30
+SchedulerParameters=bf_interval=1,sched_min_interval=0
 StateSaveLocation=$dir/state
 SlurmdSpoolDir=$dir/spool
 SlurmctldPidFile=$dir/slurmctld.pid

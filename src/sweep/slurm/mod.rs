@@ -89,7 +89,7 @@ fn fs_type(path: &Path) -> Option<String> {
             let f: Vec<&str> = l.split_whitespace().collect();
             let mount = f.get(1)?.replace("\\040", " ");
             let fs = f.get(2)?.to_string();
-            path.starts_with(&mount).then(|| (mount.len(), fs))
+            path.starts_with(&mount).then_some((mount.len(), fs))
         })
         .max_by_key(|(len, _)| *len)
         .map(|(_, t)| t)
