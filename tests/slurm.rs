@@ -42,8 +42,9 @@ impl Cluster {
             );
             return None;
         }
-        let dir = PathBuf::from(format!("/tmp/mythos-slurm-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        // One fixed folder: a cluster left by a killed test run is found by
+        // its pid files and stopped before this one starts.
+        let dir = PathBuf::from("/tmp/mythos-slurm-test");
         let t0 = Instant::now();
         let out = Command::new(root().join("tools/slurm/cluster.sh"))
             .arg("start")

@@ -547,3 +547,54 @@ fn derived_and_tied_errors_have_codes_and_positions() {
         assert_sweep_error(&dir, name, body, code, at);
     }
 }
+
+#[test]
+fn slurm_table_errors_have_codes_and_positions() {
+    let dir = scratch("slurm-errors");
+    let head = "base = \"@tiny-gqa\"\n[axes]\n\"loop.max\" = [2]\n[slurm]\n";
+    let cases = [
+        ("key.toml", "partiton = \"gpu\"\n", "E0501", "key.toml:5:1"),
+        (
+            "opt.toml",
+            "sbatch = [\"mem=4G\"]\n",
+            "E0501",
+            "opt.toml:5:11",
+        ),
+        ("par.toml", "max_parallel = 0\n", "E0501", "par.toml:5:16"),
+        ("time.toml", "time = \"\"\n", "E0501", "time.toml:5:8"),
+    ];
+    for (name, body, code, at) in cases {
+        assert_sweep_error(&dir, name, &format!("{head}{body}"), code, at);
+    }
+    // The unknown key gets a suggestion.
+    let out = mythos()
+        .current_dir(&dir)
+        .args(["sweep", "key.toml"])
+        .output()
+        .unwrap();
+    assert!(
+        text(&out.stderr).contains("`partition`"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Slurm flags without the Slurm backend.
+    let out = mythos()
+        .current_dir(&dir)
+        .args(["sweep", "key.toml", "--max-parallel", "2"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("are for --backend slurm"));
+    // status of a folder that holds no Slurm sweep.
+    let out = mythos()
+        .args(["sweep", "status"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("holds no Slurm sweep"),
+        "{}",
+        text(&out.stderr)
+    );
+}
