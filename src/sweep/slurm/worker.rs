@@ -42,6 +42,8 @@ pub fn run(manifest: &Path, index: usize) -> Result<ExitCode> {
             m.trials.len()
         );
     };
+    // Before the `start` line: a USR2 that follows it finds the handler.
+    watch_usr2();
     let task = task_id().unwrap_or_else(|| "-".into());
     let restart = std::env::var("SLURM_RESTART_COUNT").unwrap_or_else(|_| "0".into());
     println!(
@@ -51,7 +53,6 @@ pub fn run(manifest: &Path, index: usize) -> Result<ExitCode> {
         results::hostname(),
         now()
     );
-    watch_usr2();
     match evaluate(&m, &t.hash) {
         Ok(status) => {
             println!(
