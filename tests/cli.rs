@@ -186,9 +186,18 @@ fn graph_prints_text_and_dot() {
     let s = text(&out.stdout);
     assert!(s.starts_with("module tiny_gqa"), "{s}");
     assert!(
-        s.contains("loop[max_iters=4 inject=lti halt=act(0.99)]"),
+        s.contains("loop[max_iters=4 inject=lti carried=cum_p:1,halted:1,h_out:64 halt_on=halted result=h_out]"),
         "{s}"
     );
+    // The ACT rule is in the loop body.
+    for op in [
+        "act.weight[threshold=0.99]",
+        "act.accumulate",
+        "act.cumulate",
+        "act.halted",
+    ] {
+        assert!(s.contains(op), "{op}: {s}");
+    }
     let out = mythos(&["graph", "@tiny-gqa", "--format", "dot"]);
     assert_eq!(out.status.code(), Some(0));
     assert!(text(&out.stdout).starts_with("digraph"));
@@ -246,8 +255,9 @@ fn pass_flags_end_to_end() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let o = &v["optimization"];
     assert_eq!(o["level"], 2);
-    assert_eq!(o["before"]["per_decode_step"], 67);
-    assert_eq!(o["after"]["per_decode_step"], 32);
+    // Each of the 4 iterations runs the ACT rule's 4 steps as kernels.
+    assert_eq!(o["before"]["per_decode_step"], 83);
+    assert_eq!(o["after"]["per_decode_step"], 48);
     assert_eq!(o["before"]["kv_bytes_per_token"], 576);
     assert_eq!(o["after"]["kv_bytes_per_token"], 288);
     let out = mythos(&["inspect", "@tiny-mla", "-O0"]);

@@ -4,8 +4,9 @@
 //! rendered from a template in `templates/mlir/` with a typed context
 //! (`ctx` structs below); identical kernels (same template, same context)
 //! are emitted once and shared by every node that needs them. A fused group
-//! is one kernel. Loops, their ACT bookkeeping, parameters and weights stay
-//! on the host (the runtime walks the plan's graphs).
+//! is one kernel. Loops (their control, the carried values' buffers),
+//! parameters and weights stay on the host (the runtime walks the plan's
+//! graphs); the ACT rule's steps are rowwise kernels like any other op.
 //!
 //! The kernel ABI (all kinds except attention, which documents its own):
 //! every operand of the node in IR order (activations, weights and vectors
@@ -13,7 +14,7 @@
 //! `index`), then the output `memref<?xf32>`, then the row count `index`.
 
 use crate::render::Templates;
-use mythos_compiler::ir::{Dim, FusedOp, Graph, Module, NodeId, Op};
+use mythos_compiler::ir::{ActStep, Dim, FusedOp, Graph, Module, NodeId, Op};
 use mythos_compiler::plan::{graph_paths, ArgKind, KernelInfo, Launch, Plan, PlanStep};
 use mythos_compiler::Span;
 use serde::Serialize;
@@ -334,6 +335,10 @@ fn requests(module: &Module, g: &Graph, n: NodeId) -> Result<Vec<Request>, Lower
             debug_assert!(FusedOp::admits(op), "row-local ops are the fusable ones");
             vec![Request::new(KernelCtx::Rowwise(rowwise_single(g, n)), args)]
         }
+        // Row-local too, but never fused: their `[B, T, 1]` operands are
+        // read at column 0 of the row, which a GPU thread holding other
+        // columns of an earlier step could not do.
+        Op::Act(_) => vec![Request::new(KernelCtx::Rowwise(rowwise_single(g, n)), args)],
         Op::SwiGlu(_)
         | Op::Moe(_)
         | Op::ActHalt
@@ -537,6 +542,7 @@ pub(crate) mod ctx {
     impl RowStep {
         pub fn new(id: usize, op: &Op, g: &Graph, n: NodeId, args: Vec<Src>) -> RowStep {
             let width = g.ty(n).width().unwrap_or(1);
+            // `eps` holds the rmsnorm epsilon or the ACT threshold.
             let (kind, eps) = match op {
                 Op::Add => ("add", String::new()),
                 Op::Scale => ("scale", String::new()),
@@ -544,6 +550,15 @@ pub(crate) mod ctx {
                 Op::AddPrefix => ("add_prefix", String::new()),
                 Op::Concat => ("concat", String::new()),
                 Op::RmsNorm { eps } => ("rmsnorm", f32_literal(*eps)),
+                Op::Act(step) => {
+                    let kind = match step {
+                        ActStep::Weight { .. } => "act_weight",
+                        ActStep::Accumulate => "act_accumulate",
+                        ActStep::Cumulate => "act_cumulate",
+                        ActStep::Halted { .. } => "act_halted",
+                    };
+                    (kind, step.threshold().map_or_else(String::new, f32_literal))
+                }
                 other => unreachable!("`{}` is not row-local", other.name()),
             };
             let prefix = match op {

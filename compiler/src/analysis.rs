@@ -349,6 +349,7 @@ impl Walk<'_> {
                 | Op::Concat
                 | Op::LoopEmbedding { .. }
                 | Op::LtiUpdate
+                | Op::Act(_)
                 | Op::Loop(_)
                 | Op::Scale
                 | Op::LtiDecay

@@ -3,9 +3,11 @@
 //!
 //! ```text
 //! x = embed(ids); x = prelude blocks; e = x
-//! h = loop(h0 = e, e) { x = entry(h, e, t); x = body blocks; x += lora(x, t); h = update(h, e, x); p = act(h) }
+//! h = loop(h0 = e, e) { x = entry(h, e, t); x = body blocks; x += lora(x, t); h = update(h, e, x); act(h) }
 //! logits = head(norm(coda blocks(h)))
 //! ```
+//! where `act(h)` (with ACT) is `p = act_halt(h)` and the `act.*` steps on the
+//! carried `cum_p`, `halted` and `h_out`; the loop then yields `h_out`.
 //! where `entry` is `rmsnorm(loop_emb(h) + e)` (lti, add), `linear(concat(loop_emb(h), e))`
 //! (concat) or `loop_emb(h)` (none), and `update` is the LTI update (lti) or `x` (others).
 
@@ -474,7 +476,7 @@ impl Builder<'_> {
             x
         };
         g.outputs = vec![next];
-        let act_threshold = match r.halt {
+        let (carried, halted, result) = match r.halt {
             Halting::Act { threshold } => {
                 let bound = 1.0 / (d as f64).sqrt();
                 let w = self.weight(
@@ -492,17 +494,68 @@ impl Builder<'_> {
                     "loop.act",
                 );
                 let p = self.node(&mut g, Op::ActHalt, &[next, w, b], "recurrent.act");
-                g.outputs.push(p);
-                Some(threshold)
+                // OpenMythos's names: cumulative_p, halted, h_out.
+                let carried = vec![
+                    Carried {
+                        name: "cum_p".into(),
+                        width: 1,
+                    },
+                    Carried {
+                        name: "halted".into(),
+                        width: 1,
+                    },
+                    Carried {
+                        name: "h_out".into(),
+                        width: d,
+                    },
+                ];
+                let [cum, halted, h_out] = [0, 1, 2].map(|i| {
+                    let c: &Carried = &carried[i];
+                    g.add(
+                        Op::Param(3 + i),
+                        &[],
+                        TensorType::activations(c.width),
+                        c.name.clone(),
+                    )
+                });
+                let act = |step| Op::Act(step);
+                let weight = self.node(
+                    &mut g,
+                    act(ActStep::Weight { threshold }),
+                    &[p, cum, halted],
+                    "recurrent.act.weight",
+                );
+                let h_out = self.node(
+                    &mut g,
+                    act(ActStep::Accumulate),
+                    &[h_out, next, weight],
+                    "recurrent.act.h_out",
+                );
+                let cum = self.node(
+                    &mut g,
+                    act(ActStep::Cumulate),
+                    &[cum, p, halted],
+                    "recurrent.act.cum_p",
+                );
+                let halted = self.node(
+                    &mut g,
+                    act(ActStep::Halted { threshold }),
+                    &[halted, cum],
+                    "recurrent.act.halted",
+                );
+                g.outputs.extend([cum, halted, h_out]);
+                (carried, Some(1), Some(2))
             }
-            Halting::None => None,
+            Halting::None => (Vec::new(), None, None),
         };
         span_new_nodes(&mut g, 0, r.span);
         LoopRegion {
             body: g,
             max_iters: r.max_iters,
             inject: r.inject,
-            act_threshold,
+            carried,
+            halted,
+            result,
             invariants: 0,
             header: Graph::default(),
         }

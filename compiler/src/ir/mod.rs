@@ -319,19 +319,28 @@ pub struct MoeOp {
 
 /// The recurrent stage. Body parameters: `Param 0` = state `h`, `Param 1` =
 /// the prelude output `e`, `Param 2` = the iteration index `t` (`[]` i64),
-/// then one parameter per loop-invariant operand (`Param 3..3+invariants`,
-/// hoisted out by the `hoist` pass), then the header's outputs. Body outputs:
-/// the next `h`, and with ACT the halting probability `p` (`[B, T, 1]`). The
-/// loop op's result is the ACT-weighted sum of states (OpenMythos's `h_out`)
-/// with ACT, else the last state. The loop starts from `h = e`. Operands:
-/// `h0`, `e`, then the invariants.
+/// then one per carried value (`Param 3..3+carried`), then one per
+/// loop-invariant operand (hoisted out by the `hoist` pass), then the
+/// header's outputs. Body outputs: the next `h`, then the next value of
+/// each carried value, in order. The loop starts from `h = e` and every
+/// carried value at zero. Operands: `h0`, `e`, then the invariants.
+///
+/// With ACT (OpenMythos's rule, reference item 8) the carried values are the
+/// cumulative halting probability, the halted mask and the ACT-weighted sum
+/// of states, all updated by `act.*` ops in the body: the loop yields the
+/// weighted sum and may stop once every position has halted.
 #[derive(Clone, Debug)]
 pub struct LoopRegion {
     pub body: Graph,
     pub max_iters: u64,
     pub inject: Injection,
-    /// ACT threshold; `None` runs every iteration.
-    pub act_threshold: Option<f64>,
+    /// Values carried from one iteration to the next beside `h`.
+    pub carried: Vec<Carried>,
+    /// The carried value that is a halted mask (1 = halted): a run that may
+    /// exit early (inference) stops once it is 1 everywhere.
+    pub halted: Option<usize>,
+    /// The carried value the loop yields; `None` yields the last state.
+    pub result: Option<usize>,
     /// Loop operands after `h0` and `e`: values computed once before the loop.
     pub invariants: usize,
     /// Per-iteration constants: a graph of `Param 0` = `t` and weights only
@@ -341,10 +350,37 @@ pub struct LoopRegion {
     pub header: Graph,
 }
 
+/// A loop-carried value: `[B, T, width]`, zero before the first iteration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Carried {
+    pub name: String,
+    pub width: u64,
+}
+
 impl LoopRegion {
+    /// The body parameter of carried value `i`.
+    pub fn carried_param(&self, i: usize) -> usize {
+        3 + i
+    }
+
+    /// The body parameter of the first invariant.
+    pub fn first_invariant(&self) -> usize {
+        3 + self.carried.len()
+    }
+
+    /// The body parameter of the first header output.
+    pub fn first_header_param(&self) -> usize {
+        self.first_invariant() + self.invariants
+    }
+
     /// Types of the body's parameters, given the loop's operand types.
     pub fn param_types(&self, operands: &[&TensorType], dim: u64) -> Vec<TensorType> {
         let mut t: Vec<TensorType> = (0..3).map(|i| param_type(i, dim)).collect();
+        t.extend(
+            self.carried
+                .iter()
+                .map(|c| TensorType::activations(c.width)),
+        );
         t.extend(operands.iter().skip(2).map(|&o| o.clone()));
         t.extend(
             self.header
@@ -373,6 +409,44 @@ impl FusedOp {
             op,
             Op::Add | Op::Scale | Op::LtiApply | Op::AddPrefix | Op::RmsNorm { .. } | Op::Concat
         )
+    }
+}
+
+/// The ACT rule (OpenMythos, reference item 8) as row-local steps on the
+/// loop-carried values. `p` is the iteration's halting probability, `cum`
+/// the cumulative one, `halted` the mask (0 or 1), all `[B, T, 1]`; the
+/// masks carry no gradient.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ActStep {
+    /// The weight of this iteration's state, `(cum + p >= threshold ?
+    /// max(1 - cum, 0) : p) * (1 - halted)`: `(p, cum, halted)`.
+    Weight { threshold: f64 },
+    /// The weighted sum of states `acc + w * h` (`w` broadcast over the
+    /// row): `(acc, h, w)`.
+    Accumulate,
+    /// The cumulative probability `cum + p * (1 - halted)`: `(cum, p, halted)`.
+    Cumulate,
+    /// The halted mask `max(halted, cum >= threshold ? 1 : 0)` on the
+    /// updated `cum`: `(halted, cum)`.
+    Halted { threshold: f64 },
+}
+
+impl ActStep {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ActStep::Weight { .. } => "act.weight",
+            ActStep::Accumulate => "act.accumulate",
+            ActStep::Cumulate => "act.cumulate",
+            ActStep::Halted { .. } => "act.halted",
+        }
+    }
+
+    /// The threshold the step compares with, if any.
+    pub fn threshold(&self) -> Option<f64> {
+        match self {
+            ActStep::Weight { threshold } | ActStep::Halted { threshold } => Some(*threshold),
+            ActStep::Accumulate | ActStep::Cumulate => None,
+        }
     }
 }
 
@@ -418,6 +492,8 @@ pub enum Op {
     LtiUpdate,
     /// ACT halting probability `sigmoid(h @ w^T + b)`: `(h, w, b)` -> `[B, T, 1]`.
     ActHalt,
+    /// One step of the ACT rule on loop-carried values (see [`ActStep`]).
+    Act(ActStep),
     /// The recurrence: `(h0, e, invariants...)`.
     Loop(Box<LoopRegion>),
     /// Output logits `x @ table^T`: `(x, [norm], table)` (only `prenorm` fuses).
@@ -469,6 +545,7 @@ impl Op {
             Op::Lora { .. } => "lora",
             Op::LtiUpdate => "lti_update",
             Op::ActHalt => "act_halt",
+            Op::Act(a) => a.name(),
             Op::Loop(_) => "loop",
             Op::Head(_) => "head",
             Op::Scale => "scale",
@@ -506,6 +583,7 @@ impl Op {
             | Op::Lora { .. }
             | Op::LtiUpdate
             | Op::ActHalt
+            | Op::Act(_)
             | Op::Loop(_)
             | Op::Scale
             | Op::LtiDecay
@@ -1017,6 +1095,35 @@ pub fn infer(
             *t.shape.last_mut().expect("activation") = Dim::Const(1);
             Ok(t)
         }
+        Op::Act(step) => {
+            let halting = TensorType::activations(1);
+            let all_halting = |from: usize| operands[from..].iter().all(|&o| *o == halting);
+            match step {
+                ActStep::Weight { .. } | ActStep::Cumulate => {
+                    arity(3)?;
+                    if !all_halting(0) {
+                        return err(format!("{} takes three [B, T, 1] values", step.name()));
+                    }
+                    Ok(halting)
+                }
+                ActStep::Halted { .. } => {
+                    arity(2)?;
+                    if !all_halting(0) {
+                        return err("act.halted takes (halted, cum), both [B, T, 1]".into());
+                    }
+                    Ok(halting)
+                }
+                ActStep::Accumulate => {
+                    arity(3)?;
+                    if !is_act(0) || operands[0] != operands[1] || !all_halting(2) {
+                        return err(
+                            "act.accumulate takes (acc, h) of one type and w [B, T, 1]".into()
+                        );
+                    }
+                    Ok(operands[0].clone())
+                }
+            }
+        }
         Op::Loop(region) => {
             arity(2 + region.invariants)?;
             if !is_act(0) || operands[0] != operands[1] {
@@ -1029,15 +1136,44 @@ pub fn infer(
             {
                 return err("a loop header has one param, the iteration index".into());
             }
-            let want_outputs = if region.act_threshold.is_some() { 2 } else { 1 };
+            let want_outputs = 1 + region.carried.len();
             if region.body.outputs.len() != want_outputs {
-                return err(format!("loop body must yield {want_outputs} values"));
+                return err(format!(
+                    "loop body must yield {want_outputs} values (the state and {} carried)",
+                    region.carried.len()
+                ));
             }
             let h = region.body.ty(region.body.outputs[0]);
             if h != operands[0] {
                 return err(format!("loop body yields {h}, state is {}", operands[0]));
             }
-            Ok(operands[0].clone())
+            for (c, &o) in region.carried.iter().zip(&region.body.outputs[1..]) {
+                let (want, got) = (TensorType::activations(c.width), region.body.ty(o));
+                if *got != want {
+                    return err(format!(
+                        "carried `{}` is {want}, the body yields {got}",
+                        c.name
+                    ));
+                }
+            }
+            let carried = |i: Option<usize>, what: &str| match i {
+                Some(i) if i >= region.carried.len() => Err(TypeError(format!(
+                    "the loop's {what} is carried value {i} of {}",
+                    region.carried.len()
+                ))),
+                _ => Ok(()),
+            };
+            carried(region.halted, "halted mask")?;
+            carried(region.result, "result")?;
+            if let Some(i) = region.halted {
+                if region.carried[i].width != 1 {
+                    return err("a halted mask has width 1".into());
+                }
+            }
+            Ok(match region.result {
+                Some(i) => TensorType::activations(region.carried[i].width),
+                None => operands[0].clone(),
+            })
         }
         Op::Scale => {
             arity(2)?;

@@ -80,9 +80,13 @@ fn graph_text(module: &Module, g: &Graph, header: &str, indent: usize, s: &mut S
                     );
                 }
                 let mut params = "%h = param 0, %e = param 1, %t = param 2".to_string();
+                for (i, c) in region.carried.iter().enumerate() {
+                    let _ = write!(params, ", %{} = param {}", c.name, region.carried_param(i));
+                }
+                let first = region.first_invariant();
                 let extra = region.invariants + region.header.outputs.len();
                 if extra > 0 {
-                    let _ = write!(params, ", params 3..{}", 3 + extra);
+                    let _ = write!(params, ", params {first}..{}", first + extra);
                 }
                 graph_text(
                     module,
@@ -162,20 +166,30 @@ fn attributes(module: &Module, op: &Op) -> String {
         Op::LoopEmbedding { channels, theta } => format!("channels={channels} theta={theta}"),
         Op::Lora { rank, max_iters } => format!("rank={rank} max_iters={max_iters}"),
         Op::Loop(r) => {
-            let halt = r
-                .act_threshold
-                .map_or("none".to_string(), |t| format!("act({t})"));
-            let inv = if r.invariants > 0 {
-                format!(" invariants={}", r.invariants)
-            } else {
-                String::new()
-            };
-            format!(
-                "max_iters={} inject={} halt={halt}{inv}",
-                r.max_iters,
-                r.inject.name()
-            )
+            let mut a = format!("max_iters={} inject={}", r.max_iters, r.inject.name());
+            if !r.carried.is_empty() {
+                let carried: Vec<String> = r
+                    .carried
+                    .iter()
+                    .map(|c| format!("{}:{}", c.name, c.width))
+                    .collect();
+                let _ = write!(a, " carried={}", carried.join(","));
+            }
+            if let Some(i) = r.halted {
+                let _ = write!(a, " halt_on={}", r.carried[i].name);
+            }
+            if let Some(i) = r.result {
+                let _ = write!(a, " result={}", r.carried[i].name);
+            }
+            if r.invariants > 0 {
+                let _ = write!(a, " invariants={}", r.invariants);
+            }
+            a
         }
+        Op::Act(step) => match step.threshold() {
+            Some(t) => format!("threshold={t}"),
+            None => return String::new(),
+        },
         // No attributes: everything they compute is in their operands.
         Op::Input
         | Op::Embedding

@@ -58,14 +58,17 @@ fn hoist_loop(parent: &mut Graph, l: NodeId, region: &mut crate::ir::LoopRegion)
     let Ok(order) = body.topo_order() else {
         return 0;
     };
-    let inv = region.invariants;
+    let first_invariant = region.first_invariant();
+    let first_header = region.first_header_param();
     let mut class: HashMap<NodeId, Class> = HashMap::new();
     for &id in &order {
         let c = match body.op(id) {
             Op::Param(0) => Class::Variant,
             Op::Param(1) => Class::Invariant,
             Op::Param(2) => Class::PerStep,
-            Op::Param(i) if *i < 3 + inv => Class::Invariant,
+            // Carried values change every iteration.
+            Op::Param(i) if *i < first_invariant => Class::Variant,
+            Op::Param(i) if *i < first_header => Class::Invariant,
             Op::Param(_) => Class::PerStep,
             Op::Weight(_) => Class::Const,
             op => match op.effect() {
@@ -95,19 +98,21 @@ fn hoist_loop(parent: &mut Graph, l: NodeId, region: &mut crate::ir::LoopRegion)
         }
     }
     let moved = to_parent.len() + to_header.len();
-    let loop_operands = parent.operands(l);
     let mut memo = HashMap::new();
-    let mut new_operands = loop_operands.clone();
+    let mut new_operands = parent.operands(l);
     for id in to_parent {
+        // Invariant params are `e` (operand 1) and the loop's invariant
+        // operands (from 2), including those this pass added.
+        let operands = &new_operands;
         let outside = copy(&region.body, id, parent, &mut memo, &|i| {
             if i == 1 {
-                loop_operands[1]
+                operands[1]
             } else {
-                loop_operands[i - 1]
+                operands[2 + i - first_invariant]
             }
         });
         new_operands.push(outside);
-        let index = 3 + region.invariants;
+        let index = region.first_header_param();
         // Header outputs come after the invariants: shift them up by one.
         let body = &mut region.body;
         let header_params: Vec<NodeId> = body
@@ -144,7 +149,7 @@ fn hoist_loop(parent: &mut Graph, l: NodeId, region: &mut crate::ir::LoopRegion)
             header_t
         });
         region.header.outputs.push(inside);
-        let index = 3 + region.invariants + region.header.outputs.len() - 1;
+        let index = region.first_header_param() + region.header.outputs.len() - 1;
         let body = &mut region.body;
         let ty = body.ty(id).clone();
         let label = body.node(id).label.clone();

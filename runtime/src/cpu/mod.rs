@@ -918,14 +918,19 @@ impl<'a> CpuRuntime<'a> {
                 );
                 Value::Act(p, 1)
             }
-            Op::Loop(region) => {
-                let (h0, c) = args[0].act();
-                let (e, _) = args[1].act();
-                Value::Act(
-                    self.run_loop(region, Buf::copy_of(h0), e, &args[2..], c, ctx),
-                    c,
-                )
+            Op::Act(_) => {
+                let width = args[0].act().1;
+                let mut out = Buf::zeroed(rows * width);
+                for (r, o) in out.chunks_exact_mut(width).enumerate() {
+                    let arg = |i: usize| {
+                        let (v, c) = args[i].act();
+                        &v[r * c..(r + 1) * c]
+                    };
+                    row::eval(op, &arg, o);
+                }
+                Value::Act(out, width)
             }
+            Op::Loop(region) => self.run_loop(region, args, ctx),
             Op::Scale => {
                 let (x, c) = args[0].act();
                 let w = args[1].weight();
@@ -1097,73 +1102,43 @@ impl<'a> CpuRuntime<'a> {
             .insert(key, values);
     }
 
-    /// The recurrence with OpenMythos's ACT rule (reference item 8).
-    fn run_loop(
-        &self,
-        region: &LoopRegion,
-        mut h: Buf<f32>,
-        e: &[f32],
-        invariants: &[&Value<'a>],
-        c: usize,
-        ctx: &mut Ctx,
-    ) -> Buf<f32> {
+    /// The recurrence: `args` are the loop's operands (`h0`, `e`, the
+    /// invariants). The body's parameters are bound as [`LoopRegion`] lays
+    /// them out; the carried values start at zero and take the body's
+    /// outputs after each iteration.
+    fn run_loop(&self, region: &LoopRegion, args: &[&Value<'a>], ctx: &mut Ctx) -> Value<'a> {
         let rows = ctx.batch * ctx.seq;
-        let mut halted = Buf::<bool>::zeroed(rows);
-        let mut cum = Buf::<f32>::zeroed(rows);
-        let mut h_out = Buf::<f32>::zeroed(rows * c);
-        let e_val = Value::Act(Buf::copy_of(e), c);
         let mut params = self.take_slots(0);
+        params.extend([Some(args[0].clone()), Some(args[1].clone()), None]);
+        for c in &region.carried {
+            let w = c.width as usize;
+            params.push(Some(Value::Act(Buf::zeroed(rows * w), w)));
+        }
+        params.extend(args[2..].iter().map(|&v| Some(v.clone())));
+        let bound = params.len();
         for t in 0..ctx.loops as usize {
-            params.clear();
-            params.extend([
-                Some(Value::Act(h, c)),
-                Some(e_val.clone()),
-                Some(Value::Step(t)),
-            ]);
-            params.extend(invariants.iter().map(|&v| Some(v.clone())));
+            params.truncate(bound);
+            params[2] = Some(Value::Step(t));
             self.push_header(region, t, ctx, &mut params);
             let mut outs = self.run(&region.body, &params, ctx, Some(t));
-            h = match outs[0].take() {
-                Some(Value::Act(v, _)) => v,
-                _ => unreachable!("the body yields the next state"),
-            };
-            ctx.iterations = t as u64 + 1;
-            let Some(threshold) = region.act_threshold else {
-                self.give_slots(outs);
-                continue;
-            };
-            let threshold = threshold as f32;
-            let p = match outs[1].take() {
-                Some(Value::Act(v, _)) => v,
-                _ => unreachable!("with ACT the body yields the halting probability"),
-            };
-            self.give_slots(outs);
-            for r in 0..rows {
-                let still = if halted[r] { 0.0 } else { 1.0 };
-                let weight = if cum[r] + p[r] >= threshold {
-                    (1.0 - cum[r]).max(0.0)
-                } else {
-                    p[r]
-                } * still;
-                for (o, v) in h_out[r * c..(r + 1) * c]
-                    .iter_mut()
-                    .zip(&h[r * c..(r + 1) * c])
-                {
-                    *o += weight * v;
-                }
-                cum[r] += p[r] * still;
-                halted[r] |= cum[r] >= threshold;
+            params[0] = outs[0].take();
+            for i in 0..region.carried.len() {
+                params[region.carried_param(i)] = outs[1 + i].take();
             }
-            if ctx.may_exit_early && halted.iter().all(|&x| x) {
+            self.give_slots(outs);
+            ctx.iterations = t as u64 + 1;
+            let all_halted = |i: usize| match &params[region.carried_param(i)] {
+                Some(Value::Act(mask, _)) => mask.iter().all(|&m| m >= 0.5),
+                _ => unreachable!("the body yields the halted mask"),
+            };
+            if ctx.may_exit_early && region.halted.is_some_and(all_halted) {
                 break;
             }
         }
+        let result = region.result.map_or(0, |i| region.carried_param(i));
+        let out = params[result].take().expect("the loop's result is bound");
         self.give_slots(params);
-        if region.act_threshold.is_some() {
-            h_out
-        } else {
-            h
-        }
+        out
     }
 }
 
@@ -1271,7 +1246,7 @@ fn last_rows(x: &[f32], c: usize, batch: usize, seq: usize) -> Buf<f32> {
 /// ops run on every row, so both give the same bits.
 mod row {
     use super::kernels::rmsnorm;
-    use mythos_compiler::ir::Op;
+    use mythos_compiler::ir::{ActStep, Op};
 
     pub fn scale(x: &mut [f32], w: &[f32]) {
         for (v, s) in x.iter_mut().zip(w) {
@@ -1319,7 +1294,38 @@ mod row {
                 a.copy_from_slice(arg(0));
                 b.copy_from_slice(arg(1));
             }
+            Op::Act(step) => act(*step, arg, out),
             other => unreachable!("the verifier admits no `{}` in a fused group", other.name()),
+        }
+    }
+
+    /// One step of the ACT rule on a row (`[B, T, 1]` operands are one float).
+    fn act<'a>(step: ActStep, arg: &dyn Fn(usize) -> &'a [f32], out: &mut [f32]) {
+        match step {
+            ActStep::Weight { threshold } => {
+                let (p, cum, halted) = (arg(0)[0], arg(1)[0], arg(2)[0]);
+                let w = if cum + p >= threshold as f32 {
+                    (1.0 - cum).max(0.0)
+                } else {
+                    p
+                };
+                out[0] = w * (1.0 - halted);
+            }
+            ActStep::Accumulate => {
+                let w = arg(2)[0];
+                for ((o, a), h) in out.iter_mut().zip(arg(0)).zip(arg(1)) {
+                    *o = a + w * h;
+                }
+            }
+            ActStep::Cumulate => out[0] = arg(0)[0] + arg(1)[0] * (1.0 - arg(2)[0]),
+            // The mask is 0 or 1: setting it is an `or`.
+            ActStep::Halted { threshold } => {
+                out[0] = if arg(1)[0] >= threshold as f32 {
+                    1.0
+                } else {
+                    arg(0)[0]
+                };
+            }
         }
     }
 }

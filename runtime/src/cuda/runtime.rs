@@ -1,13 +1,10 @@
 //! [`CudaRuntime`]: a module's graphs walked in the CPU runtime's order
 //! (the same [`Schedule`]s), every compute node launched as its plan
 //! step's GPU kernels, values kept on the device. The host keeps the loop
-//! control with OpenMythos's ACT rule, the loop-header memo and the KV
-//! cache bookkeeping, exactly as [`crate::cpu::CpuRuntime`] does.
-//!
-//! ACT in this first version: after every iteration the halting
-//! probabilities and the new state are copied to the host, where the
-//! weighted sum of states is accumulated with the reference's arithmetic
-//! (a synchronization per iteration; a device kernel for it comes later).
+//! control, the loop-header memo and the KV cache bookkeeping, exactly as
+//! [`crate::cpu::CpuRuntime`] does; the ACT rule runs on the device as the
+//! body's `act.*` kernels, and only the halted mask comes back to the host
+//! (after each iteration, when the loop may stop early).
 
 use super::abi::Arg;
 use super::kernels::{launch, Bound, CudaKernels, Kernel};
@@ -396,61 +393,47 @@ impl<'a> CudaRuntime<'a> {
         Ok(values)
     }
 
-    /// The recurrence with OpenMythos's ACT rule (reference item 8); `args`
-    /// are the loop node's operands: `h`, `e`, then the hoisted invariants.
+    /// The recurrence, as the CPU runtime's: `args` are the loop node's
+    /// operands (`h`, `e`, the hoisted invariants); the carried values start
+    /// at zero on the device and take the body's outputs after each
+    /// iteration. With a halted mask and early exit allowed, the mask is
+    /// copied to the host after each iteration (one float per position).
     fn run_loop<'w>(
         &'w self,
         region: &LoopRegion,
         args: &[Value<'w>],
         ctx: &mut Ctx,
     ) -> Result<Value<'w>, CudaError> {
-        let c = args[0].cols();
         let rows = ctx.batch * ctx.seq;
-        let mut h = args[0].clone();
-        let mut halted = vec![false; rows];
-        let mut cum = vec![0.0f32; rows];
-        let mut h_out = vec![0.0f32; rows * c];
+        let mut params = vec![args[0].clone(), args[1].clone(), Value::Step(0)];
+        for c in &region.carried {
+            let w = c.width as usize;
+            params.push(Value::Act(Arc::new(alloc(self.dev, rows * w)?), w));
+        }
+        params.extend(args[2..].iter().cloned());
+        let bound = params.len();
         for t in 0..ctx.loops as usize {
-            let mut params = vec![h, args[1].clone(), Value::Step(t)];
-            params.extend(args[2..].iter().cloned());
+            params.truncate(bound);
+            params[2] = Value::Step(t);
             params.extend(self.header(region, t, ctx)?.into_iter().map(Value::Vector));
-            let mut outs = self.run(&region.body, &params, ctx, Some(t))?.into_iter();
-            h = outs.next().expect("the body yields the next state");
-            ctx.iterations = t as u64 + 1;
-            let Some(threshold) = region.act_threshold else {
-                continue;
-            };
-            let threshold = threshold as f32;
-            let p = self.to_host(outs.next().expect("ACT yields p").slice())?;
-            let hv = self.to_host(h.slice())?;
-            for r in 0..rows {
-                let still = if halted[r] { 0.0 } else { 1.0 };
-                let weight = if cum[r] + p[r] >= threshold {
-                    (1.0 - cum[r]).max(0.0)
+            let outs = self.run(&region.body, &params, ctx, Some(t))?;
+            for (i, v) in outs.into_iter().enumerate() {
+                let at = if i == 0 {
+                    0
                 } else {
-                    p[r]
-                } * still;
-                for (o, v) in h_out[r * c..(r + 1) * c]
-                    .iter_mut()
-                    .zip(&hv[r * c..(r + 1) * c])
-                {
-                    *o += weight * v;
+                    region.carried_param(i - 1)
+                };
+                params[at] = v;
+            }
+            ctx.iterations = t as u64 + 1;
+            if let (true, Some(i)) = (ctx.may_exit_early, region.halted) {
+                let mask = self.to_host(params[region.carried_param(i)].slice())?;
+                if mask.iter().all(|&m| m >= 0.5) {
+                    break;
                 }
-                cum[r] += p[r] * still;
-                halted[r] |= cum[r] >= threshold;
-            }
-            if ctx.may_exit_early && halted.iter().all(|&x| x) {
-                break;
             }
         }
-        if region.act_threshold.is_none() {
-            return Ok(h);
-        }
-        let out = self
-            .dev
-            .stream
-            .clone_htod(&h_out)
-            .map_err(CudaError::driver("cuMemcpyHtoD"))?;
-        Ok(Value::Act(Arc::new(out), c))
+        let result = region.result.map_or(0, |i| region.carried_param(i));
+        Ok(params.swap_remove(result))
     }
 }
