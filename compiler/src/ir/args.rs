@@ -209,6 +209,7 @@ impl<T> AttentionArgs<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ir::KvSlot;
 
     fn moe(router_bias: bool, shared: u64, prenorm: bool) -> MoeOp {
         MoeOp {
@@ -271,7 +272,10 @@ mod tests {
             },
             rope_theta: 1e4,
             norm_eps: 1e-6,
-            cache: "c".into(),
+            cache: KvSlot {
+                layer: 0,
+                name: "c".into(),
+            },
             kv_layout: Default::default(),
             absorb: false,
             fusion: Fusion::default(),

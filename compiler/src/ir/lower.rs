@@ -21,6 +21,7 @@ pub fn lower(model: &Model) -> Module {
     let mut b = Builder {
         weights: Vec::new(),
         model,
+        kv_layers: 0,
     };
     let d = model.dim;
     let mut g = Graph::default();
@@ -113,6 +114,8 @@ fn zeros() -> Init {
 struct Builder<'m> {
     weights: Vec<Weight>,
     model: &'m Model,
+    /// KV-cache layers numbered so far.
+    kv_layers: u32,
 }
 
 impl Builder<'_> {
@@ -227,11 +230,16 @@ impl Builder<'_> {
                 v_dim,
             },
         };
+        let layer = self.kv_layers;
+        self.kv_layers += 1;
         let op = AttentionOp {
             kind,
             rope_theta: self.model.rope_theta,
             norm_eps: self.model.norm_eps,
-            cache: cache.to_string(),
+            cache: KvSlot {
+                layer,
+                name: cache.to_string(),
+            },
             kv_layout: KvLayout::Reference,
             absorb: false,
             fusion: Fusion::default(),

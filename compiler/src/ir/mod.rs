@@ -191,6 +191,23 @@ pub enum KvLayout {
     Compact,
 }
 
+/// An attention op's KV-cache layer: numbered in lowering order, one per
+/// attention op of the module; a looped layer has one entry per iteration,
+/// so a runtime addresses an entry by `(layer, iteration)`. The name is
+/// OpenMythos's `cache_key` (`prelude_0`, `recurrent_loop`, `coda_0`), for
+/// printing.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KvSlot {
+    pub layer: u32,
+    pub name: String,
+}
+
+impl std::fmt::Display for KvSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
 /// A whole attention sub-layer: projections, RoPE, causal softmax attention
 /// over its KV-cache slot, output projection. Operands: `x`, [the prologue
 /// norm weight], then the weights in [`AttentionOp::weight_names`] order.
@@ -200,8 +217,8 @@ pub struct AttentionOp {
     pub rope_theta: f64,
     /// RMSNorm epsilon of MLA's `q_norm`/`kv_norm`.
     pub norm_eps: f64,
-    /// The KV-cache entry: `prelude_0`, `recurrent_loop` (one per iteration), `coda_0`.
-    pub cache: String,
+    /// The KV-cache layer it reads and appends to (its declared effect).
+    pub cache: KvSlot,
     pub kv_layout: KvLayout,
     /// MLA only: decode steps attend over the latent cache with `kv_up`
     /// folded into the query and the output (the `mla-absorb` pass).

@@ -661,7 +661,13 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cpu::kv::KvCache;
+    use crate::cpu::kv::{CacheKey, KvCache};
+
+    /// The entry these tests fill: a layer outside the loop.
+    const PRELUDE_0: CacheKey = CacheKey {
+        layer: 0,
+        iteration: None,
+    };
 
     const THETA: f64 = 10000.0;
     const EPS: f64 = 1e-6;
@@ -787,7 +793,7 @@ mod tests {
                 wo: &w[7],
             };
             let rope = Rope::new(self.m.rope, start, seq, THETA);
-            let layer = cache.entry("prelude_0", self.batch);
+            let layer = cache.entry(PRELUDE_0, self.batch);
             let out = mla_with(&inp, &weights, &self.m, EPS, &rope, layer, opts);
             assert_eq!(layer.len, start + seq);
             assert_eq!(out.len(), self.batch * seq * self.dim);
@@ -987,7 +993,7 @@ mod tests {
             assert!(worst(&[want], &[got]) <= 1e-5);
             start += seq;
         }
-        assert!(!mixed.entry("prelude_0", SMALL.batch).holds_keys());
+        assert!(!mixed.entry(PRELUDE_0, SMALL.batch).holds_keys());
         assert_eq!(
             mixed.bytes(),
             SMALL.batch * start * SMALL.compact_width() * 4

@@ -3,8 +3,8 @@
 //!
 //! The projection kernel computes the queries and the new cache rows of
 //! every token; the host appends those rows to the layer's entry of the
-//! caller's [`KvCache`](super::kv::KvCache) (same keys as the reference:
-//! `prelude_0`, `recurrent_loop_3`, ...); then, per batch row, the core
+//! caller's [`KvCache`](super::kv::KvCache) (the same entries as the
+//! reference runtime's, by `(layer, iteration)`); then, per batch row, the core
 //! kernel attends over the whole entry and applies the output projection
 //! and the fused residual. GQA entries hold rotated keys and values as in
 //! the reference; MLA entries always hold the compact latent (`kv.rs`), which
@@ -12,6 +12,7 @@
 
 use super::compiled::{call, Desc, Descs, KernelFn, Words};
 use super::kernels::Rope;
+use super::kv::CacheKey;
 use super::pool::Buf;
 use super::{Ctx, Value};
 use mythos_compiler::ir::{AttentionOp, AttnKind};
@@ -99,7 +100,7 @@ pub(super) fn run<'w>(
                 // SAFETY: `attention_gqa_proj`'s signature; q/k/v hold `rows` rows.
                 unsafe { call(fns[0], words.as_slice()) };
             }
-            let layer = ctx.cache.entry_at(&a.cache, iteration, batch);
+            let layer = ctx.cache.entry(CacheKey::of(&a.cache, iteration), batch);
             for b in 0..batch {
                 layer.append_kv(b, seq, (&k, kw), (&v, kw));
             }
@@ -142,7 +143,7 @@ pub(super) fn run<'w>(
                 // SAFETY: `attention_mla_proj`'s signature; q/lat hold `rows` rows.
                 unsafe { call(fns[0], words.as_slice()) };
             }
-            let layer = ctx.cache.entry_at(&a.cache, iteration, batch);
+            let layer = ctx.cache.entry(CacheKey::of(&a.cache, iteration), batch);
             for b in 0..batch {
                 let at = b * seq * lat_w..(b + 1) * seq * lat_w;
                 layer.append_latent(b, &lat[at], lat_w);

@@ -1,6 +1,7 @@
 //! The KV cache: one entry per prelude layer, per loop iteration of each
-//! looped attention, and per coda layer (OpenMythos's `cache_key`s:
-//! `prelude_0`, `recurrent_loop_3`, `coda_1`).
+//! looped attention, and per coda layer (OpenMythos's `cache_key`s
+//! `prelude_0`, `recurrent_loop_3`, `coda_1`), addressed by [`CacheKey`]:
+//! the attention op's KV layer ([`KvSlot`]) and the loop iteration.
 //!
 //! MLA entries always hold the compact per-token state (`latent`): the latent
 //! `c_kv` *after* its RMSNorm (`kv_norm`), then the rotated rope key, once per
@@ -16,7 +17,26 @@
 //! An entry keeps the layout it was first filled with (see
 //! [`LayerCache::holds_keys`]).
 
+use mythos_compiler::ir::KvSlot;
 use std::collections::HashMap;
+
+/// Where an entry lives: an attention op's KV layer and, for an op inside
+/// the loop, the iteration (each iteration keeps its own keys and values).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    pub layer: u32,
+    pub iteration: Option<usize>,
+}
+
+impl CacheKey {
+    /// The entry of `slot` at `iteration` (`None` outside the loop).
+    pub fn of(slot: &KvSlot, iteration: Option<usize>) -> CacheKey {
+        CacheKey {
+            layer: slot.layer,
+            iteration,
+        }
+    }
+}
 
 /// Keys and values of one attention layer, per batch row, appended in order.
 #[derive(Clone, Debug, Default)]
@@ -81,7 +101,7 @@ fn append_reserved(buf: &mut Vec<f32>, data: &[f32], width: usize, capacity: usi
 /// All cache entries of one sequence batch, and how many positions they hold.
 #[derive(Clone, Debug, Default)]
 pub struct KvCache {
-    entries: HashMap<String, LayerCache>,
+    entries: HashMap<CacheKey, LayerCache>,
     /// Positions already processed (the next token's position).
     pub pos: usize,
     /// Loop iterations the cache was filled with; decode must use the same.
@@ -107,43 +127,16 @@ impl KvCache {
         }
     }
 
-    pub fn entry(&mut self, key: &str, batch: usize) -> &mut LayerCache {
-        // Looked up by `&str` first: an existing entry costs no allocation.
-        if !self.entries.contains_key(key) {
-            self.entries.insert(
-                key.to_string(),
-                LayerCache {
-                    keys: vec![Vec::new(); batch],
-                    values: vec![Vec::new(); batch],
-                    latent: vec![Vec::new(); batch],
-                    len: 0,
-                    capacity: self.capacity,
-                },
-            );
-        }
-        self.entries.get_mut(key).expect("inserted above")
-    }
-
-    /// The entry of attention `name` at loop iteration `iteration` (key
-    /// `name_3`), or outside the loop (`name`), formatted without allocating.
-    pub fn entry_at(
-        &mut self,
-        name: &str,
-        iteration: Option<usize>,
-        batch: usize,
-    ) -> &mut LayerCache {
-        use std::io::Write;
-        let Some(t) = iteration else {
-            return self.entry(name, batch);
-        };
-        let mut buf = [0u8; 128];
-        let mut w = &mut buf[..];
-        if write!(w, "{name}_{t}").is_ok() {
-            let n = 128 - w.len();
-            let key = std::str::from_utf8(&buf[..n]).expect("formatted from a str and a number");
-            return self.entry(key, batch);
-        }
-        self.entry(&format!("{name}_{t}"), batch)
+    /// The entry at `key`, created empty (for `batch` rows) on first use.
+    pub fn entry(&mut self, key: CacheKey, batch: usize) -> &mut LayerCache {
+        let capacity = self.capacity;
+        self.entries.entry(key).or_insert_with(|| LayerCache {
+            keys: vec![Vec::new(); batch],
+            values: vec![Vec::new(); batch],
+            latent: vec![Vec::new(); batch],
+            len: 0,
+            capacity,
+        })
     }
 
     pub fn len_entries(&self) -> usize {

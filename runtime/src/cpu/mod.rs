@@ -13,7 +13,7 @@ pub mod pool;
 
 use crate::weights::Weights;
 use kernels::{linear_new, rmsnorm, sigmoid, Rope};
-use kv::KvCache;
+use kv::{CacheKey, KvCache};
 use mythos_compiler::ir::args::{AttnWeights, SwiGluArgs};
 use mythos_compiler::ir::{AttnKind, Fusion, Graph, KvLayout, LoopRegion, Module, NodeId, Op};
 use pool::Buf;
@@ -771,7 +771,9 @@ impl<'a> CpuRuntime<'a> {
                     start: ctx.start,
                 };
                 let rope = &*self.attention_rope(a, ctx);
-                let layer = ctx.cache.entry_at(&a.cache, iteration, ctx.batch);
+                let layer = ctx
+                    .cache
+                    .entry(CacheKey::of(&a.cache, iteration), ctx.batch);
                 let out = match (a.kind, view.weights) {
                     (
                         AttnKind::Gqa {

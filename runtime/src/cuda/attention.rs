@@ -16,6 +16,7 @@ use super::kv::{alloc, dptr};
 use super::runtime::{buf_arg, Ctx, CudaRuntime, Value};
 use super::CudaError;
 use crate::cpu::kernels::Rope;
+use crate::cpu::kv::CacheKey;
 use mythos_compiler::ir::{AttentionOp, AttnKind};
 use std::sync::Arc;
 
@@ -42,10 +43,7 @@ pub(super) fn run<'w>(
     let dim = args[0].cols();
     let (batch, seq, start) = (ctx.batch, ctx.seq, ctx.start);
     let rows = batch * seq;
-    let key = match iteration {
-        Some(t) => format!("{}_{t}", a.cache),
-        None => a.cache.clone(),
-    };
+    let key = CacheKey::of(&a.cache, iteration);
     let rope_dim = a.rope_dims() as usize;
     // The reference's RoPE tables for this call's positions (bitwise its cos/sin).
     let rope_key = (rope_dim, a.rope_theta.to_bits());
@@ -71,7 +69,7 @@ pub(super) fn run<'w>(
     let residual = a.fusion.residual;
     let proj_sizes = [("rows", rows as u64), ("seq", seq as u64)];
     let core_sizes = [("tokens", seq as u64), ("start", start as u64)];
-    let layer = ctx.cache.entry(&key, batch);
+    let layer = ctx.cache.entry(key, batch);
     // SAFETY (every launch and append below): buffers are sized by the
     // kernels' documented shapes (templates/mlir/gpu/attention_*), views lie
     // inside their buffers, and everything lives until the stream has run.

@@ -8,6 +8,7 @@
 //! it holds rather than `max_seq` up front.
 
 use super::{CudaDevice, CudaError};
+use crate::cpu::kv::CacheKey;
 use cudarc::driver::{result, CudaSlice, DevicePtr};
 use std::collections::HashMap;
 
@@ -111,7 +112,7 @@ pub struct LayerCache {
 /// they hold (the same bookkeeping as [`crate::cpu::kv::KvCache`]).
 #[derive(Default)]
 pub struct CudaKvCache {
-    entries: HashMap<String, LayerCache>,
+    entries: HashMap<CacheKey, LayerCache>,
     /// Positions already processed (the next token's position).
     pub pos: usize,
     /// Loop iterations the cache was filled with; decode must use the same.
@@ -125,15 +126,13 @@ impl CudaKvCache {
         CudaKvCache::default()
     }
 
-    pub(crate) fn entry(&mut self, key: &str, batch: usize) -> &mut LayerCache {
-        self.entries
-            .entry(key.to_string())
-            .or_insert_with(|| LayerCache {
-                keys: (0..batch).map(|_| Stream::default()).collect(),
-                values: (0..batch).map(|_| Stream::default()).collect(),
-                latent: (0..batch).map(|_| Stream::default()).collect(),
-                len: 0,
-            })
+    pub(crate) fn entry(&mut self, key: CacheKey, batch: usize) -> &mut LayerCache {
+        self.entries.entry(key).or_insert_with(|| LayerCache {
+            keys: (0..batch).map(|_| Stream::default()).collect(),
+            values: (0..batch).map(|_| Stream::default()).collect(),
+            latent: (0..batch).map(|_| Stream::default()).collect(),
+            len: 0,
+        })
     }
 
     pub fn len_entries(&self) -> usize {
