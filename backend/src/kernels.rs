@@ -15,7 +15,7 @@
 
 use crate::render::Templates;
 use mythos_compiler::ir::{ActStep, Dim, FusedOp, Graph, Module, NodeId, Op};
-use mythos_compiler::plan::{graph_paths, ArgKind, KernelInfo, Launch, Plan, PlanStep};
+use mythos_compiler::plan::{ArgKind, KernelInfo, Launch, Plan, PlanStep};
 use mythos_compiler::Span;
 use serde::Serialize;
 use serde_json::Value as Json;
@@ -146,7 +146,9 @@ pub(crate) fn lower_for(
     let mut plan = Plan::default();
     let mut texts: Vec<String> = Vec::new();
     let mut by_key: HashMap<String, String> = HashMap::new();
-    for (path, g) in graph_paths(module) {
+    let graphs = module.graphs();
+    for (_, info) in graphs.planned() {
+        let (path, g) = (&info.path, info.graph);
         let order = g.topo_order().expect("a verified graph is acyclic");
         for n in order {
             let op = g.op(n);

@@ -3,7 +3,7 @@
 use mythos_backend::compile::{compile, Options};
 use mythos_compiler::ir::{lower::lower, Module, Op};
 use mythos_compiler::passes::{self, Options as PassOptions};
-use mythos_compiler::plan::{graph_paths, Plan};
+use mythos_compiler::plan::Plan;
 use mythos_compiler::sema::{self, Loader};
 use mythos_runtime::cpu::compiled::CompiledKernels;
 use mythos_runtime::cpu::CpuRuntime;
@@ -47,9 +47,11 @@ fn compile_full(m: &Module, name: &str, level: u8) -> (Vec<u8>, Plan) {
     let compiled = compile(m, &|_| None, &Options::default())
         .unwrap_or_else(|e| panic!("{name} -O{level}: {e}"));
     // Every compute node of every graph (loops stay on the host) is planned.
-    let compute: usize = graph_paths(m)
-        .iter()
-        .map(|(_, g)| {
+    let compute: usize = m
+        .graphs()
+        .planned()
+        .map(|(_, info)| {
+            let g = info.graph;
             g.nodes()
                 .filter(|&n| g.op(n).is_compute() && !matches!(g.op(n), Op::Loop(_)))
                 .count()

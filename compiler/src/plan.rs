@@ -4,12 +4,11 @@
 //! The plan names IR nodes by graph path and node index. Graph paths are
 //! stable because lowering and the passes are deterministic: `main` is the
 //! top level, `main/12/body` and `main/12/header` the body and header of the
-//! loop at node 12 of `main`. Kernels take 1-D `memref<?xf32>` buffers (ids:
+//! loop at node 12 of `main` (`ir::walk` names them). Kernels take 1-D `memref<?xf32>` buffers (ids:
 //! `memref<?xi64>`) and `index` scalars through MLIR's C interface
 //! (`_mlir_ciface_<symbol>`); each kernel kind documents its argument order
 //! in its template (`templates/mlir/`).
 
-use crate::ir::{Graph, Module, NodeId, Op};
 use serde::{Deserialize, Serialize};
 
 /// Every compiled node of a module, graph by graph, in execution order.
@@ -154,26 +153,6 @@ impl GridDim {
             GridDim::CeilDiv { size: s, per_block } => {
                 Some(size(s)?.div_ceil(u64::from(*per_block)))
             }
-        }
-    }
-}
-
-/// Every graph of a module that runs, with its path: the top level, then
-/// for each loop (in node order) its header and body, recursively.
-pub fn graph_paths(module: &Module) -> Vec<(String, &Graph)> {
-    let mut out = Vec::new();
-    collect(&module.graph, "main".to_string(), &mut out);
-    out
-}
-
-fn collect<'g>(g: &'g Graph, path: String, out: &mut Vec<(String, &'g Graph)>) {
-    out.push((path.clone(), g));
-    let mut nodes: Vec<NodeId> = g.nodes().collect();
-    nodes.sort_by_key(|n| n.index());
-    for n in nodes {
-        if let Op::Loop(region) = g.op(n) {
-            collect(&region.header, format!("{path}/{}/header", n.index()), out);
-            collect(&region.body, format!("{path}/{}/body", n.index()), out);
         }
     }
 }

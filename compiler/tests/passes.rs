@@ -197,3 +197,39 @@ fn print_ir_after_and_unknown_passes() {
     .unwrap_err();
     assert_eq!(e.to_string(), "unknown pass `fusee` (did you mean `fuse`?)");
 }
+
+/// The one walker names every graph once: the top level, the loop's header
+/// and body, each fused group's body; backends plan all but fused bodies.
+#[test]
+fn graph_walk_names_every_graph_once() {
+    use mythos_compiler::ir::walk::{GraphKind, Graphs};
+    let m = optimized("tiny-mla", 2);
+    let graphs = m.graphs();
+    let main = graphs.get(Graphs::MAIN);
+    assert_eq!((main.path.as_str(), main.kind), ("main", GraphKind::Main));
+    let l = m
+        .graph
+        .nodes()
+        .find(|&n| matches!(m.graph.op(n), Op::Loop(_)))
+        .unwrap();
+    let Op::Loop(region) = m.graph.op(l) else {
+        unreachable!()
+    };
+    let (header, body) = graphs.loop_graphs(Graphs::MAIN, l);
+    assert!(std::ptr::eq(graphs.graph(header), &region.header));
+    assert!(std::ptr::eq(graphs.graph(body), &region.body));
+    assert_eq!(graphs.get(body).path, format!("main/{}/body", l.index()));
+    assert_eq!(graphs.get(header).kind, GraphKind::LoopHeader);
+    assert_eq!(graphs.by_path(&graphs.get(body).path), Some(body));
+    // -O2 makes two fused groups in the body (see above): one graph each.
+    let fused: Vec<_> = graphs
+        .iter()
+        .filter(|(_, g)| g.kind == GraphKind::FusedBody)
+        .collect();
+    assert_eq!(fused.len(), 2);
+    assert!(fused
+        .iter()
+        .all(|(_, g)| g.path.ends_with("/group") && g.depth == 1));
+    assert_eq!(graphs.len(), 3 + fused.len());
+    assert_eq!(graphs.planned().count(), 3);
+}

@@ -17,6 +17,7 @@ pub mod effects;
 pub mod lower;
 pub mod print;
 pub mod verify;
+pub mod walk;
 
 use crate::model::Injection;
 use crate::source::Span;
@@ -871,20 +872,9 @@ impl Module {
         &self.weights[id.0 as usize]
     }
 
-    /// Visits every graph (the top level and loop bodies, outer first).
-    pub fn graphs(&self) -> Vec<(&Graph, u32)> {
-        let mut out = Vec::new();
-        collect_graphs(&self.graph, 0, &mut out);
-        out
-    }
-}
-
-fn collect_graphs<'g>(g: &'g Graph, depth: u32, out: &mut Vec<(&'g Graph, u32)>) {
-    out.push((g, depth));
-    for n in g.nodes() {
-        if let Op::Loop(region) = g.op(n) {
-            collect_graphs(&region.body, depth + 1, out);
-        }
+    /// Every graph of the module, with ids and paths (see [`walk`]).
+    pub fn graphs(&self) -> walk::Graphs<'_> {
+        walk::Graphs::of(self)
     }
 }
 

@@ -9,8 +9,9 @@
 //! value. Both are one machine word, so every kernel is called as
 //! `extern "C" fn(usize, ...)` with as many words as it has arguments.
 
-use mythos_compiler::ir::{Graph, Module, NodeId};
-use mythos_compiler::plan::{graph_paths, Plan};
+use mythos_compiler::ir::walk::GraphId;
+use mythos_compiler::ir::{Module, NodeId};
+use mythos_compiler::plan::Plan;
 use std::collections::HashMap;
 
 /// Why compiled kernels could not be loaded.
@@ -80,35 +81,30 @@ impl CompiledKernels {
         Ok(CompiledKernels { _lib: lib, steps })
     }
 
-    /// The kernels of every planned node, keyed by graph address and node,
-    /// for `module` (which must be the module the plan was made from).
+    /// The kernels of every planned node, keyed by graph and node, for
+    /// `module` (which must be the module the plan was made from).
     pub(crate) fn bind(&self, module: &Module) -> Result<Bound, LoadError> {
         let mut out = HashMap::new();
-        let paths = graph_paths(module);
+        let graphs = module.graphs();
         for ((path, node), fns) in &self.steps {
-            let g: &Graph = paths
-                .iter()
-                .find(|(p, _)| p == path)
-                .map(|(_, g)| *g)
-                .ok_or_else(|| LoadError::Node {
-                    graph: path.clone(),
-                    node: *node,
-                })?;
-            let id = g
+            let stale = || LoadError::Node {
+                graph: path.clone(),
+                node: *node,
+            };
+            let gid = graphs.by_path(path).ok_or_else(stale)?;
+            let id = graphs
+                .graph(gid)
                 .nodes()
                 .find(|n| n.index() as u32 == *node)
-                .ok_or_else(|| LoadError::Node {
-                    graph: path.clone(),
-                    node: *node,
-                })?;
-            out.insert((g as *const Graph as usize, id), fns.clone());
+                .ok_or_else(stale)?;
+            out.insert((gid, id), fns.clone());
         }
         Ok(out)
     }
 }
 
-/// Kernels by (graph address, node).
-pub(crate) type Bound = HashMap<(usize, NodeId), Vec<KernelFn>>;
+/// Kernels by (graph, node).
+pub(crate) type Bound = HashMap<(GraphId, NodeId), Vec<KernelFn>>;
 
 /// A 1-D memref descriptor (MLIR's `StridedMemRefType<T, 1>`).
 #[repr(C)]

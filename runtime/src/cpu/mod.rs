@@ -15,6 +15,7 @@ use crate::weights::Weights;
 use kernels::{linear_new, rmsnorm, sigmoid, Rope};
 use kv::{CacheKey, KvCache};
 use mythos_compiler::ir::args::{AttnWeights, SwiGluArgs};
+use mythos_compiler::ir::walk::{GraphId, Graphs};
 use mythos_compiler::ir::{AttnKind, Fusion, Graph, KvLayout, LoopRegion, Module, NodeId, Op};
 use pool::Buf;
 use std::collections::HashMap;
@@ -126,30 +127,19 @@ impl Schedule {
     }
 }
 
-/// Schedules of a graph and of the graphs inside it (loop headers and
-/// bodies, fused bodies), keyed by address.
-pub(crate) fn schedule_all(g: &Graph, out: &mut HashMap<usize, Schedule>) {
-    out.insert(g as *const Graph as usize, Schedule::new(g));
-    for n in g.nodes() {
-        match g.op(n) {
-            Op::Loop(region) => {
-                schedule_all(&region.body, out);
-                if !region.header.outputs.is_empty() {
-                    schedule_all(&region.header, out);
-                }
-            }
-            Op::Fused(f) => schedule_all(&f.body, out),
-            _ => {}
-        }
-    }
+/// One schedule per graph of the walk, by graph id.
+pub(crate) fn schedules(graphs: &Graphs) -> Vec<Schedule> {
+    graphs.iter().map(|(_, g)| Schedule::new(g.graph)).collect()
 }
 
 /// A module and its weights, ready to run.
 pub struct CpuRuntime<'a> {
     module: &'a Module,
     weights: &'a Weights,
-    /// One schedule per graph (the module is borrowed, so addresses are stable).
-    schedules: HashMap<usize, Schedule>,
+    /// Every graph of the module, by id.
+    graphs: Graphs<'a>,
+    /// One schedule per graph, by graph id.
+    schedules: Vec<Schedule>,
     /// Time per op kind, when profiling (`mythos bench --profile`).
     profile: Option<Mutex<HashMap<&'static str, std::time::Duration>>>,
     /// Loop-header outputs per (header, iteration index): per-iteration
@@ -165,8 +155,8 @@ pub struct CpuRuntime<'a> {
     slot_pool: Mutex<Vec<Slots<'a>>>,
 }
 
-/// Loop-header outputs keyed by (header graph address, iteration index).
-type HeaderValues = HashMap<(usize, usize), Vec<Buf<f32>>>;
+/// Loop-header outputs keyed by (header graph, iteration index).
+type HeaderValues = HashMap<(GraphId, usize), Vec<Buf<f32>>>;
 
 /// The values of one graph walk, by step (or the parameters of a loop body).
 type Slots<'a> = Vec<Option<Value<'a>>>;
@@ -271,11 +261,12 @@ pub enum Logits {
 
 impl<'a> CpuRuntime<'a> {
     pub fn new(module: &'a Module, weights: &'a Weights) -> CpuRuntime<'a> {
-        let mut schedules = HashMap::new();
-        schedule_all(&module.graph, &mut schedules);
+        let graphs = module.graphs();
+        let schedules = schedules(&graphs);
         CpuRuntime {
             module,
             weights,
+            graphs,
             schedules,
             profile: None,
             header_values: Mutex::new(HashMap::new()),
@@ -438,7 +429,7 @@ impl<'a> CpuRuntime<'a> {
             last_only: logits == Logits::Last,
         };
         let logits_mode_last = ctx.last_only;
-        let mut outputs = self.run(&self.module.graph, &[], &mut ctx, None);
+        let mut outputs = self.run(Graphs::MAIN, &[], &mut ctx, None);
         ctx.cache.pos += seq;
         ctx.cache.loops = Some(loops);
         ctx.cache.batch = Some(batch);
@@ -522,15 +513,13 @@ impl<'a> CpuRuntime<'a> {
     /// with [`Self::give_slots`]).
     fn run(
         &self,
-        g: &Graph,
+        gid: GraphId,
         params: &[Option<Value<'a>>],
         ctx: &mut Ctx,
         iteration: Option<usize>,
     ) -> Slots<'a> {
-        let sched = self
-            .schedules
-            .get(&(g as *const Graph as usize))
-            .expect("every graph of the module is scheduled in `new`");
+        let g = self.graphs.graph(gid);
+        let sched = &self.schedules[gid.0 as usize];
         let mut slots = self.take_slots(sched.steps.len());
         for (i, step) in sched.steps.iter().enumerate() {
             let op = g.op(step.node);
@@ -542,9 +531,20 @@ impl<'a> CpuRuntime<'a> {
                         .map(|&o| slots[o].as_ref().expect("operands run first")),
                 );
                 let args = args.as_slice();
-                match self.compiled_for(g, step.node) {
-                    Some(fns) => self.eval_compiled(fns, g, step.node, op, args, ctx, iteration),
-                    None => self.eval(op, args, ctx, iteration, params),
+                // Nodes that hold graphs run them here; the others are ops.
+                match (op, self.compiled_for(gid, step.node)) {
+                    (Op::Loop(region), _) => {
+                        let (header, body) = self.graphs.loop_graphs(gid, step.node);
+                        self.run_loop(region, (header, body), args, ctx)
+                    }
+                    (_, Some(fns)) => {
+                        self.eval_compiled(fns, g, step.node, op, args, ctx, iteration)
+                    }
+                    (Op::Fused(_), None) => {
+                        let body = self.graphs.fused_body(gid, step.node);
+                        self.run_fused(body, args, ctx.batch * ctx.seq)
+                    }
+                    (_, None) => self.eval(op, args, ctx, iteration, params),
                 }
             };
             if let (Some(p), Some(t0), false) = (&self.profile, started, matches!(op, Op::Loop(_)))
@@ -578,11 +578,9 @@ impl<'a> CpuRuntime<'a> {
         out
     }
 
-    fn compiled_for(&self, g: &Graph, n: NodeId) -> Option<&[compiled::KernelFn]> {
+    fn compiled_for(&self, g: GraphId, n: NodeId) -> Option<&[compiled::KernelFn]> {
         let (_, bound) = self.kernels.as_ref()?;
-        bound
-            .get(&(g as *const Graph as usize, n))
-            .map(|v| v.as_slice())
+        bound.get(&(g, n)).map(|v| v.as_slice())
     }
 
     /// A node through its compiled kernels. Every kind but attention uses
@@ -932,7 +930,9 @@ impl<'a> CpuRuntime<'a> {
                 }
                 Value::Act(out, width)
             }
-            Op::Loop(region) => self.run_loop(region, args, ctx),
+            Op::Loop(_) | Op::Fused(_) => {
+                unreachable!("the graph walk (`run`) runs the graphs inside loops and groups")
+            }
             Op::Scale => {
                 let (x, c) = args[0].act();
                 let w = args[1].weight();
@@ -985,7 +985,6 @@ impl<'a> CpuRuntime<'a> {
                 );
                 Value::Act(out, c)
             }
-            Op::Fused(f) => self.run_fused(&f.body, args, rows),
         }
     }
 
@@ -1028,11 +1027,9 @@ impl<'a> CpuRuntime<'a> {
     /// A fused group, one row at a time: every body op works on row slices
     /// of one per-task scratch row (each step at its `row_at`), so no
     /// intermediate tensor is made.
-    fn run_fused(&self, body: &Graph, args: &[&Value<'a>], rows: usize) -> Value<'a> {
-        let sched = self
-            .schedules
-            .get(&(body as *const Graph as usize))
-            .expect("fused bodies are scheduled in `new`");
+    fn run_fused(&self, body: GraphId, args: &[&Value<'a>], rows: usize) -> Value<'a> {
+        let sched = &self.schedules[body.0 as usize];
+        let body = self.graphs.graph(body);
         let out_c = body
             .ty(body.outputs[0])
             .width()
@@ -1079,18 +1076,18 @@ impl<'a> CpuRuntime<'a> {
 
     /// Pushes the loop header's outputs for iteration `t` onto `params`,
     /// computed once per index.
-    fn push_header(&self, region: &LoopRegion, t: usize, ctx: &mut Ctx, params: &mut Slots<'a>) {
-        if region.header.outputs.is_empty() {
+    fn push_header(&self, header: GraphId, t: usize, ctx: &mut Ctx, params: &mut Slots<'a>) {
+        if self.graphs.graph(header).outputs.is_empty() {
             return;
         }
-        let key = (&region.header as *const Graph as usize, t);
+        let key = (header, t);
         if let Some(v) = self.header_values.lock().expect("header lock").get(&key) {
             params.extend(v.iter().map(|b| Some(Value::Vector(b.clone()))));
             return;
         }
         let mut header_params = self.take_slots(0);
         header_params.push(Some(Value::Step(t)));
-        let outs = self.run(&region.header, &header_params, ctx, Some(t));
+        let outs = self.run(header, &header_params, ctx, Some(t));
         let values: Vec<Buf<f32>> = outs
             .iter()
             .map(|v| Buf::copy_of(v.as_ref().expect("header outputs").weight()))
@@ -1108,7 +1105,13 @@ impl<'a> CpuRuntime<'a> {
     /// invariants). The body's parameters are bound as [`LoopRegion`] lays
     /// them out; the carried values start at zero and take the body's
     /// outputs after each iteration.
-    fn run_loop(&self, region: &LoopRegion, args: &[&Value<'a>], ctx: &mut Ctx) -> Value<'a> {
+    fn run_loop(
+        &self,
+        region: &LoopRegion,
+        (header, body): (GraphId, GraphId),
+        args: &[&Value<'a>],
+        ctx: &mut Ctx,
+    ) -> Value<'a> {
         let rows = ctx.batch * ctx.seq;
         let mut params = self.take_slots(0);
         params.extend([Some(args[0].clone()), Some(args[1].clone()), None]);
@@ -1121,8 +1124,8 @@ impl<'a> CpuRuntime<'a> {
         for t in 0..ctx.loops as usize {
             params.truncate(bound);
             params[2] = Some(Value::Step(t));
-            self.push_header(region, t, ctx, &mut params);
-            let mut outs = self.run(&region.body, &params, ctx, Some(t));
+            self.push_header(header, t, ctx, &mut params);
+            let mut outs = self.run(body, &params, ctx, Some(t));
             params[0] = outs[0].take();
             for i in 0..region.carried.len() {
                 params[region.carried_param(i)] = outs[1 + i].take();

@@ -6,8 +6,9 @@
 use super::abi::{self, Arg};
 use super::{CudaDevice, CudaError};
 use cudarc::driver::{result, sys, CudaContext};
-use mythos_compiler::ir::{Graph, Module, NodeId};
-use mythos_compiler::plan::{graph_paths, ArgKind, GpuLaunch, Plan};
+use mythos_compiler::ir::walk::GraphId;
+use mythos_compiler::ir::{Module, NodeId};
+use mythos_compiler::plan::{ArgKind, GpuLaunch, Plan};
 use std::collections::HashMap;
 use std::ffi::{c_void, CString};
 use std::sync::Arc;
@@ -115,9 +116,9 @@ impl CudaKernels {
     }
 
     /// The kernels of every planned node of `module` (the module the plan
-    /// was made from), keyed by graph address and node.
+    /// was made from), keyed by graph and node.
     pub(crate) fn bind(&self, module: &Module) -> Result<Bound, CudaError> {
-        let paths = graph_paths(module);
+        let graphs = module.graphs();
         let mut out = HashMap::new();
         for ((path, node), ks) in &self.steps {
             let stale = || {
@@ -126,16 +127,13 @@ impl CudaKernels {
                      the artifact is stale, recompile it"
                 ))
             };
-            let g: &Graph = paths
-                .iter()
-                .find(|(p, _)| p == path)
-                .map(|(_, g)| *g)
-                .ok_or_else(stale)?;
-            let id = g
+            let gid = graphs.by_path(path).ok_or_else(stale)?;
+            let id = graphs
+                .graph(gid)
                 .nodes()
                 .find(|n| n.index() as u32 == *node)
                 .ok_or_else(stale)?;
-            out.insert((g as *const Graph as usize, id), ks.clone());
+            out.insert((gid, id), ks.clone());
         }
         Ok(out)
     }
@@ -162,8 +160,8 @@ impl Drop for CudaKernels {
     }
 }
 
-/// Kernels by (graph address, node).
-pub(crate) type Bound = HashMap<(usize, NodeId), Vec<Kernel>>;
+/// Kernels by (graph, node).
+pub(crate) type Bound = HashMap<(GraphId, NodeId), Vec<Kernel>>;
 
 /// Launches `k` on `dev`'s stream with `args` (checked against the kernel's
 /// declared kinds) and the grid computed from `sizes`.

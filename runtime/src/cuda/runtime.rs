@@ -10,9 +10,10 @@ use super::abi::Arg;
 use super::kernels::{launch, Bound, CudaKernels, Kernel};
 use super::kv::{alloc, copy_d2d, dptr, CudaKvCache};
 use super::{attention, CudaDevice, CudaError};
-use crate::cpu::{check_call, schedule_all, Forward, Logits, RunError, Schedule};
+use crate::cpu::{check_call, schedules, Forward, Logits, RunError, Schedule};
 use crate::weights::Weights;
 use cudarc::driver::CudaSlice;
+use mythos_compiler::ir::walk::{GraphId, Graphs};
 use mythos_compiler::ir::{Dim, Graph, LoopRegion, Module, NodeId, Op, WeightId};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -92,11 +93,13 @@ pub struct CudaRuntime<'a> {
     pub(crate) dev: &'a CudaDevice,
     module: &'a Module,
     weights: Vec<CudaSlice<f32>>,
-    schedules: HashMap<usize, Schedule>,
+    /// Every graph of the module, by id, and its schedule.
+    graphs: Graphs<'a>,
+    schedules: Vec<Schedule>,
     bound: Bound,
     _kernels: &'a CudaKernels,
-    /// Loop-header outputs per (header address, iteration index).
-    header_values: Mutex<HashMap<(usize, usize), Vec<Buf>>>,
+    /// Loop-header outputs per (header graph, iteration index).
+    header_values: Mutex<HashMap<(GraphId, usize), Vec<Buf>>>,
 }
 
 impl<'a> CudaRuntime<'a> {
@@ -120,12 +123,13 @@ impl<'a> CudaRuntime<'a> {
                     .map_err(CudaError::driver("cuMemcpyHtoD"))?
             });
         }
-        let mut schedules = HashMap::new();
-        schedule_all(&module.graph, &mut schedules);
+        let graphs = module.graphs();
+        let schedules = schedules(&graphs);
         Ok(CudaRuntime {
             dev,
             module,
             weights: dw,
+            graphs,
             schedules,
             bound,
             _kernels: kernels,
@@ -196,7 +200,7 @@ impl<'a> CudaRuntime<'a> {
             last_only: logits == Logits::Last,
             ropes: HashMap::new(),
         };
-        let outputs = self.run(&self.module.graph, &[], &mut ctx, None)?;
+        let outputs = self.run(Graphs::MAIN, &[], &mut ctx, None)?;
         let (out, vocab) = match outputs.into_iter().next() {
             Some(Value::Act(b, c)) => (b, c),
             _ => unreachable!("the module's output is the logits"),
@@ -273,16 +277,13 @@ impl<'a> CudaRuntime<'a> {
     /// Evaluates a graph; `params` are the loop-body (or header) parameters.
     fn run<'w>(
         &'w self,
-        g: &Graph,
+        gid: GraphId,
         params: &[Value<'w>],
         ctx: &mut Ctx,
         iteration: Option<usize>,
     ) -> Result<Vec<Value<'w>>, CudaError> {
-        let addr = g as *const Graph as usize;
-        let sched = self
-            .schedules
-            .get(&addr)
-            .expect("every graph of the module is scheduled in `new`");
+        let g = self.graphs.graph(gid);
+        let sched = &self.schedules[gid.0 as usize];
         let mut slots: Vec<Option<Value<'w>>> = vec![None; sched.steps.len()];
         for (i, step) in sched.steps.iter().enumerate() {
             let args: Vec<Value<'w>> = step
@@ -294,9 +295,12 @@ impl<'a> CudaRuntime<'a> {
                 Op::Input => Value::Ids,
                 Op::Param(p) => params[*p].clone(),
                 Op::Weight(id) => Value::Weight(&self.weights[id.0 as usize]),
-                Op::Loop(region) => self.run_loop(region, &args, ctx)?,
+                Op::Loop(region) => {
+                    let graphs = self.graphs.loop_graphs(gid, step.node);
+                    self.run_loop(region, graphs, &args, ctx)?
+                }
                 op => {
-                    let ks = self.bound.get(&(addr, step.node)).ok_or_else(|| {
+                    let ks = self.bound.get(&(gid, step.node)).ok_or_else(|| {
                         CudaError::Load(format!(
                             "node `{}` ({}) has no GPU kernel in the plan; the artifact \
                              is stale, recompile it",
@@ -370,16 +374,16 @@ impl<'a> CudaRuntime<'a> {
     }
 
     /// The loop header's outputs for iteration `t`, computed once per index.
-    fn header(&self, region: &LoopRegion, t: usize, ctx: &mut Ctx) -> Result<Vec<Buf>, CudaError> {
-        if region.header.outputs.is_empty() {
+    fn header(&self, header: GraphId, t: usize, ctx: &mut Ctx) -> Result<Vec<Buf>, CudaError> {
+        if self.graphs.graph(header).outputs.is_empty() {
             return Ok(Vec::new());
         }
-        let key = (&region.header as *const Graph as usize, t);
+        let key = (header, t);
         if let Some(v) = self.header_values.lock().expect("header lock").get(&key) {
             return Ok(v.clone());
         }
         let values: Vec<Buf> = self
-            .run(&region.header, &[Value::Step(t)], ctx, Some(t))?
+            .run(header, &[Value::Step(t)], ctx, Some(t))?
             .into_iter()
             .map(|v| match v {
                 Value::Act(b, _) | Value::Vector(b) => b,
@@ -401,6 +405,7 @@ impl<'a> CudaRuntime<'a> {
     fn run_loop<'w>(
         &'w self,
         region: &LoopRegion,
+        (header, body): (GraphId, GraphId),
         args: &[Value<'w>],
         ctx: &mut Ctx,
     ) -> Result<Value<'w>, CudaError> {
@@ -415,8 +420,8 @@ impl<'a> CudaRuntime<'a> {
         for t in 0..ctx.loops as usize {
             params.truncate(bound);
             params[2] = Value::Step(t);
-            params.extend(self.header(region, t, ctx)?.into_iter().map(Value::Vector));
-            let outs = self.run(&region.body, &params, ctx, Some(t))?;
+            params.extend(self.header(header, t, ctx)?.into_iter().map(Value::Vector));
+            let outs = self.run(body, &params, ctx, Some(t))?;
             for (i, v) in outs.into_iter().enumerate() {
                 let at = if i == 0 {
                     0
