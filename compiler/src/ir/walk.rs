@@ -128,6 +128,14 @@ impl<'g> Graphs<'g> {
         self.iter().find(|(_, g)| g.path == path).map(|(id, _)| id)
     }
 
+    /// The node a plan step names by graph path and node index, if this
+    /// module has it (a stale plan names one it does not).
+    pub fn node_at(&self, path: &str, index: u32) -> Option<(GraphId, NodeId)> {
+        let id = self.by_path(path)?;
+        let node = self.graph(id).nodes().find(|n| n.index() as u32 == index)?;
+        Some((id, node))
+    }
+
     /// A loop node's header and body.
     pub fn loop_graphs(&self, at: GraphId, node: NodeId) -> (GraphId, GraphId) {
         match self.inner.get(&(at, node)) {

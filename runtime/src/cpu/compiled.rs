@@ -87,17 +87,11 @@ impl CompiledKernels {
         let mut out = HashMap::new();
         let graphs = module.graphs();
         for ((path, node), fns) in &self.steps {
-            let stale = || LoadError::Node {
+            let at = graphs.node_at(path, *node).ok_or_else(|| LoadError::Node {
                 graph: path.clone(),
                 node: *node,
-            };
-            let gid = graphs.by_path(path).ok_or_else(stale)?;
-            let id = graphs
-                .graph(gid)
-                .nodes()
-                .find(|n| n.index() as u32 == *node)
-                .ok_or_else(stale)?;
-            out.insert((gid, id), fns.clone());
+            })?;
+            out.insert(at, fns.clone());
         }
         Ok(out)
     }

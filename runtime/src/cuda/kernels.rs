@@ -121,19 +121,13 @@ impl CudaKernels {
         let graphs = module.graphs();
         let mut out = HashMap::new();
         for ((path, node), ks) in &self.steps {
-            let stale = || {
+            let at = graphs.node_at(path, *node).ok_or_else(|| {
                 CudaError::Load(format!(
                     "the plan names {path} node {node}, which this model does not have; \
                      the artifact is stale, recompile it"
                 ))
-            };
-            let gid = graphs.by_path(path).ok_or_else(stale)?;
-            let id = graphs
-                .graph(gid)
-                .nodes()
-                .find(|n| n.index() as u32 == *node)
-                .ok_or_else(stale)?;
-            out.insert((gid, id), ks.clone());
+            })?;
+            out.insert(at, ks.clone());
         }
         Ok(out)
     }
