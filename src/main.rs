@@ -751,7 +751,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             // Generation on either engine, with the prompt as ids or text.
             fn go(
                 module: &ir::Module,
-                rt: &impl run::Engine,
+                rt: &impl mythos_runtime::engine::Engine,
                 prompt: Option<(run::Tokenizer, String, PathBuf)>,
                 prompt_ids: &[i64],
                 opts: &run::GenerateOptions,

@@ -5,8 +5,8 @@
 use anyhow::{bail, Context, Result};
 use mythos_compiler::analysis;
 use mythos_compiler::ir::{self, Module};
-use mythos_runtime::cpu::{compiled::CompiledKernels, kv::KvCache, CpuRuntime, Forward, Logits};
-use mythos_runtime::cuda::{CudaKvCache, CudaRuntime};
+use mythos_runtime::cpu::{compiled::CompiledKernels, CpuRuntime, Logits};
+use mythos_runtime::engine::Engine;
 use mythos_runtime::finite::{check_logits, Step};
 use mythos_runtime::sample::{Sampler, SamplingOptions};
 use mythos_runtime::weights::Weights;
@@ -27,132 +27,6 @@ pub fn runtime<'a>(
         Some(k) => rt.with_kernels(k)?,
         None => rt,
     })
-}
-
-/// What `run`, `generate` and `bench` drive: the CPU runtime (reference or
-/// mlir-cpu kernels) or the CUDA runtime, with the same calls.
-pub trait Engine {
-    type Cache;
-    /// A KV cache with room reserved for `positions` tokens (the CPU
-    /// cache then never grows during decode; see `KvCache::with_capacity`).
-    fn new_cache(&self, positions: usize) -> Self::Cache;
-    /// The next position of a cache.
-    fn cache_pos(cache: &Self::Cache) -> usize;
-    fn forward_with(
-        &self,
-        ids: &[i64],
-        batch: usize,
-        loops: Option<u64>,
-        cache: Option<&mut Self::Cache>,
-        logits: Logits,
-    ) -> Result<Forward>;
-    fn prefill_then_decode(
-        &self,
-        ids: &[i64],
-        batch: usize,
-        loops: Option<u64>,
-        k: usize,
-    ) -> Result<Forward>;
-    fn max_iters(&self) -> u64;
-    /// `cpu`, `mlir-cpu` or `cuda` (the bench report's backend).
-    fn backend(&self) -> &'static str;
-    /// Time per op kind, when profiling (CPU only).
-    fn profile(&self) -> Option<Vec<(&'static str, std::time::Duration)>> {
-        None
-    }
-
-    fn forward(
-        &self,
-        ids: &[i64],
-        batch: usize,
-        loops: Option<u64>,
-        cache: Option<&mut Self::Cache>,
-    ) -> Result<Forward> {
-        self.forward_with(ids, batch, loops, cache, Logits::All)
-    }
-}
-
-impl Engine for CpuRuntime<'_> {
-    type Cache = KvCache;
-    fn new_cache(&self, positions: usize) -> KvCache {
-        KvCache::with_capacity(positions)
-    }
-    fn cache_pos(cache: &KvCache) -> usize {
-        cache.pos
-    }
-    fn forward_with(
-        &self,
-        ids: &[i64],
-        batch: usize,
-        loops: Option<u64>,
-        cache: Option<&mut KvCache>,
-        logits: Logits,
-    ) -> Result<Forward> {
-        Ok(CpuRuntime::forward_with(
-            self, ids, batch, loops, cache, logits,
-        )?)
-    }
-    fn prefill_then_decode(
-        &self,
-        ids: &[i64],
-        batch: usize,
-        loops: Option<u64>,
-        k: usize,
-    ) -> Result<Forward> {
-        Ok(CpuRuntime::prefill_then_decode(self, ids, batch, loops, k)?)
-    }
-    fn max_iters(&self) -> u64 {
-        CpuRuntime::max_iters(self)
-    }
-    fn backend(&self) -> &'static str {
-        if self.compiled_nodes() > 0 {
-            "mlir-cpu"
-        } else {
-            "cpu"
-        }
-    }
-    fn profile(&self) -> Option<Vec<(&'static str, std::time::Duration)>> {
-        Some(CpuRuntime::profile(self))
-    }
-}
-
-impl Engine for CudaRuntime<'_> {
-    type Cache = CudaKvCache;
-    fn new_cache(&self, _positions: usize) -> CudaKvCache {
-        CudaKvCache::new()
-    }
-    fn cache_pos(cache: &CudaKvCache) -> usize {
-        cache.pos
-    }
-    fn forward_with(
-        &self,
-        ids: &[i64],
-        batch: usize,
-        loops: Option<u64>,
-        cache: Option<&mut CudaKvCache>,
-        logits: Logits,
-    ) -> Result<Forward> {
-        Ok(CudaRuntime::forward_with(
-            self, ids, batch, loops, cache, logits,
-        )?)
-    }
-    fn prefill_then_decode(
-        &self,
-        ids: &[i64],
-        batch: usize,
-        loops: Option<u64>,
-        k: usize,
-    ) -> Result<Forward> {
-        Ok(CudaRuntime::prefill_then_decode(
-            self, ids, batch, loops, k,
-        )?)
-    }
-    fn max_iters(&self) -> u64 {
-        CudaRuntime::max_iters(self)
-    }
-    fn backend(&self) -> &'static str {
-        "cuda"
-    }
 }
 
 /// Where weights come from: a file, or the reference's random init.

@@ -7,6 +7,7 @@ use mythos_compiler::plan::Plan;
 use mythos_compiler::sema::{self, Loader};
 use mythos_runtime::cpu::compiled::CompiledKernels;
 use mythos_runtime::cpu::CpuRuntime;
+use mythos_runtime::engine::Engine;
 use mythos_runtime::weights::Weights;
 
 #[path = "../../runtime/tests/common/fixtures.rs"]

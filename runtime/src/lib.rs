@@ -1,17 +1,16 @@
 //! The Mythos runtime: executes what the compiler produces.
 //!
-//! This crate will hold:
-//! - the CPU reference runtime, which executes the graph IR directly in f32 and is the
-//!   numerical oracle for every other backend;
-//! - the CUDA runtime (via `cudarc`), which loads the compiler's PTX kernels and runs them;
-//! - weights loading from safetensors (weights stay apart from compiled code);
-//! - the KV cache and sampling used for decoding.
-//!
-//! None of that exists yet: it lands with the CPU-runtime issue. Until then the crate only
-//! pins down the artifact format version below.
+//! - `cpu`: the CPU reference runtime, which interprets the graph IR in f32
+//!   and is the numerical oracle for every other backend, and the mlir-cpu
+//!   kernels it can call instead of its own code;
+//! - `cuda`: the CUDA runtime (cudarc), which loads the compiler's PTX;
+//! - `engine`: the [`engine::Engine`] trait every runtime implements (what the
+//!   CLI, benchmarks and tests drive), with prefill-then-decode written once;
+//! - `weights` (safetensors), `sample` (decoding), `finite` (overflow checks).
 
 pub mod cpu;
 pub mod cuda;
+pub mod engine;
 pub mod finite;
 pub mod rng;
 pub mod sample;

@@ -11,6 +11,7 @@ use mythos_compiler::plan::ArgKind;
 use mythos_compiler::sema::{self, Loader};
 use mythos_runtime::cpu::CpuRuntime;
 use mythos_runtime::cuda::{self, abi, CudaDevice, CudaKernels, CudaKvCache, CudaRuntime};
+use mythos_runtime::engine::Engine;
 use mythos_runtime::weights::Weights;
 
 fn device() -> Option<CudaDevice> {

@@ -7,6 +7,7 @@ mod common {
 }
 use common::fixtures::{manifest, Fixture};
 use mythos_runtime::cpu::CpuRuntime;
+use mythos_runtime::engine::Engine;
 
 fn run_fixture(f: &Fixture, level: u8) -> (f32, f32, u64) {
     let mut module = f.lowered();

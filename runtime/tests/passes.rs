@@ -7,6 +7,7 @@ use mythos_compiler::ir::{lower::lower, Module};
 use mythos_compiler::passes::{self, Options};
 use mythos_compiler::sema::{self, Loader};
 use mythos_runtime::cpu::CpuRuntime;
+use mythos_runtime::engine::Engine;
 use mythos_runtime::weights::Weights;
 
 fn module(name: &str) -> Module {

@@ -872,6 +872,17 @@ impl Module {
         &self.weights[id.0 as usize]
     }
 
+    /// The loop's trained iteration count (1 for a model without a loop).
+    pub fn max_iters(&self) -> u64 {
+        let g = &self.graph;
+        g.nodes()
+            .find_map(|n| match g.op(n) {
+                Op::Loop(r) => Some(r.max_iters),
+                _ => None,
+            })
+            .unwrap_or(1)
+    }
+
     /// Every graph of the module, with ids and paths (see [`walk`]).
     pub fn graphs(&self) -> walk::Graphs<'_> {
         walk::Graphs::of(self)

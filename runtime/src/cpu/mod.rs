@@ -358,21 +358,8 @@ impl<'a> CpuRuntime<'a> {
         v
     }
 
-    /// Runs `ids` (`batch` rows of equal length) through the model. With a
-    /// cache, the tokens continue the cached sequence at `cache.pos` and the
-    /// cache is extended; without one, the call is a stand-alone prefill
-    /// (and ACT may stop the loop early when every position has halted).
-    pub fn forward(
-        &self,
-        ids: &[i64],
-        batch: usize,
-        loops: Option<u64>,
-        cache: Option<&mut KvCache>,
-    ) -> Result<Forward, RunError> {
-        self.forward_with(ids, batch, loops, cache, Logits::All)
-    }
-
-    /// [`CpuRuntime::forward`] choosing which positions get logits: generation
+    /// A forward pass (see [`Engine::forward_with`](crate::engine::Engine::forward_with)),
+    /// choosing which positions get logits: generation
     /// needs only the last one of each row, which skips most of the output
     /// head during a prefill. With [`Logits::Last`] the result has `seq == 1`.
     pub fn forward_with(
@@ -405,7 +392,7 @@ impl<'a> CpuRuntime<'a> {
         cache: Option<&mut KvCache>,
         logits: Logits,
     ) -> Result<Forward, RunError> {
-        let loops = loops.unwrap_or_else(|| self.max_iters());
+        let loops = loops.unwrap_or_else(|| self.module.max_iters());
         let mut local = KvCache::new();
         let may_exit_early = cache.is_none();
         let cache = cache.unwrap_or(&mut local);
@@ -447,65 +434,9 @@ impl<'a> CpuRuntime<'a> {
         })
     }
 
-    /// Logits for every position of `ids`, computed the way generation runs:
-    /// positions `[0, k)` as one prefill, then each later position alone
-    /// through the KV cache (`mythos run --decode-from K`). Shape `[B, T, V]`.
-    pub fn prefill_then_decode(
-        &self,
-        ids: &[i64],
-        batch: usize,
-        loops: Option<u64>,
-        k: usize,
-    ) -> Result<Forward, RunError> {
-        if batch == 0 || ids.len() % batch != 0 {
-            return Err(RunError::BadBatch {
-                len: ids.len(),
-                batch,
-            });
-        }
-        let t = ids.len() / batch;
-        if k == 0 || k > t {
-            return Err(RunError::BadDecodeFrom { k, tokens: t });
-        }
-        let mut cache = KvCache::with_capacity(t);
-        let prefix: Vec<i64> = (0..batch)
-            .flat_map(|r| ids[r * t..r * t + k].iter().copied())
-            .collect();
-        let first = self.forward(&prefix, batch, loops, Some(&mut cache))?;
-        let v = first.vocab;
-        let mut logits = Buf::<f32>::zeroed(batch * t * v);
-        for r in 0..batch {
-            logits[r * t * v..(r * t + k) * v]
-                .copy_from_slice(&first.logits[r * k * v..(r + 1) * k * v]);
-        }
-        let mut iterations = first.iterations;
-        for pos in k..t {
-            let step: Vec<i64> = (0..batch).map(|r| ids[r * t + pos]).collect();
-            let f = self.forward(&step, batch, loops, Some(&mut cache))?;
-            for r in 0..batch {
-                logits[(r * t + pos) * v..(r * t + pos + 1) * v]
-                    .copy_from_slice(&f.logits[r * v..(r + 1) * v]);
-            }
-            iterations = f.iterations;
-        }
-        Ok(Forward {
-            logits,
-            batch,
-            seq: t,
-            vocab: v,
-            iterations,
-        })
-    }
-
-    /// The loop's trained iteration count.
-    pub fn max_iters(&self) -> u64 {
-        let g = &self.module.graph;
-        g.nodes()
-            .find_map(|n| match g.op(n) {
-                Op::Loop(r) => Some(r.max_iters),
-                _ => None,
-            })
-            .unwrap_or(1)
+    /// The module it runs.
+    pub fn module(&self) -> &'a Module {
+        self.module
     }
 
     /// Evaluates a graph; `params` are the loop-body parameters. Returns

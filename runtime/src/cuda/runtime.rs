@@ -10,7 +10,7 @@ use super::abi::Arg;
 use super::kernels::{launch, Bound, CudaKernels, Kernel};
 use super::kv::{alloc, copy_d2d, dptr, CudaKvCache};
 use super::{attention, CudaDevice, CudaError};
-use crate::cpu::{check_call, schedules, Forward, Logits, RunError, Schedule};
+use crate::cpu::{check_call, schedules, Forward, Logits, Schedule};
 use crate::weights::Weights;
 use cudarc::driver::CudaSlice;
 use mythos_compiler::ir::walk::{GraphId, Graphs};
@@ -137,29 +137,13 @@ impl<'a> CudaRuntime<'a> {
         })
     }
 
-    /// The loop's trained iteration count.
-    pub fn max_iters(&self) -> u64 {
-        let g = &self.module.graph;
-        g.nodes()
-            .find_map(|n| match g.op(n) {
-                Op::Loop(r) => Some(r.max_iters),
-                _ => None,
-            })
-            .unwrap_or(1)
+    /// The module it runs.
+    pub fn module(&self) -> &'a Module {
+        self.module
     }
 
-    /// [`crate::cpu::CpuRuntime::forward`] on the device.
-    pub fn forward(
-        &self,
-        ids: &[i64],
-        batch: usize,
-        loops: Option<u64>,
-        cache: Option<&mut CudaKvCache>,
-    ) -> Result<Forward, CudaError> {
-        self.forward_with(ids, batch, loops, cache, Logits::All)
-    }
-
-    /// [`crate::cpu::CpuRuntime::forward_with`] on the device.
+    /// A forward pass on the device, as the CPU runtime's (see
+    /// [`Engine::forward_with`](crate::engine::Engine::forward_with)).
     pub fn forward_with(
         &self,
         ids: &[i64],
@@ -168,7 +152,7 @@ impl<'a> CudaRuntime<'a> {
         cache: Option<&mut CudaKvCache>,
         logits: Logits,
     ) -> Result<Forward, CudaError> {
-        let loops = loops.unwrap_or_else(|| self.max_iters());
+        let loops = loops.unwrap_or_else(|| self.module.max_iters());
         let mut local = CudaKvCache::new();
         let may_exit_early = cache.is_none();
         let cache = cache.unwrap_or(&mut local);
@@ -215,55 +199,6 @@ impl<'a> CudaRuntime<'a> {
             seq: if ctx.last_only { 1 } else { seq },
             vocab,
             iterations: ctx.iterations,
-        })
-    }
-
-    /// [`crate::cpu::CpuRuntime::prefill_then_decode`] on the device.
-    pub fn prefill_then_decode(
-        &self,
-        ids: &[i64],
-        batch: usize,
-        loops: Option<u64>,
-        k: usize,
-    ) -> Result<Forward, CudaError> {
-        if batch == 0 || ids.len() % batch != 0 {
-            return Err(RunError::BadBatch {
-                len: ids.len(),
-                batch,
-            }
-            .into());
-        }
-        let t = ids.len() / batch;
-        if k == 0 || k > t {
-            return Err(RunError::BadDecodeFrom { k, tokens: t }.into());
-        }
-        let mut cache = CudaKvCache::new();
-        let prefix: Vec<i64> = (0..batch)
-            .flat_map(|r| ids[r * t..r * t + k].iter().copied())
-            .collect();
-        let first = self.forward(&prefix, batch, loops, Some(&mut cache))?;
-        let v = first.vocab;
-        let mut logits = vec![0.0f32; batch * t * v];
-        for r in 0..batch {
-            logits[r * t * v..(r * t + k) * v]
-                .copy_from_slice(&first.logits[r * k * v..(r + 1) * k * v]);
-        }
-        let mut iterations = first.iterations;
-        for pos in k..t {
-            let step: Vec<i64> = (0..batch).map(|r| ids[r * t + pos]).collect();
-            let f = self.forward(&step, batch, loops, Some(&mut cache))?;
-            for r in 0..batch {
-                logits[(r * t + pos) * v..(r * t + pos + 1) * v]
-                    .copy_from_slice(&f.logits[r * v..(r + 1) * v]);
-            }
-            iterations = f.iterations;
-        }
-        Ok(Forward {
-            logits: logits.into(),
-            batch,
-            seq: t,
-            vocab: v,
-            iterations,
         })
     }
 

@@ -8,6 +8,7 @@
 use mythos_compiler::ir::{lower::lower, Module};
 use mythos_compiler::sema::{self, Loader};
 use mythos_runtime::cpu::CpuRuntime;
+use mythos_runtime::engine::Engine;
 use mythos_runtime::weights::Weights;
 use safetensors::SafeTensors;
 use std::path::{Path, PathBuf};
