@@ -186,4 +186,46 @@ fn verifier_reports_broken_modules() {
             .any(|e| e.message.contains("`param` outside a loop or fused body")),
         "{errors:?}"
     );
+
+    // Two attention ops on one KV-cache layer.
+    let mut m = good.clone();
+    let attns: Vec<_> = m
+        .graph
+        .nodes()
+        .filter(|&n| matches!(m.graph.op(n), Op::Attention(_)))
+        .collect();
+    let first = match m.graph.op(attns[0]) {
+        Op::Attention(a) => a.cache.layer,
+        _ => unreachable!(),
+    };
+    if let Op::Attention(a) = &mut m.graph.node_mut(attns[1]).op {
+        a.cache.layer = first;
+    }
+    let errors = verify(&m);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].message.contains(&format!(
+            "KV-cache layer {first} is also `prelude.0.attn`'s"
+        )),
+        "{errors:?}"
+    );
+
+    // A carried value whose declared width the body does not yield.
+    let mut m = good.clone();
+    let l = m
+        .graph
+        .nodes()
+        .find(|&n| matches!(m.graph.op(n), Op::Loop(_)))
+        .unwrap();
+    if let Op::Loop(r) = &mut m.graph.node_mut(l).op {
+        assert_eq!(r.carried[0].name, "cum_p");
+        r.carried[0].width = 2;
+    }
+    let errors = verify(&m);
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.message.contains("carried `cum_p` is [B, T, 2] f32")),
+        "{errors:?}"
+    );
 }

@@ -4,7 +4,7 @@
 
 use super::effects::Effect;
 use super::*;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 /// One broken invariant, with the node it was found at.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -32,6 +32,28 @@ pub fn verify(module: &Module) -> Vec<VerifyError> {
                 module.graph.outputs.len()
             ),
         });
+    }
+    // Each attention op owns its KV-cache layer: two sharing one would
+    // append to each other's keys.
+    let mut layers: HashMap<u32, String> = HashMap::new();
+    for (_, info) in module.graphs().iter() {
+        let g = info.graph;
+        for n in g.nodes() {
+            if let Op::Attention(a) = g.op(n) {
+                let label = g.node(n).label.clone();
+                if let Some(first) = layers.insert(a.cache.layer, label.clone()) {
+                    errors.push(VerifyError {
+                        graph: "main",
+                        node: n.index(),
+                        label,
+                        message: format!(
+                            "KV-cache layer {} is also `{first}`'s; each attention op needs its own",
+                            a.cache.layer
+                        ),
+                    });
+                }
+            }
+        }
     }
     for (i, w) in module.weights.iter().enumerate() {
         if !used.contains(&WeightId(i as u32)) {
