@@ -86,7 +86,7 @@ impl Op {
             Op::Param(i) => vec![*i as u64],
             Op::Weight(id) => vec![u64::from(id.0)],
             Op::RmsNorm { eps } => vec![eps.to_bits()],
-            Op::Act(step) => vec![step.threshold().map_or(u64::MAX, f64::to_bits)],
+            Op::Act(step) => step.cse_words(),
             Op::SwiGlu(f) | Op::Head(f) => fusion_words(*f).to_vec(),
             Op::Moe(m) => {
                 let mut w = vec![

@@ -15,9 +15,12 @@
 pub mod args;
 pub mod effects;
 pub mod lower;
+pub mod op;
 pub mod print;
 pub mod verify;
 pub mod walk;
+
+pub use op::act::ActStep;
 
 use crate::model::Injection;
 use crate::source::Span;
@@ -427,44 +430,6 @@ impl FusedOp {
             op,
             Op::Add | Op::Scale | Op::LtiApply | Op::AddPrefix | Op::RmsNorm { .. } | Op::Concat
         )
-    }
-}
-
-/// The ACT rule (OpenMythos, reference item 8) as row-local steps on the
-/// loop-carried values. `p` is the iteration's halting probability, `cum`
-/// the cumulative one, `halted` the mask (0 or 1), all `[B, T, 1]`; the
-/// masks carry no gradient.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum ActStep {
-    /// The weight of this iteration's state, `(cum + p >= threshold ?
-    /// max(1 - cum, 0) : p) * (1 - halted)`: `(p, cum, halted)`.
-    Weight { threshold: f64 },
-    /// The weighted sum of states `acc + w * h` (`w` broadcast over the
-    /// row): `(acc, h, w)`.
-    Accumulate,
-    /// The cumulative probability `cum + p * (1 - halted)`: `(cum, p, halted)`.
-    Cumulate,
-    /// The halted mask `max(halted, cum >= threshold ? 1 : 0)` on the
-    /// updated `cum`: `(halted, cum)`.
-    Halted { threshold: f64 },
-}
-
-impl ActStep {
-    pub fn name(&self) -> &'static str {
-        match self {
-            ActStep::Weight { .. } => "act.weight",
-            ActStep::Accumulate => "act.accumulate",
-            ActStep::Cumulate => "act.cumulate",
-            ActStep::Halted { .. } => "act.halted",
-        }
-    }
-
-    /// The threshold the step compares with, if any.
-    pub fn threshold(&self) -> Option<f64> {
-        match self {
-            ActStep::Weight { threshold } | ActStep::Halted { threshold } => Some(*threshold),
-            ActStep::Accumulate | ActStep::Cumulate => None,
-        }
     }
 }
 
@@ -1113,35 +1078,7 @@ pub fn infer(
             *t.shape.last_mut().expect("activation") = Dim::Const(1);
             Ok(t)
         }
-        Op::Act(step) => {
-            let halting = TensorType::activations(1);
-            let all_halting = |from: usize| operands[from..].iter().all(|&o| *o == halting);
-            match step {
-                ActStep::Weight { .. } | ActStep::Cumulate => {
-                    arity(3)?;
-                    if !all_halting(0) {
-                        return err(format!("{} takes three [B, T, 1] values", step.name()));
-                    }
-                    Ok(halting)
-                }
-                ActStep::Halted { .. } => {
-                    arity(2)?;
-                    if !all_halting(0) {
-                        return err("act.halted takes (halted, cum), both [B, T, 1]".into());
-                    }
-                    Ok(halting)
-                }
-                ActStep::Accumulate => {
-                    arity(3)?;
-                    if !is_act(0) || operands[0] != operands[1] || !all_halting(2) {
-                        return err(
-                            "act.accumulate takes (acc, h) of one type and w [B, T, 1]".into()
-                        );
-                    }
-                    Ok(operands[0].clone())
-                }
-            }
-        }
+        Op::Act(step) => step.infer(operands),
         Op::Loop(region) => {
             arity(2 + region.invariants)?;
             if !is_act(0) || operands[0] != operands[1] {

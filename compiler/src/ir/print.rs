@@ -186,8 +186,8 @@ fn attributes(module: &Module, op: &Op) -> String {
             }
             a
         }
-        Op::Act(step) => match step.threshold() {
-            Some(t) => format!("threshold={t}"),
+        Op::Act(step) => match step.attributes() {
+            Some(a) => a,
             None => return String::new(),
         },
         // No attributes: everything they compute is in their operands.
