@@ -447,7 +447,19 @@ pub fn run(p: &Prepared, flags: &Flags, started: Instant) -> Result<ExitCode> {
                     let since = *missing_since
                         .entry(t.hash.clone())
                         .or_insert_with(Instant::now);
-                    if since.elapsed() < grace {
+                    // A task that requeued itself (USR2) can be out of
+                    // squeue's view while slurmctld requeues it, and is
+                    // held about two minutes before it runs again.
+                    let requeued = rec
+                        .job_id
+                        .as_ref()
+                        .is_some_and(|j| requeued_itself(&out_dir, j, task));
+                    let wait = if requeued {
+                        grace.max(REQUEUE_HOLD)
+                    } else {
+                        grace
+                    };
+                    if since.elapsed() < wait {
                         counts.pending += 1;
                         continue;
                     }
@@ -555,6 +567,21 @@ pub fn run(p: &Prepared, flags: &Flags, started: Instant) -> Result<ExitCode> {
         started,
     )?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// How long a task that requeued itself may be out of the queue (Slurm
+/// holds a requeued job about 120 s before it may start again).
+const REQUEUE_HOLD: Duration = Duration::from_secs(150);
+
+/// Whether task `job_task`'s last log line is its worker's requeue.
+fn requeued_itself(out_dir: &Path, job: &str, task: usize) -> bool {
+    let log = state::logs_dir(out_dir).join(format!("{job}_{task}.out"));
+    std::fs::read_to_string(log).is_ok_and(|l| {
+        l.lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .is_some_and(|l| l.starts_with("mythos sweep-worker: requeued "))
+    })
 }
 
 /// Loads the state of the Slurm sweep in `dir`, or says what `dir` is not.
