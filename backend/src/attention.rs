@@ -21,11 +21,12 @@
 //! `[proj, expand, core]`, plus `absorbed` when `absorb` is set. Each
 //! template documents its arguments.
 
-use crate::kernels::ctx::f32_literal;
-use crate::kernels::{KernelCtx, Request};
+use crate::vocab::ctx::{
+    attention_scale, f32_literal, Core, GqaProj, MlaAbsorbed, MlaProj, MlaShape, Prenorm,
+};
+use crate::vocab::{KernelCtx, Request};
 use mythos_compiler::ir::{AttentionOp, AttnKind, Module};
 use mythos_compiler::plan::ArgKind;
-use serde::Serialize;
 
 /// The kernels of one attention node.
 pub(crate) fn requests(module: &Module, a: &AttentionOp) -> Vec<Request> {
@@ -56,7 +57,7 @@ pub(crate) fn requests(module: &Module, a: &AttentionOp) -> Vec<Request> {
                 half: head_dim / 2,
                 q_width: heads * head_dim,
                 kv_width: kv_heads * head_dim,
-                norm: Norm::of(prenorm),
+                norm: Prenorm::of(prenorm),
             };
             // x, [g], wq, wk, wv, cos, sin, q, k, v, rows, seq.
             let mut proj_args = f32s(inputs + 3 + 2 + 3);
@@ -92,7 +93,7 @@ pub(crate) fn requests(module: &Module, a: &AttentionOp) -> Vec<Request> {
                 qk,
                 q_width: heads * qk,
                 lat_width: kv_rank + rope_dim,
-                norm: Norm::of(prenorm),
+                norm: Prenorm::of(prenorm),
                 norm_eps: f32_literal(a.norm_eps),
                 norm_eps_text: format!("{:e}", a.norm_eps),
             };
@@ -110,7 +111,7 @@ pub(crate) fn requests(module: &Module, a: &AttentionOp) -> Vec<Request> {
                 dim,
                 shape,
                 attn_width: heads * v_dim,
-                scale: f32_literal(scale(qk) as f64),
+                scale: f32_literal(attention_scale(qk) as f64),
                 scale_text: format!("{qk}^-0.5"),
                 residual,
             };
@@ -139,130 +140,4 @@ pub(crate) fn requests(module: &Module, a: &AttentionOp) -> Vec<Request> {
             out
         }
     }
-}
-
-/// The softmax scale `qk^-0.5`, computed in f32 like the reference.
-fn scale(qk: u64) -> f32 {
-    (qk as f32).powf(-0.5)
-}
-
-/// The fused prologue RMSNorm of a projection kernel, if any.
-#[derive(Serialize)]
-pub(crate) struct Norm {
-    prenorm: bool,
-    /// Its epsilon as an exact f32 literal.
-    eps: String,
-    eps_text: String,
-}
-
-impl Norm {
-    fn of(eps: Option<f64>) -> Norm {
-        Norm {
-            prenorm: eps.is_some(),
-            eps: eps.map(f32_literal).unwrap_or_default(),
-            eps_text: eps.map(|e| format!("{e:e}")).unwrap_or_default(),
-        }
-    }
-}
-
-/// `attention_gqa_proj`.
-#[derive(Serialize)]
-pub(crate) struct GqaProj {
-    pub(crate) dim: u64,
-    pub(crate) heads: u64,
-    pub(crate) kv_heads: u64,
-    pub(crate) head_dim: u64,
-    pub(crate) half: u64,
-    /// `heads * head_dim`.
-    pub(crate) q_width: u64,
-    /// `kv_heads * head_dim`.
-    pub(crate) kv_width: u64,
-    #[serde(flatten)]
-    pub(crate) norm: Norm,
-}
-
-/// `attention_mla_proj`.
-#[derive(Serialize)]
-pub(crate) struct MlaProj {
-    pub(crate) dim: u64,
-    pub(crate) heads: u64,
-    pub(crate) q_rank: u64,
-    pub(crate) kv_rank: u64,
-    pub(crate) rope: u64,
-    pub(crate) nope: u64,
-    pub(crate) half: u64,
-    /// `nope + rope`.
-    pub(crate) qk: u64,
-    /// `heads * qk`.
-    pub(crate) q_width: u64,
-    /// `kv_rank + rope`: one compact cache row.
-    pub(crate) lat_width: u64,
-    #[serde(flatten)]
-    pub(crate) norm: Norm,
-    /// `q_norm`/`kv_norm` epsilon.
-    pub(crate) norm_eps: String,
-    pub(crate) norm_eps_text: String,
-}
-
-/// `attention_core`: GQA, or MLA after expansion (`kv_heads == heads`).
-#[derive(Serialize)]
-pub(crate) struct Core {
-    pub(crate) dim: u64,
-    pub(crate) heads: u64,
-    pub(crate) kv_heads: u64,
-    /// Query heads per kv head.
-    pub(crate) group: u64,
-    pub(crate) qk: u64,
-    pub(crate) vd: u64,
-    /// `heads * vd`: one row of attention outputs, the input of `wo`.
-    pub(crate) attn_width: u64,
-    pub(crate) scale: String,
-    pub(crate) scale_text: String,
-    pub(crate) residual: bool,
-}
-
-impl Core {
-    fn new(dim: u64, heads: u64, kv_heads: u64, qk: u64, vd: u64, residual: bool) -> Core {
-        Core {
-            dim,
-            heads,
-            kv_heads,
-            group: heads / kv_heads,
-            qk,
-            vd,
-            attn_width: heads * vd,
-            scale: f32_literal(scale(qk) as f64),
-            scale_text: format!("{qk}^-0.5"),
-            residual,
-        }
-    }
-}
-
-/// `attention_mla_expand`, and the MLA sizes of `attention_mla_absorbed`.
-#[derive(Serialize, Clone, Copy)]
-pub(crate) struct MlaShape {
-    pub(crate) heads: u64,
-    pub(crate) kv_rank: u64,
-    pub(crate) rope: u64,
-    pub(crate) nope: u64,
-    pub(crate) vd: u64,
-    /// `nope + rope`.
-    pub(crate) qk: u64,
-    /// `kv_rank + rope`.
-    pub(crate) lat_width: u64,
-    /// `nope + vd`: rows of `kv_up` per head.
-    pub(crate) kv_width: u64,
-}
-
-/// `attention_mla_absorbed`.
-#[derive(Serialize)]
-pub(crate) struct MlaAbsorbed {
-    pub(crate) dim: u64,
-    #[serde(flatten)]
-    pub(crate) shape: MlaShape,
-    /// `heads * vd`: one row of attention outputs, the input of `wo`.
-    pub(crate) attn_width: u64,
-    pub(crate) scale: String,
-    pub(crate) scale_text: String,
-    pub(crate) residual: bool,
 }

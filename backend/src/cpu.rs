@@ -2,8 +2,8 @@
 //! code for this machine by LLVM, and linked into a shared object that the
 //! runtime loads (`mythos run --backend mlir-cpu`).
 
-use crate::kernels::{KernelTarget, Request, Variant};
 use crate::mlir::{link_shared, Error, Toolchain};
+use crate::vocab::{KernelTarget, Request, Variant};
 use melior::ir::Module;
 
 /// The CPU kernels: every kind's own template (`templates/mlir/<kind>.mlir.tera`),

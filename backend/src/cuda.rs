@@ -15,10 +15,9 @@
 //! The GPU templates use NVVM intrinsics instead (`templates/mlir/gpu/macros.tera`),
 //! and [`ptx`] rejects PTX with any `.extern`.
 
-use crate::kernels::ctx::f32_literal;
-use crate::kernels::ctx::Rowwise;
-use crate::kernels::{KernelCtx, KernelTarget, Request, Variant};
 use crate::mlir::{Error, Toolchain};
+use crate::vocab::ctx::{f32_literal, Rowwise};
+use crate::vocab::{KernelCtx, KernelTarget, Request, Variant};
 use melior::ir::Module;
 use mythos_compiler::plan::{GpuLaunch, GridDim};
 use serde_json::{json, Map, Value as Json};
@@ -394,7 +393,7 @@ mod tests {
     /// stages it through shared memory; the kernel lowers to PTX.
     #[test]
     fn rowwise_concat_of_a_step_goes_through_shared_memory() {
-        use crate::kernels::ctx::{RowInput, RowStep, Rowwise, Src};
+        use crate::vocab::ctx::{RowInput, RowStep, Rowwise, Src};
         let src = |kind: &str, mem: &str, base: &str, width: u64| Src {
             kind: kind.into(),
             mem: mem.into(),

@@ -2,7 +2,7 @@
 //!
 //! Every compute node of every graph becomes one or more kernels, each
 //! rendered from a template in `templates/mlir/` with a typed context
-//! (`ctx` structs below); identical kernels (same template, same context)
+//! (`vocab::ctx`); identical kernels (same template, same context)
 //! are emitted once and shared by every node that needs them. A fused group
 //! is one kernel. Loops (their control, the carried values' buffers),
 //! parameters and weights stay on the host (the runtime walks the plan's
@@ -14,28 +14,14 @@
 //! `index`), then the output `memref<?xf32>`, then the row count `index`.
 
 use crate::render::Templates;
-use mythos_compiler::ir::{ActStep, Dim, FusedOp, Graph, Module, NodeId, Op};
+use crate::vocab::ctx::{self, is_act};
+pub use crate::vocab::LowerError;
+use crate::vocab::{KernelCtx, KernelTarget, Request};
+use mythos_compiler::ir::{FusedOp, Graph, Module, NodeId, Op};
 use mythos_compiler::plan::{ArgKind, KernelInfo, Launch, Plan, PlanStep};
 use mythos_compiler::Span;
-use serde::Serialize;
 use serde_json::Value as Json;
 use std::collections::HashMap;
-
-/// Why a module cannot be lowered.
-#[derive(Debug, thiserror::Error)]
-pub enum LowerError {
-    #[error("the MLIR backend cannot lower `{op}` ({label}) yet; run it with the CPU reference runtime (--backend cpu)")]
-    Unsupported { op: String, label: String },
-    #[error("no {target} kernel for `{kind}` yet (needed by `{op}` {label}); compile with partial lowering or run it on another backend")]
-    NoVariant {
-        target: String,
-        kind: String,
-        op: String,
-        label: String,
-    },
-    #[error("kernel template `{template}` failed to render: {message}")]
-    Template { template: String, message: String },
-}
 
 /// The kernels of a module as one MLIR module text, and the plan.
 pub struct Lowered {
@@ -45,88 +31,6 @@ pub struct Lowered {
 
 /// Turns a span into `file:line:col` (the CLI knows the source files).
 pub type Locate<'a> = &'a dyn Fn(Span) -> Option<(String, usize, usize)>;
-
-/// A kernel's typed context: one variant per kernel kind, each named as its
-/// template (`templates/mlir/<kind>.mlir.tera`). Serialized as the bare
-/// struct for the templates.
-#[derive(Serialize)]
-#[serde(untagged)]
-pub(crate) enum KernelCtx {
-    Rowwise(ctx::Rowwise),
-    Linear(ctx::Linear),
-    Embedding(ctx::Embedding),
-    SwiGlu(crate::ops::ctx::SwiGlu),
-    Moe(crate::ops::ctx::Moe),
-    ActHalt(crate::ops::ctx::Dim),
-    LtiDecay(crate::ops::ctx::Dim),
-    LoopEmbeddingVec(crate::ops::ctx::LoopEmbeddingVec),
-    LoraScale(crate::ops::ctx::LoraScale),
-    LoraApply(crate::ops::ctx::LoraApply),
-    AttentionGqaProj(crate::attention::GqaProj),
-    AttentionMlaProj(crate::attention::MlaProj),
-    AttentionMlaExpand(crate::attention::MlaShape),
-    AttentionCore(crate::attention::Core),
-    AttentionMlaAbsorbed(crate::attention::MlaAbsorbed),
-}
-
-impl KernelCtx {
-    /// The kernel kind: its template's name.
-    pub fn template(&self) -> &'static str {
-        match self {
-            KernelCtx::Rowwise(_) => "rowwise",
-            KernelCtx::Linear(_) => "linear",
-            KernelCtx::Embedding(_) => "embedding",
-            KernelCtx::SwiGlu(_) => "swiglu",
-            KernelCtx::Moe(_) => "moe",
-            KernelCtx::ActHalt(_) => "act_halt",
-            KernelCtx::LtiDecay(_) => "lti_decay",
-            KernelCtx::LoopEmbeddingVec(_) => "loop_embedding_vec",
-            KernelCtx::LoraScale(_) => "lora_scale",
-            KernelCtx::LoraApply(_) => "lora_apply",
-            KernelCtx::AttentionGqaProj(_) => "attention_gqa_proj",
-            KernelCtx::AttentionMlaProj(_) => "attention_mla_proj",
-            KernelCtx::AttentionMlaExpand(_) => "attention_mla_expand",
-            KernelCtx::AttentionCore(_) => "attention_core",
-            KernelCtx::AttentionMlaAbsorbed(_) => "attention_mla_absorbed",
-        }
-    }
-}
-
-/// One kernel a node needs: its typed context and argument kinds.
-pub(crate) struct Request {
-    pub ctx: KernelCtx,
-    /// Argument kinds in call order.
-    pub args: Vec<ArgKind>,
-}
-
-impl Request {
-    pub(crate) fn new(ctx: KernelCtx, args: Vec<ArgKind>) -> Request {
-        Request { ctx, args }
-    }
-
-    pub(crate) fn template(&self) -> &'static str {
-        self.ctx.template()
-    }
-}
-
-/// How a target renders the kernels: the CPU uses each kind's template as
-/// it is; CUDA (`crate::cuda`) picks a GPU variant of each kind.
-pub(crate) trait KernelTarget {
-    /// Names the target in messages (`GPU`).
-    fn name(&self) -> &str;
-    /// This target's variant of a kernel, or `None` when it has none yet.
-    fn variant(&self, req: &Request) -> Option<Variant>;
-    /// The module text around the rendered kernels.
-    fn module(&self, kernels: &[String]) -> String;
-}
-
-/// The template a target renders for a kernel, what it adds to the
-/// kernel's context, and (CUDA) how the kernel is launched.
-pub(crate) struct Variant {
-    pub template: String,
-    pub extra: serde_json::Map<String, Json>,
-    pub gpu: Option<mythos_compiler::plan::GpuLaunch>,
-}
 
 /// Lowers every compute node of an optimized (at least canonicalized) module
 /// for the CPU. With `partial`, nodes that cannot be lowered yet are left
@@ -255,11 +159,6 @@ fn short_hash(s: &str) -> String {
     use sha2::Digest;
     let d = sha2::Sha256::digest(s.as_bytes());
     d[..6].iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Whether a value has one row per token (rather than being a vector).
-pub(crate) fn is_act(g: &Graph, n: NodeId) -> bool {
-    g.ty(n).shape.iter().any(|d| !matches!(d, Dim::Const(_)))
 }
 
 fn rows_of(g: &Graph, n: NodeId) -> &'static str {
@@ -420,170 +319,5 @@ fn rowwise_fused(g: &Graph, n: NodeId, f: &FusedOp) -> ctx::Rowwise {
         inputs,
         steps,
         last,
-    }
-}
-
-/// Typed template contexts, one per kernel template.
-pub(crate) mod ctx {
-    use super::*;
-
-    #[derive(Serialize)]
-    pub struct Embedding {
-        pub vocab: u64,
-        pub dim: u64,
-    }
-
-    #[derive(Serialize)]
-    pub struct Linear {
-        pub k: u64,
-        pub n: u64,
-        /// `x @ W^T` (W as `[n, k]`) rather than `x @ W` (W as `[k, n]`).
-        pub transpose_b: bool,
-        pub prenorm: bool,
-        /// The prologue RMSNorm's epsilon as an exact f32 literal.
-        pub eps: String,
-        pub eps_text: String,
-        pub residual: bool,
-    }
-
-    impl Linear {
-        pub fn plain(k: u64, n: u64, transpose_b: bool) -> Linear {
-            Linear {
-                k,
-                n,
-                transpose_b,
-                prenorm: false,
-                eps: String::new(),
-                eps_text: String::new(),
-                residual: false,
-            }
-        }
-
-        pub fn set_prenorm(&mut self, eps: Option<f64>) {
-            if let Some(eps) = eps {
-                self.prenorm = true;
-                self.eps = f32_literal(eps);
-                self.eps_text = format!("{eps:e}");
-            }
-        }
-    }
-
-    /// An f32 constant written exactly (MLIR hex float literal).
-    pub fn f32_literal(v: f64) -> String {
-        format!("0x{:08X}", (v as f32).to_bits())
-    }
-
-    #[derive(Serialize)]
-    pub struct Rowwise {
-        pub inputs: Vec<RowInput>,
-        pub steps: Vec<RowStep>,
-        pub out_width: u64,
-        /// The step whose result is the output.
-        pub last: usize,
-    }
-
-    #[derive(Serialize, Clone)]
-    pub struct RowInput {
-        /// `act` (one row per token) or `vec`.
-        pub kind: String,
-        pub width: u64,
-    }
-
-    impl RowInput {
-        pub fn of(g: &Graph, o: NodeId) -> RowInput {
-            RowInput {
-                kind: if is_act(g, o) { "act" } else { "vec" }.into(),
-                width: g.ty(o).width().unwrap_or(1),
-            }
-        }
-    }
-
-    /// Where a row step reads an operand (see `macros.tera`).
-    #[derive(Serialize, Clone)]
-    pub struct Src {
-        pub kind: String,
-        pub mem: String,
-        pub base: String,
-        pub width: u64,
-    }
-
-    impl Src {
-        pub fn input(i: usize, inp: &RowInput) -> Src {
-            Src {
-                kind: inp.kind.clone(),
-                mem: format!("in{i}"),
-                base: format!("base{i}"),
-                width: inp.width,
-            }
-        }
-
-        pub fn tmp(id: usize, width: u64) -> Src {
-            Src {
-                kind: "tmp".into(),
-                mem: format!("t{id}"),
-                base: String::new(),
-                width,
-            }
-        }
-    }
-
-    #[derive(Serialize)]
-    pub struct RowStep {
-        pub id: usize,
-        pub kind: String,
-        pub width: u64,
-        pub args: Vec<Src>,
-        pub eps: String,
-        /// add_prefix: channels of the added vector; concat: width of the first part.
-        pub prefix: u64,
-        /// concat: width of the second part.
-        pub suffix: u64,
-        pub loc: String,
-    }
-
-    impl RowStep {
-        pub fn new(id: usize, op: &Op, g: &Graph, n: NodeId, args: Vec<Src>) -> RowStep {
-            let width = g.ty(n).width().unwrap_or(1);
-            // `eps` holds the rmsnorm epsilon or the ACT threshold.
-            let (kind, eps) = match op {
-                Op::Add => ("add", String::new()),
-                Op::Scale => ("scale", String::new()),
-                Op::LtiApply => ("lti_apply", String::new()),
-                Op::AddPrefix => ("add_prefix", String::new()),
-                Op::Concat => ("concat", String::new()),
-                Op::RmsNorm { eps } => ("rmsnorm", f32_literal(*eps)),
-                Op::Act(step) => {
-                    let kind = match step {
-                        ActStep::Weight { .. } => "act_weight",
-                        ActStep::Accumulate => "act_accumulate",
-                        ActStep::Cumulate => "act_cumulate",
-                        ActStep::Halted { .. } => "act_halted",
-                    };
-                    (kind, step.threshold().map_or_else(String::new, f32_literal))
-                }
-                other => unreachable!("`{}` is not row-local", other.name()),
-            };
-            let prefix = match op {
-                Op::AddPrefix | Op::Concat => args
-                    .get(if matches!(op, Op::Concat) { 0 } else { 1 })
-                    .map_or(0, |s: &Src| s.width),
-                _ => 0,
-            };
-            let suffix = if matches!(op, Op::Concat) {
-                args[1].width
-            } else {
-                0
-            };
-            RowStep {
-                id,
-                kind: kind.into(),
-                width,
-                args,
-                eps,
-                prefix,
-                suffix,
-                loc: String::new(),
-            }
-        }
     }
 }

@@ -18,3 +18,4 @@ pub mod mlir;
 mod ops;
 pub mod ptxas;
 pub mod render;
+mod vocab;

@@ -6,11 +6,11 @@
 //! loop-embedding vector, the LoRA scale row) are called with `rows = 1`
 //! and ignore it.
 
-use crate::kernels::{ctx::f32_literal, KernelCtx, Request};
+use crate::vocab::ctx::{self, f32_literal};
+use crate::vocab::{KernelCtx, Request};
 use mythos_compiler::ir::args::SwiGluArgs;
 use mythos_compiler::ir::{Dim, Graph, NodeId, Op};
 use mythos_compiler::plan::ArgKind;
-use serde::Serialize;
 
 /// Scratch buffers above this many floats (64 KiB) live on the heap
 /// (`memref.alloc`, freed on return) rather than the stack: a shared
@@ -116,93 +116,4 @@ pub(crate) fn shape(g: &Graph, o: NodeId) -> Vec<u64> {
             _ => 0,
         })
         .collect()
-}
-
-/// Typed template contexts of the composite kernels.
-pub(crate) mod ctx {
-    use super::*;
-
-    /// A fused prologue RMSNorm (`prenorm` false: none).
-    #[derive(Serialize)]
-    pub struct Prenorm {
-        pub prenorm: bool,
-        /// Its epsilon as an exact f32 literal, and as written.
-        pub eps: String,
-        pub eps_text: String,
-    }
-
-    impl Prenorm {
-        pub fn of(eps: Option<f64>) -> Prenorm {
-            Prenorm {
-                prenorm: eps.is_some(),
-                eps: eps.map(f32_literal).unwrap_or_default(),
-                eps_text: eps.map(|e| format!("{e:e}")).unwrap_or_default(),
-            }
-        }
-    }
-
-    /// `swiglu.mlir.tera`.
-    #[derive(Serialize)]
-    pub struct SwiGlu {
-        pub dim: u64,
-        pub hidden: u64,
-        /// The hidden activations on the heap (see `STACK_FLOATS`).
-        pub heap: bool,
-        #[serde(flatten)]
-        pub prenorm: Prenorm,
-        pub residual: bool,
-    }
-
-    /// `moe.mlir.tera`.
-    #[derive(Serialize)]
-    pub struct Moe {
-        pub dim: u64,
-        pub experts: u64,
-        pub top_k: u64,
-        /// Hidden width of a routed expert.
-        pub hidden: u64,
-        pub shared: u64,
-        /// Hidden width of a shared expert (0 without shared experts).
-        pub shared_hidden: u64,
-        /// The larger hidden width (the scratch buffer's size).
-        pub hmax: u64,
-        /// That buffer on the heap (see `STACK_FLOATS`).
-        pub heap: bool,
-        pub router_bias: bool,
-        #[serde(flatten)]
-        pub prenorm: Prenorm,
-        pub residual: bool,
-    }
-
-    /// `act_halt.mlir.tera`, `lti_decay.mlir.tera`: the model width.
-    #[derive(Serialize)]
-    pub struct Dim {
-        pub dim: u64,
-    }
-
-    /// `loop_embedding_vec.mlir.tera`.
-    #[derive(Serialize)]
-    pub struct LoopEmbeddingVec {
-        pub channels: u64,
-        /// Frequencies: `ceil(channels / 2)` (sines first, then cosines).
-        pub freqs: u64,
-        /// `channels` and `theta` as exact f32 literals.
-        pub channels_f32: String,
-        pub theta: String,
-        pub theta_text: String,
-    }
-
-    /// `lora_scale.mlir.tera`.
-    #[derive(Serialize)]
-    pub struct LoraScale {
-        pub max_iters: u64,
-        pub rank: u64,
-    }
-
-    /// `lora_apply.mlir.tera`.
-    #[derive(Serialize)]
-    pub struct LoraApply {
-        pub dim: u64,
-        pub rank: u64,
-    }
 }

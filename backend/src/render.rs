@@ -1,7 +1,7 @@
 //! Kernel templates (`templates/mlir/*.mlir.tera`), embedded in the binary
 //! and rendered from typed contexts (see `kernels::ctx`).
 
-use crate::kernels::LowerError;
+use crate::vocab::LowerError;
 use serde_json::Value as Json;
 
 // `TEMPLATES`: every file of templates/mlir/ and templates/mlir/gpu/, listed
