@@ -250,11 +250,11 @@ fn generate_with<E: Engine>(
         if Some(next) == opts.eos || i + 1 == opts.max_new_tokens {
             break;
         }
-        if E::cache_pos(&cache) >= module.max_seq as usize {
+        if cache.pos >= module.max_seq as usize {
             eprintln!("\nstopped: reached max_seq ({})", module.max_seq);
             break;
         }
-        let position = E::cache_pos(&cache);
+        let position = cache.pos;
         let f = rt.forward(&[next], 1, opts.loops, Some(&mut cache))?;
         check_logits(&f.logits[..v], Step::Decode { position }, 0, position)?;
         next = sampler.sample(&f.logits[..v]) as i64;
@@ -458,7 +458,7 @@ fn bench_round<E: Engine>(
     let mut tok = ids[seq - 1];
     let t1 = Instant::now();
     for _ in 0..decode {
-        let position = E::cache_pos(&cache);
+        let position = cache.pos;
         let f = rt.forward(&[tok], 1, loops, Some(&mut cache))?;
         check_logits(&f.logits, Step::Decode { position }, 0, position)?;
         tok = mythos_runtime::sample::argmax(&f.logits) as i64;

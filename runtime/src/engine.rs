@@ -4,25 +4,26 @@
 //! engine (the default loop count, prefill-then-decode) is written here
 //! once; an engine supplies one forward pass and its cache.
 
-use crate::cpu::{kv::KvCache, pool::Buf, CpuRuntime, Forward, Logits, RunError};
-use crate::cuda::{CudaError, CudaKvCache, CudaRuntime};
+use crate::cpu::{pool::Buf, CpuRuntime};
+use crate::cuda::{kv::Stream, CudaError, CudaRuntime};
+use crate::exec::{Device, Forward, Logits, RunError};
+use crate::kv::{Cache, KvStream};
 use mythos_compiler::ir::Module;
 
 /// A runtime that runs a module's forward pass.
 pub trait Engine {
-    /// Its KV cache.
-    type Cache;
+    /// A buffer of its KV cache's entries (host vectors, device buffers).
+    type Stream: KvStream;
     type Error: std::error::Error + Send + Sync + 'static + From<RunError>;
 
     /// The module it runs.
     fn module(&self) -> &Module;
 
     /// A KV cache with room reserved for `positions` tokens (the CPU cache
-    /// then never grows during decode; see `KvCache::with_capacity`).
-    fn new_cache(&self, positions: usize) -> Self::Cache;
-
-    /// The next position of a cache.
-    fn cache_pos(cache: &Self::Cache) -> usize;
+    /// then never grows during decode; see [`Cache::with_capacity`]).
+    fn new_cache(&self, positions: usize) -> Cache<Self::Stream> {
+        Cache::with_capacity(positions)
+    }
 
     /// Runs `ids` (`batch` rows of equal length) through the model; `loops`
     /// defaults to the loop's trained depth. With a cache, the tokens
@@ -35,14 +36,14 @@ pub trait Engine {
         ids: &[i64],
         batch: usize,
         loops: Option<u64>,
-        cache: Option<&mut Self::Cache>,
+        cache: Option<&mut Cache<Self::Stream>>,
         logits: Logits,
     ) -> Result<Forward, Self::Error>;
 
     /// `cpu`, `mlir-cpu` or `cuda` (the bench report's backend).
     fn backend(&self) -> &'static str;
 
-    /// Time per op kind, when profiling (CPU only).
+    /// Time per op kind, when profiling (`CpuRuntime::with_profiling`).
     fn profile(&self) -> Option<Vec<(&'static str, std::time::Duration)>> {
         None
     }
@@ -58,7 +59,7 @@ pub trait Engine {
         ids: &[i64],
         batch: usize,
         loops: Option<u64>,
-        cache: Option<&mut Self::Cache>,
+        cache: Option<&mut Cache<Self::Stream>>,
     ) -> Result<Forward, Self::Error> {
         self.forward_with(ids, batch, loops, cache, Logits::All)
     }
@@ -115,74 +116,40 @@ pub trait Engine {
     }
 }
 
-impl Engine for CpuRuntime<'_> {
-    type Cache = KvCache;
-    type Error = RunError;
+/// Every device of the executor is an engine: the impl, written once (a
+/// blanket `impl<D: Device>` would show the crate's internal `Device` trait
+/// in the public interface).
+macro_rules! engine_of_device {
+    ($device:ty, $stream:ty, $error:ty) => {
+        impl Engine for $device {
+            type Stream = $stream;
+            type Error = $error;
 
-    fn module(&self) -> &Module {
-        CpuRuntime::module(self)
-    }
+            fn module(&self) -> &Module {
+                self.exec().module
+            }
 
-    fn new_cache(&self, positions: usize) -> KvCache {
-        KvCache::with_capacity(positions)
-    }
+            fn forward_with(
+                &self,
+                ids: &[i64],
+                batch: usize,
+                loops: Option<u64>,
+                cache: Option<&mut Cache<$stream>>,
+                logits: Logits,
+            ) -> Result<Forward, $error> {
+                Device::forward_with(self, ids, batch, loops, cache, logits)
+            }
 
-    fn cache_pos(cache: &KvCache) -> usize {
-        cache.pos
-    }
+            fn backend(&self) -> &'static str {
+                Device::backend(self)
+            }
 
-    fn forward_with(
-        &self,
-        ids: &[i64],
-        batch: usize,
-        loops: Option<u64>,
-        cache: Option<&mut KvCache>,
-        logits: Logits,
-    ) -> Result<Forward, RunError> {
-        CpuRuntime::forward_with(self, ids, batch, loops, cache, logits)
-    }
-
-    fn backend(&self) -> &'static str {
-        if self.compiled_nodes() > 0 {
-            "mlir-cpu"
-        } else {
-            "cpu"
+            fn profile(&self) -> Option<Vec<(&'static str, std::time::Duration)>> {
+                self.exec().profile()
+            }
         }
-    }
-
-    fn profile(&self) -> Option<Vec<(&'static str, std::time::Duration)>> {
-        Some(CpuRuntime::profile(self))
-    }
+    };
 }
 
-impl Engine for CudaRuntime<'_> {
-    type Cache = CudaKvCache;
-    type Error = CudaError;
-
-    fn module(&self) -> &Module {
-        CudaRuntime::module(self)
-    }
-
-    fn new_cache(&self, _positions: usize) -> CudaKvCache {
-        CudaKvCache::new()
-    }
-
-    fn cache_pos(cache: &CudaKvCache) -> usize {
-        cache.pos
-    }
-
-    fn forward_with(
-        &self,
-        ids: &[i64],
-        batch: usize,
-        loops: Option<u64>,
-        cache: Option<&mut CudaKvCache>,
-        logits: Logits,
-    ) -> Result<Forward, CudaError> {
-        CudaRuntime::forward_with(self, ids, batch, loops, cache, logits)
-    }
-
-    fn backend(&self) -> &'static str {
-        "cuda"
-    }
-}
+engine_of_device!(CpuRuntime<'_>, Vec<f32>, RunError);
+engine_of_device!(CudaRuntime<'_>, Stream, CudaError);

@@ -6,12 +6,21 @@
 //! - `cuda`: the CUDA runtime (cudarc), which loads the compiler's PTX;
 //! - `engine`: the [`engine::Engine`] trait every runtime implements (what the
 //!   CLI, benchmarks and tests drive), with prefill-then-decode written once;
+//! - `exec`: the one executor (graph walk, loop control, header memo) over a
+//!   `Device` trait the CPU and CUDA runtimes implement; `kv`: the KV cache's
+//!   bookkeeping for every engine; `launch` and `attention_host`: kernel
+//!   arguments and the host side of compiled attention, shared by the
+//!   mlir-cpu kernels and CUDA;
 //! - `weights` (safetensors), `sample` (decoding), `finite` (overflow checks).
 
+mod attention_host;
 pub mod cpu;
 pub mod cuda;
 pub mod engine;
+mod exec;
 pub mod finite;
+pub mod kv;
+pub mod launch;
 pub mod rng;
 pub mod sample;
 pub mod tensor;

@@ -14,6 +14,7 @@ use mythos_compiler::sema::{self, Loader};
 use mythos_runtime::cpu::compiled::CompiledKernels;
 use mythos_runtime::cpu::kv::KvCache;
 use mythos_runtime::cpu::{CpuRuntime, Logits};
+use mythos_runtime::engine::Engine;
 use mythos_runtime::weights::Weights;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;

@@ -100,7 +100,8 @@ impl CompiledKernels {
 /// Kernels by (graph, node).
 pub(crate) type Bound = HashMap<(GraphId, NodeId), Vec<KernelFn>>;
 
-/// A 1-D memref descriptor (MLIR's `StridedMemRefType<T, 1>`).
+/// A 1-D memref descriptor (MLIR's `StridedMemRefType<T, 1>`); a call's
+/// descriptors are made from its [`Arg`](crate::launch::Arg)s by [`call_args`].
 #[repr(C)]
 pub struct Desc<T> {
     allocated: *mut T,
@@ -111,23 +112,13 @@ pub struct Desc<T> {
 }
 
 impl<T> Desc<T> {
-    /// A read-only view (kernels never write their inputs).
-    pub fn of(s: &[T]) -> Desc<T> {
+    /// A buffer argument's memory (see [`crate::launch::Arg`]).
+    pub fn raw(ptr: u64, len: usize) -> Desc<T> {
         Desc {
-            allocated: s.as_ptr() as *mut T,
-            aligned: s.as_ptr() as *mut T,
+            allocated: ptr as *mut T,
+            aligned: ptr as *mut T,
             offset: 0,
-            size: s.len() as i64,
-            stride: 1,
-        }
-    }
-
-    pub fn of_mut(s: &mut [T]) -> Desc<T> {
-        Desc {
-            allocated: s.as_mut_ptr(),
-            aligned: s.as_mut_ptr(),
-            offset: 0,
-            size: s.len() as i64,
+            size: len as i64,
             stride: 1,
         }
     }
@@ -138,93 +129,7 @@ impl<T> Desc<T> {
 }
 
 /// Most argument words of a kernel call (the backend emits at most 20).
-pub const MAX_WORDS: usize = 24;
-
-/// A kernel call's argument words on the stack (a call allocates nothing).
-pub struct Words {
-    w: [usize; MAX_WORDS],
-    n: usize,
-}
-
-impl Words {
-    pub fn new() -> Words {
-        Words {
-            w: [0; MAX_WORDS],
-            n: 0,
-        }
-    }
-
-    pub fn push(&mut self, word: usize) {
-        assert!(
-            self.n < MAX_WORDS,
-            "a kernel call with more than {MAX_WORDS} words"
-        );
-        self.w[self.n] = word;
-        self.n += 1;
-    }
-
-    pub fn as_slice(&self) -> &[usize] {
-        &self.w[..self.n]
-    }
-}
-
-impl Default for Words {
-    fn default() -> Self {
-        Words::new()
-    }
-}
-
-impl Extend<usize> for Words {
-    fn extend<I: IntoIterator<Item = usize>>(&mut self, iter: I) {
-        for w in iter {
-            self.push(w);
-        }
-    }
-}
-
-/// Descriptors of up to [`MAX_WORDS`] buffers, on the stack. Their
-/// addresses are the words a call passes, so the array must not move
-/// between [`Descs::push`] and the call.
-pub struct Descs<'a> {
-    d: [Desc<f32>; MAX_WORDS],
-    n: usize,
-    _buffers: std::marker::PhantomData<&'a [f32]>,
-}
-
-impl<'a> Descs<'a> {
-    pub fn new() -> Descs<'a> {
-        Descs {
-            d: std::array::from_fn(|_| Desc::of(&[])),
-            n: 0,
-            _buffers: std::marker::PhantomData,
-        }
-    }
-
-    /// Adds a read-only buffer; returns its index.
-    pub fn push(&mut self, s: &'a [f32]) -> usize {
-        assert!(
-            self.n < MAX_WORDS,
-            "a kernel call with more than {MAX_WORDS} buffers"
-        );
-        self.d[self.n] = Desc::of(s);
-        self.n += 1;
-        self.n - 1
-    }
-
-    pub fn get(&self, i: usize) -> &Desc<f32> {
-        &self.d[..self.n][i]
-    }
-
-    pub fn as_slice(&self) -> &[Desc<f32>] {
-        &self.d[..self.n]
-    }
-}
-
-impl Default for Descs<'_> {
-    fn default() -> Self {
-        Descs::new()
-    }
-}
+pub const MAX_WORDS: usize = crate::launch::MAX_ARGS;
 
 /// Calls a kernel with its argument words.
 ///
@@ -263,4 +168,33 @@ pub unsafe fn call(k: KernelFn, a: &[usize]) {
         20 => arity!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19),
         n => unreachable!("no kernel takes {n} arguments (the backend emits at most 20)"),
     }
+}
+
+/// Calls a kernel with its arguments: each buffer becomes a descriptor on
+/// the stack (its address is the word), each index its value.
+///
+/// # Safety
+/// As [`call`]: `args` must match the kernel's signature, every buffer
+/// valid host memory for what the kernel reads or writes.
+pub unsafe fn call_args(k: KernelFn, args: &[crate::launch::Arg]) {
+    use crate::launch::Arg;
+    assert!(
+        args.len() <= MAX_WORDS,
+        "a kernel call with more than {MAX_WORDS} arguments"
+    );
+    let mut descs: [Desc<f32>; MAX_WORDS] = std::array::from_fn(|_| Desc::raw(0, 0));
+    for (d, a) in descs.iter_mut().zip(args) {
+        if let Arg::Buf { ptr, len } = *a {
+            *d = Desc::raw(ptr, len);
+        }
+    }
+    let mut words = [0usize; MAX_WORDS];
+    for ((w, d), a) in words.iter_mut().zip(&descs).zip(args) {
+        *w = match *a {
+            Arg::Buf { .. } => d.word(),
+            Arg::Index(n) => n as usize,
+        };
+    }
+    // SAFETY: the caller's contract; the descriptors outlive the call.
+    unsafe { call(k, &words[..args.len()]) }
 }

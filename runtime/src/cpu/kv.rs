@@ -1,7 +1,4 @@
-//! The KV cache: one entry per prelude layer, per loop iteration of each
-//! looped attention, and per coda layer (OpenMythos's `cache_key`s
-//! `prelude_0`, `recurrent_loop_3`, `coda_1`), addressed by [`CacheKey`]:
-//! the attention op's KV layer ([`KvSlot`]) and the loop iteration.
+//! The CPU runtime's KV cache: [`crate::kv::Cache`] with host vectors.
 //!
 //! MLA entries always hold the compact per-token state (`latent`): the latent
 //! `c_kv` *after* its RMSNorm (`kv_norm`), then the rotated rope key, once per
@@ -15,58 +12,21 @@
 //! - compact (`MlaOptions::compact`): `latent` only; `keys`/`values` stay empty.
 //!
 //! An entry keeps the layout it was first filled with (see
-//! [`LayerCache::holds_keys`]).
+//! [`crate::kv::LayerCache::holds_keys`]).
 
-use mythos_compiler::ir::KvSlot;
-use std::collections::HashMap;
+pub use crate::kv::CacheKey;
 
-/// Where an entry lives: an attention op's KV layer and, for an op inside
-/// the loop, the iteration (each iteration keeps its own keys and values).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct CacheKey {
-    pub layer: u32,
-    pub iteration: Option<usize>,
-}
+/// All entries of one sequence batch, in host memory.
+pub type KvCache = crate::kv::Cache<Vec<f32>>;
 
-impl CacheKey {
-    /// The entry of `slot` at `iteration` (`None` outside the loop).
-    pub fn of(slot: &KvSlot, iteration: Option<usize>) -> CacheKey {
-        CacheKey {
-            layer: slot.layer,
-            iteration,
-        }
-    }
-}
-
-/// Keys and values of one attention layer, per batch row, appended in order.
-#[derive(Clone, Debug, Default)]
-pub struct LayerCache {
-    /// Per batch row: `len * k_width` keys (GQA: rotated k; MLA: `[k_nope | k_rope]`
-    /// per head). Empty for an MLA entry in the compact layout.
-    pub keys: Vec<Vec<f32>>,
-    /// Per batch row: `len * v_width` values. Empty for an MLA entry in the compact layout.
-    pub values: Vec<Vec<f32>>,
-    /// MLA only, per batch row: `len * (kv_rank + rope)`, the normalized
-    /// `c_kv` then the rotated rope key of each token.
-    pub latent: Vec<Vec<f32>>,
-    /// Positions held.
-    pub len: usize,
-    /// Positions to reserve room for on the first append (see
-    /// [`KvCache::with_capacity`]); 0 lets the buffers grow as they fill.
-    pub capacity: usize,
-}
+/// One attention layer's keys and values, in host memory.
+pub type LayerCache = crate::kv::LayerCache<Vec<f32>>;
 
 impl LayerCache {
-    /// Whether the entry holds per-head keys (GQA, or MLA in the reference
-    /// layout). An empty entry holds none, so its first fill picks the layout.
-    pub fn holds_keys(&self) -> bool {
-        self.keys.iter().any(|k| !k.is_empty())
-    }
-
     /// Appends `data` (positions of `width` floats) to batch row `row` of
     /// the MLA latent (see [`append_reserved`]).
     pub fn append_latent(&mut self, row: usize, data: &[f32], width: usize) {
-        append_reserved(&mut self.latent[row], data, width, self.capacity);
+        append_reserved(&mut self.latent[row], data, self.capacity * width);
     }
 
     /// Appends batch row `row`'s `seq` new positions of `keys` (rows of
@@ -82,82 +42,19 @@ impl LayerCache {
             &keys[row * seq * kw..(row + 1) * seq * kw],
             &values[row * seq * vw..(row + 1) * seq * vw],
         );
-        append_reserved(&mut self.keys[row], k, kw, self.capacity);
-        append_reserved(&mut self.values[row], v, vw, self.capacity);
+        append_reserved(&mut self.keys[row], k, self.capacity * kw);
+        append_reserved(&mut self.values[row], v, self.capacity * vw);
     }
 }
 
-/// Appends `data` (positions of `width` floats) to `buf`. The first append
-/// reserves room for `capacity` positions (see [`KvCache::with_capacity`]),
-/// so such a cache never reallocates while it stays within it.
-fn append_reserved(buf: &mut Vec<f32>, data: &[f32], width: usize, capacity: usize) {
+/// Appends `data` to `buf`. The first append reserves room for `reserve`
+/// floats (the cache's capacity in positions times the width; see
+/// [`KvCache::with_capacity`]), so such a cache never reallocates while it
+/// stays within it.
+pub(crate) fn append_reserved(buf: &mut Vec<f32>, data: &[f32], reserve: usize) {
     if buf.capacity() < buf.len() + data.len() {
-        let want = (capacity * width).max(buf.len() + data.len());
+        let want = reserve.max(buf.len() + data.len());
         buf.reserve(want - buf.len());
     }
     buf.extend_from_slice(data);
-}
-
-/// All cache entries of one sequence batch, and how many positions they hold.
-#[derive(Clone, Debug, Default)]
-pub struct KvCache {
-    entries: HashMap<CacheKey, LayerCache>,
-    /// Positions already processed (the next token's position).
-    pub pos: usize,
-    /// Loop iterations the cache was filled with; decode must use the same.
-    pub loops: Option<u64>,
-    /// Batch rows the cache holds.
-    pub batch: Option<usize>,
-    /// Positions each entry reserves room for.
-    capacity: usize,
-}
-
-impl KvCache {
-    pub fn new() -> KvCache {
-        KvCache::default()
-    }
-
-    /// A cache whose entries reserve room for `positions` tokens per batch
-    /// row when first filled: decoding within that many positions then
-    /// never grows a buffer (generation knows prompt plus new tokens).
-    pub fn with_capacity(positions: usize) -> KvCache {
-        KvCache {
-            capacity: positions,
-            ..KvCache::default()
-        }
-    }
-
-    /// The entry at `key`, created empty (for `batch` rows) on first use.
-    pub fn entry(&mut self, key: CacheKey, batch: usize) -> &mut LayerCache {
-        let capacity = self.capacity;
-        self.entries.entry(key).or_insert_with(|| LayerCache {
-            keys: vec![Vec::new(); batch],
-            values: vec![Vec::new(); batch],
-            latent: vec![Vec::new(); batch],
-            len: 0,
-            capacity,
-        })
-    }
-
-    pub fn len_entries(&self) -> usize {
-        self.entries.len()
-    }
-
-    /// Bytes held (f32): keys, values and latent, whatever the layout holds
-    /// (an MLA cache in the compact layout counts only its latent).
-    pub fn bytes(&self) -> usize {
-        self.entries
-            .values()
-            .map(|e| {
-                let n: usize = e
-                    .keys
-                    .iter()
-                    .chain(&e.values)
-                    .chain(&e.latent)
-                    .map(Vec::len)
-                    .sum();
-                n * 4
-            })
-            .sum()
-    }
 }

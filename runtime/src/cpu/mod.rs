@@ -1,7 +1,8 @@
-//! The CPU reference runtime: executes the graph IR in f32, op by op in
-//! topological order, with the loop region's control (iterations, ACT) here.
-//! It is the oracle every other backend and every pass is compared against,
-//! so it follows OpenMythos's semantics exactly (shared/openmythos-reference.md).
+//! The CPU reference runtime: executes the graph IR in f32, op by op, on
+//! the shared executor (`crate::exec`: graph walk, loop control, header
+//! memo). It is the oracle every other backend and every pass is compared
+//! against, so it follows OpenMythos's semantics exactly
+//! (shared/openmythos-reference.md).
 
 pub mod attention;
 pub mod compiled;
@@ -11,163 +12,38 @@ pub mod kv;
 pub mod moe;
 pub mod pool;
 
+pub use crate::exec::{Forward, Logits, RunError};
+
+use crate::exec::{self, Args, Call, Device, Exec};
+use crate::launch::{Arg, ArgList};
 use crate::weights::Weights;
 use kernels::{linear_new, rmsnorm, sigmoid, Rope};
 use kv::{CacheKey, KvCache};
 use mythos_compiler::ir::args::{AttnWeights, SwiGluArgs};
-use mythos_compiler::ir::walk::{GraphId, Graphs};
-use mythos_compiler::ir::{AttnKind, Fusion, Graph, KvLayout, LoopRegion, Module, NodeId, Op};
+use mythos_compiler::ir::walk::GraphId;
+use mythos_compiler::ir::{AttnKind, Fusion, Graph, KvLayout, Module, NodeId, Op};
 use pool::Buf;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
 
-/// Why a forward pass cannot run on the given input.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum RunError {
-    #[error(
-        "token id {id} at batch row {row}, position {pos} is outside the vocabulary (0..{vocab})"
-    )]
-    TokenOutOfRange {
-        id: i64,
-        row: usize,
-        pos: usize,
-        vocab: u64,
-    },
-    #[error("position {pos} is beyond the model's max_seq ({max_seq}): the sequence is too long")]
-    TooLong { pos: usize, max_seq: u64 },
-    #[error("{len} token ids do not split into {batch} rows of equal length")]
-    BadBatch { len: usize, batch: usize },
-    #[error("no tokens to run")]
-    Empty,
-    #[error("the KV cache was filled with {cached} loop iterations; decode must use the same (got {requested})")]
-    LoopsMismatch { cached: u64, requested: u64 },
-    #[error("--decode-from {k} must be between 1 and the number of tokens ({tokens})")]
-    BadDecodeFrom { k: usize, tokens: usize },
-    #[error("the KV cache holds {cached} batch rows; this call has {batch}")]
-    BatchMismatch { cached: usize, batch: usize },
-}
-
-/// Logits of one forward pass and what the loop did.
-#[derive(Debug, Clone)]
-pub struct Forward {
-    /// `[batch, seq, vocab]`, row-major. A pooled buffer (derefs to
-    /// `Vec<f32>`): dropping it hands it back for the next call, so that a
-    /// decode loop allocates nothing; `into_vec` keeps it.
-    pub logits: Buf<f32>,
-    pub batch: usize,
-    pub seq: usize,
-    pub vocab: usize,
-    /// Loop iterations actually run (fewer than asked when ACT exits early).
-    pub iterations: u64,
-}
-
-/// A graph flattened once, so that running it (every loop iteration of every
-/// token) does no graph analysis: steps in topological order, operands as
-/// step indices, and the values each step is the last user of.
-/// (Shared with the CUDA runtime, which walks graphs in the same order.)
-pub(crate) struct Schedule {
-    pub(crate) steps: Vec<Step>,
-    pub(crate) outputs: Vec<usize>,
-}
-
-pub(crate) struct Step {
-    pub(crate) node: NodeId,
-    pub(crate) operands: Vec<usize>,
-    /// Values that can be dropped once this step has run.
-    pub(crate) last_use_of: Vec<usize>,
-    /// Where this step's row starts in a fused group's per-row scratch
-    /// (the widths of the steps before it), and its width.
-    pub(crate) row_at: usize,
-    pub(crate) row_width: usize,
-}
-
-impl Schedule {
-    pub(crate) fn new(g: &Graph) -> Schedule {
-        let order = g
-            .topo_order()
-            .expect("the verifier guarantees an acyclic graph");
-        let index: HashMap<NodeId, usize> =
-            order.iter().enumerate().map(|(i, &n)| (n, i)).collect();
-        let operands: Vec<Vec<usize>> = order
-            .iter()
-            .map(|&n| g.operands(n).iter().map(|o| index[o]).collect())
-            .collect();
-        let outputs: Vec<usize> = g.outputs.iter().map(|o| index[o]).collect();
-        let mut last = vec![None; order.len()];
-        for (i, ops) in operands.iter().enumerate() {
-            for &o in ops {
-                last[o] = Some(i);
-            }
-        }
-        let mut last_use_of = vec![Vec::new(); order.len()];
-        for (value, step) in last.iter().enumerate() {
-            if let (Some(step), false) = (step, outputs.contains(&value)) {
-                last_use_of[*step].push(value);
-            }
-        }
-        let mut row_at = 0;
-        let steps = order
-            .into_iter()
-            .zip(operands)
-            .zip(last_use_of)
-            .map(|((node, operands), last_use_of)| {
-                let row_width = g.ty(node).width().unwrap_or(0) as usize;
-                row_at += row_width;
-                Step {
-                    node,
-                    operands,
-                    last_use_of,
-                    row_at: row_at - row_width,
-                    row_width,
-                }
-            })
-            .collect();
-        Schedule { steps, outputs }
-    }
-}
-
-/// One schedule per graph of the walk, by graph id.
-pub(crate) fn schedules(graphs: &Graphs) -> Vec<Schedule> {
-    graphs.iter().map(|(_, g)| Schedule::new(g.graph)).collect()
-}
-
 /// A module and its weights, ready to run.
 pub struct CpuRuntime<'a> {
     module: &'a Module,
     weights: &'a Weights,
-    /// Every graph of the module, by id.
-    graphs: Graphs<'a>,
-    /// One schedule per graph, by graph id.
-    schedules: Vec<Schedule>,
-    /// Time per op kind, when profiling (`mythos bench --profile`).
-    profile: Option<Mutex<HashMap<&'static str, std::time::Duration>>>,
-    /// Loop-header outputs per (header, iteration index): per-iteration
-    /// constants, computed once and reused by every token.
-    header_values: Mutex<HeaderValues>,
+    /// The module's graphs, schedules and memos.
+    exec: Exec<'a, Value<'a>>,
     /// Compiled kernels (the `mlir-cpu` backend) by node, when loaded.
     kernels: Option<(&'a compiled::CompiledKernels, compiled::Bound)>,
     /// RoPE tables by (rotated dims, theta) for positions `[0, n)`, grown
     /// (doubling) when a call reaches past them.
     ropes: Mutex<HashMap<(usize, u64), Arc<Rope>>>,
-    /// Emptied value-slot vectors, reused by every graph walk (with the
-    /// buffers of `pool.rs`, what keeps a decode step from allocating).
-    slot_pool: Mutex<Vec<Slots<'a>>>,
 }
-
-/// Loop-header outputs keyed by (header graph, iteration index).
-type HeaderValues = HashMap<(GraphId, usize), Vec<Buf<f32>>>;
-
-/// The values of one graph walk, by step (or the parameters of a loop body).
-type Slots<'a> = Vec<Option<Value<'a>>>;
-
-/// Most operands of one op (the verifier's op signatures stay far below).
-const MAX_OPERANDS: usize = 24;
 
 /// A value flowing through the graph. Activations and vectors live in
 /// pooled buffers, so dropping a value hands its storage back.
 #[derive(Clone)]
-enum Value<'a> {
+pub(crate) enum Value<'a> {
     /// `rows x cols` activations.
     Act(Buf<f32>, usize),
     Weight(&'a [f32]),
@@ -176,40 +52,6 @@ enum Value<'a> {
     /// The loop iteration index.
     Step(usize),
     Ids,
-}
-
-/// A filler for unused operand slots.
-static NO_VALUE: Value<'static> = Value::Ids;
-
-/// An op's operands in a stack array: collecting them into a `Vec` would
-/// allocate on every op.
-struct Args<'v, 'a> {
-    a: [&'v Value<'a>; MAX_OPERANDS],
-    n: usize,
-}
-
-impl<'v, 'a> Args<'v, 'a> {
-    fn new(values: impl IntoIterator<Item = &'v Value<'a>>) -> Args<'v, 'a> {
-        let mut a: [&'v Value<'a>; MAX_OPERANDS] = [&NO_VALUE; MAX_OPERANDS];
-        let mut n = 0;
-        for v in values {
-            assert!(
-                n < MAX_OPERANDS,
-                "an op with more than {MAX_OPERANDS} operands"
-            );
-            a[n] = v;
-            n += 1;
-        }
-        Args { a, n }
-    }
-
-    fn as_slice(&self) -> &[&'v Value<'a>] {
-        &self.a[..self.n]
-    }
-
-    fn as_mut_slice(&mut self) -> &mut [&'v Value<'a>] {
-        &mut self.a[..self.n]
-    }
 }
 
 impl Value<'_> {
@@ -237,61 +79,106 @@ impl Value<'_> {
     }
 }
 
-/// Per-call state: shapes, positions, the cache and the loop iteration.
-struct Ctx<'c> {
-    batch: usize,
-    seq: usize,
-    start: usize,
-    ids: &'c [i64],
-    cache: &'c mut KvCache,
-    /// Early ACT exit is allowed only without a caller's cache (as in the reference).
-    may_exit_early: bool,
-    loops: u64,
-    iterations: u64,
-    /// Compute the head for the last position of each row only.
-    last_only: bool,
+/// What the CPU runtime keeps per call: the token ids.
+pub(crate) struct Local<'c> {
+    pub(crate) ids: &'c [i64],
 }
 
-/// Which positions get logits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Logits {
-    All,
-    Last,
+/// Per-call state (see [`exec::Call`]).
+type Ctx<'k, 'c> = Call<'k, Vec<f32>, Local<'c>>;
+
+impl<'a> Device for CpuRuntime<'a> {
+    type Value = Value<'a>;
+    type Error = RunError;
+    type Stream = Vec<f32>;
+    type Local<'c> = Local<'c>;
+
+    fn exec(&self) -> &Exec<'_, Value<'a>> {
+        &self.exec
+    }
+
+    fn backend(&self) -> &'static str {
+        if self.compiled_nodes() > 0 {
+            "mlir-cpu"
+        } else {
+            "cpu"
+        }
+    }
+
+    /// The forward pass on a worker of the thread pool.
+    fn forward_with(
+        &self,
+        ids: &[i64],
+        batch: usize,
+        loops: Option<u64>,
+        cache: Option<&mut KvCache>,
+        logits: Logits,
+    ) -> Result<Forward, RunError> {
+        // The whole call runs on a worker of the thread pool: every parallel
+        // kernel inside it then forks from a worker (its own deque, the other
+        // workers steal) instead of injecting a job and parking the caller's
+        // thread on each of them, one context switch per call instead of
+        // one per kernel.
+        if rayon::current_thread_index().is_none() && rayon::current_num_threads() > 1 {
+            let mut out = None;
+            rayon::scope(|_| out = Some(exec::forward(self, ids, batch, loops, cache, logits)));
+            return out.expect("the scope ran the forward pass");
+        }
+        exec::forward(self, ids, batch, loops, cache, logits)
+    }
+
+    fn begin<'c>(&self, ids: &'c [i64]) -> Result<Local<'c>, RunError> {
+        Ok(Local { ids })
+    }
+
+    fn eval<'c>(
+        &self,
+        (gid, node): (GraphId, NodeId),
+        op: &Op,
+        args: &[&Value<'a>],
+        ctx: &mut Ctx<'_, 'c>,
+        iteration: Option<usize>,
+    ) -> Result<Value<'a>, RunError> {
+        let g = self.exec.graphs.graph(gid);
+        Ok(match (op, self.compiled_for(gid, node)) {
+            (_, Some(fns)) => self.eval_compiled(fns, g, node, op, args, ctx, iteration),
+            (Op::Fused(_), None) => {
+                let body = self.exec.graphs.fused_body(gid, node);
+                self.run_fused(body, args, ctx.rows())
+            }
+            (_, None) => self.eval_reference(op, args, ctx, iteration),
+        })
+    }
+
+    fn step(&self, t: usize) -> Value<'a> {
+        Value::Step(t)
+    }
+
+    fn zeros(&self, rows: usize, width: usize) -> Result<Value<'a>, RunError> {
+        Ok(Value::Act(Buf::zeroed(rows * width), width))
+    }
+
+    fn all_halted(&self, mask: &Value<'a>) -> Result<bool, RunError> {
+        Ok(mask.act().0.iter().all(|&m| m >= 0.5))
+    }
+
+    fn logits(&self, out: Value<'a>) -> Result<(Buf<f32>, usize), RunError> {
+        match out {
+            Value::Act(v, c) => Ok((v, c)),
+            _ => unreachable!("the module's output is the logits"),
+        }
+    }
 }
 
 impl<'a> CpuRuntime<'a> {
     pub fn new(module: &'a Module, weights: &'a Weights) -> CpuRuntime<'a> {
-        let graphs = module.graphs();
-        let schedules = schedules(&graphs);
         CpuRuntime {
             module,
             weights,
-            graphs,
-            schedules,
-            profile: None,
-            header_values: Mutex::new(HashMap::new()),
+            exec: Exec::new(module),
             kernels: None,
             ropes: Mutex::new(HashMap::new()),
-            slot_pool: Mutex::new(Vec::new()),
         }
-    }
-
-    /// An empty slot vector of `n` slots from the free list.
-    fn take_slots(&self, n: usize) -> Slots<'a> {
-        let mut v = self
-            .slot_pool
-            .lock()
-            .expect("slot pool lock")
-            .pop()
-            .unwrap_or_default();
-        v.resize_with(n, || None);
-        v
-    }
-
-    /// Drops the values of `v` and keeps the vector for [`Self::take_slots`].
-    fn give_slots(&self, mut v: Slots<'a>) {
-        v.clear();
-        self.slot_pool.lock().expect("slot pool lock").push(v);
     }
 
     /// The RoPE tables attention `a` needs for this call's positions.
@@ -335,178 +222,16 @@ impl<'a> CpuRuntime<'a> {
         self.kernels.as_ref().map_or(0, |(_, b)| b.len())
     }
 
-    /// Records the time spent in each op kind (see [`CpuRuntime::profile`]).
+    /// Records the time spent in each op kind (see
+    /// [`Engine::profile`](crate::engine::Engine::profile)).
     pub fn with_profiling(mut self) -> CpuRuntime<'a> {
-        self.profile = Some(Default::default());
+        self.exec.start_profiling();
         self
-    }
-
-    /// Time per op kind so far, largest first (loop bodies counted in their ops).
-    pub fn profile(&self) -> Vec<(&'static str, std::time::Duration)> {
-        let mut v: Vec<_> = self
-            .profile
-            .as_ref()
-            .map(|p| {
-                p.lock()
-                    .expect("profile lock")
-                    .iter()
-                    .map(|(k, v)| (*k, *v))
-                    .collect()
-            })
-            .unwrap_or_default();
-        v.sort_by_key(|e| std::cmp::Reverse(e.1));
-        v
-    }
-
-    /// A forward pass (see [`Engine::forward_with`](crate::engine::Engine::forward_with)),
-    /// choosing which positions get logits: generation
-    /// needs only the last one of each row, which skips most of the output
-    /// head during a prefill. With [`Logits::Last`] the result has `seq == 1`.
-    pub fn forward_with(
-        &self,
-        ids: &[i64],
-        batch: usize,
-        loops: Option<u64>,
-        cache: Option<&mut KvCache>,
-        logits: Logits,
-    ) -> Result<Forward, RunError> {
-        // The whole call runs on a worker of the thread pool: every parallel
-        // kernel inside it then forks from a worker (its own deque, the other
-        // workers steal) instead of injecting a job and parking the caller's
-        // thread on each of them, one context switch per call instead of
-        // one per kernel.
-        if rayon::current_thread_index().is_none() && rayon::current_num_threads() > 1 {
-            let mut out = None;
-            rayon::scope(|_| out = Some(self.forward_on_pool(ids, batch, loops, cache, logits)));
-            return out.expect("the scope ran the forward pass");
-        }
-        self.forward_on_pool(ids, batch, loops, cache, logits)
-    }
-
-    /// [`CpuRuntime::forward_with`] on the current thread.
-    fn forward_on_pool(
-        &self,
-        ids: &[i64],
-        batch: usize,
-        loops: Option<u64>,
-        cache: Option<&mut KvCache>,
-        logits: Logits,
-    ) -> Result<Forward, RunError> {
-        let loops = loops.unwrap_or_else(|| self.module.max_iters());
-        let mut local = KvCache::new();
-        let may_exit_early = cache.is_none();
-        let cache = cache.unwrap_or(&mut local);
-        let seq = check_call(
-            self.module,
-            ids,
-            batch,
-            loops,
-            (cache.pos, cache.loops, cache.batch),
-        )?;
-        let start = cache.pos;
-        let mut ctx = Ctx {
-            batch,
-            seq,
-            start,
-            ids,
-            cache,
-            may_exit_early,
-            loops,
-            iterations: 0,
-            last_only: logits == Logits::Last,
-        };
-        let logits_mode_last = ctx.last_only;
-        let mut outputs = self.run(Graphs::MAIN, &[], &mut ctx, None);
-        ctx.cache.pos += seq;
-        ctx.cache.loops = Some(loops);
-        ctx.cache.batch = Some(batch);
-        let (logits, vocab) = match outputs.first_mut().and_then(Option::take) {
-            Some(Value::Act(v, c)) => (v, c),
-            _ => unreachable!("the module's output is the logits"),
-        };
-        self.give_slots(outputs);
-        Ok(Forward {
-            logits,
-            batch,
-            seq: if logits_mode_last { 1 } else { seq },
-            vocab,
-            iterations: ctx.iterations,
-        })
     }
 
     /// The module it runs.
     pub fn module(&self) -> &'a Module {
         self.module
-    }
-
-    /// Evaluates a graph; `params` are the loop-body parameters. Returns
-    /// the graph's outputs in a slot vector from the free list (hand it back
-    /// with [`Self::give_slots`]).
-    fn run(
-        &self,
-        gid: GraphId,
-        params: &[Option<Value<'a>>],
-        ctx: &mut Ctx,
-        iteration: Option<usize>,
-    ) -> Slots<'a> {
-        let g = self.graphs.graph(gid);
-        let sched = &self.schedules[gid.0 as usize];
-        let mut slots = self.take_slots(sched.steps.len());
-        for (i, step) in sched.steps.iter().enumerate() {
-            let op = g.op(step.node);
-            let started = self.profile.as_ref().map(|_| std::time::Instant::now());
-            let v = {
-                let args = Args::new(
-                    step.operands
-                        .iter()
-                        .map(|&o| slots[o].as_ref().expect("operands run first")),
-                );
-                let args = args.as_slice();
-                // Nodes that hold graphs run them here; the others are ops.
-                match (op, self.compiled_for(gid, step.node)) {
-                    (Op::Loop(region), _) => {
-                        let (header, body) = self.graphs.loop_graphs(gid, step.node);
-                        self.run_loop(region, (header, body), args, ctx)
-                    }
-                    (_, Some(fns)) => {
-                        self.eval_compiled(fns, g, step.node, op, args, ctx, iteration)
-                    }
-                    (Op::Fused(_), None) => {
-                        let body = self.graphs.fused_body(gid, step.node);
-                        self.run_fused(body, args, ctx.batch * ctx.seq)
-                    }
-                    (_, None) => self.eval(op, args, ctx, iteration, params),
-                }
-            };
-            if let (Some(p), Some(t0), false) = (&self.profile, started, matches!(op, Op::Loop(_)))
-            {
-                *p.lock()
-                    .expect("profile lock")
-                    .entry(op.name())
-                    .or_default() += t0.elapsed();
-            }
-            slots[i] = Some(v);
-            // Free activations nobody needs any more (back to the pool).
-            for &d in &step.last_use_of {
-                slots[d] = None;
-            }
-        }
-        let mut out = self.take_slots(sched.outputs.len());
-        for (j, &s) in sched.outputs.iter().enumerate() {
-            out[j] = match slots[s].take() {
-                Some(v) => Some(v),
-                // The same value output twice: copy the first.
-                None => {
-                    let first = sched.outputs[..j]
-                        .iter()
-                        .position(|&o| o == s)
-                        .expect("outputs are kept");
-                    out[first].clone()
-                }
-            };
-        }
-        self.give_slots(slots);
-        out
     }
 
     fn compiled_for(&self, g: GraphId, n: NodeId) -> Option<&[compiled::KernelFn]> {
@@ -547,32 +272,21 @@ impl<'a> CpuRuntime<'a> {
             rows = ctx.batch;
         }
         let mut out = Buf::<f32>::zeroed(rows * width);
-        // Descriptors and words on the stack: a call allocates nothing.
-        let mut descs = compiled::Descs::new();
-        let mut at = [usize::MAX; MAX_OPERANDS];
-        for (i, v) in args.iter().enumerate() {
-            match v {
-                Value::Act(v, _) | Value::Vector(v) => at[i] = descs.push(v),
-                Value::Weight(w) => at[i] = descs.push(w),
-                _ => {}
-            }
-        }
-        let ids = compiled::Desc::of(ctx.ids);
-        let out_desc = compiled::Desc::of_mut(&mut out);
-        let mut words = compiled::Words::new();
-        for (i, v) in args.iter().enumerate() {
-            words.push(match v {
-                Value::Ids => ids.word(),
-                Value::Step(t) => *t,
-                _ => descs.get(at[i]).word(),
-            });
-        }
-        words.push(out_desc.word());
-        words.push(rows);
+        // Arguments on the stack: a call allocates nothing.
+        let mut call: ArgList = args
+            .iter()
+            .map(|v| match v {
+                Value::Act(v, _) | Value::Vector(v) => Arg::host(v),
+                Value::Weight(w) => Arg::host(w),
+                Value::Ids => Arg::host(ctx.local.ids),
+                Value::Step(t) => Arg::index(*t),
+            })
+            .collect();
+        call.extend([Arg::host_mut(&mut out), Arg::index(rows)]);
         for &k in fns {
             // SAFETY: the plan's kernels for this node take exactly these
-            // words (the generic ABI), and the buffers outlive the call.
-            unsafe { compiled::call(k, words.as_slice()) };
+            // arguments (the generic ABI), and the buffers outlive the call.
+            unsafe { compiled::call_args(k, call.as_slice()) };
         }
         if act {
             Value::Act(out, width)
@@ -596,21 +310,20 @@ impl<'a> CpuRuntime<'a> {
         compiled_attention::run(fns, a, args, ctx, iteration, &rope)
     }
 
-    /// One op; a composite with a fused prologue or epilogue goes through
-    /// [`CpuRuntime::eval_fused_composite`].
-    fn eval(
+    /// One op on the reference kernels; a composite with a fused prologue
+    /// or epilogue goes through [`CpuRuntime::eval_fused_composite`].
+    fn eval_reference(
         &self,
         op: &Op,
         args: &[&Value<'a>],
         ctx: &mut Ctx,
         iteration: Option<usize>,
-        params: &[Option<Value<'a>>],
     ) -> Value<'a> {
         let fusion = op.fusion();
         if fusion.is_none() {
-            self.eval_op(op, args, ctx, iteration, params)
+            self.eval_op(op, args, ctx, iteration)
         } else {
-            self.eval_fused_composite(op, fusion, args, ctx, iteration, params)
+            self.eval_fused_composite(op, fusion, args, ctx, iteration)
         }
     }
 
@@ -622,18 +335,16 @@ impl<'a> CpuRuntime<'a> {
         args: &[&Value<'a>],
         ctx: &mut Ctx,
         iteration: Option<usize>,
-        params: &[Option<Value<'a>>],
     ) -> Value<'a> {
         let rows = ctx.batch * ctx.seq;
         let d = self.module.dim as usize;
         match op {
             Op::Input => Value::Ids,
-            Op::Param(i) => params[*i].clone().expect("loop parameters are bound"),
             Op::Weight(id) => Value::Weight(&self.weights.get(*id).data),
             Op::Embedding => {
                 let table = args[1].weight();
                 let mut out = Buf::with_capacity(rows * d);
-                for &id in ctx.ids {
+                for &id in ctx.local.ids {
                     out.extend_from_slice(&table[id as usize * d..(id as usize + 1) * d]);
                 }
                 Value::Act(out, d)
@@ -861,8 +572,8 @@ impl<'a> CpuRuntime<'a> {
                 }
                 Value::Act(out, width)
             }
-            Op::Loop(_) | Op::Fused(_) => {
-                unreachable!("the graph walk (`run`) runs the graphs inside loops and groups")
+            Op::Param(_) | Op::Loop(_) | Op::Fused(_) => {
+                unreachable!("the executor binds params and runs loops; `eval` runs fused groups")
             }
             Op::Scale => {
                 let (x, c) = args[0].act();
@@ -929,7 +640,6 @@ impl<'a> CpuRuntime<'a> {
         args: &[&Value<'a>],
         ctx: &mut Ctx,
         iteration: Option<usize>,
-        params: &[Option<Value<'a>>],
     ) -> Value<'a> {
         let (x_in, norm, _) = fusion.split(args);
         let (x, c) = x_in.act();
@@ -944,7 +654,7 @@ impl<'a> CpuRuntime<'a> {
         } else {
             Args::new(args.iter().copied())
         };
-        let mut v = self.eval_op(op, inner.as_slice(), ctx, iteration, params);
+        let mut v = self.eval_op(op, inner.as_slice(), ctx, iteration);
         if fusion.residual {
             if let Value::Act(out, _) = &mut v {
                 for (o, &x) in out.iter_mut().zip(x) {
@@ -959,8 +669,8 @@ impl<'a> CpuRuntime<'a> {
     /// of one per-task scratch row (each step at its `row_at`), so no
     /// intermediate tensor is made.
     fn run_fused(&self, body: GraphId, args: &[&Value<'a>], rows: usize) -> Value<'a> {
-        let sched = &self.schedules[body.0 as usize];
-        let body = self.graphs.graph(body);
+        let sched = &self.exec.schedules[body.0 as usize];
+        let body = self.exec.graphs.graph(body);
         let out_c = body
             .ty(body.outputs[0])
             .width()
@@ -1004,131 +714,6 @@ impl<'a> CpuRuntime<'a> {
         }
         Value::Act(out, out_c)
     }
-
-    /// Pushes the loop header's outputs for iteration `t` onto `params`,
-    /// computed once per index.
-    fn push_header(&self, header: GraphId, t: usize, ctx: &mut Ctx, params: &mut Slots<'a>) {
-        if self.graphs.graph(header).outputs.is_empty() {
-            return;
-        }
-        let key = (header, t);
-        if let Some(v) = self.header_values.lock().expect("header lock").get(&key) {
-            params.extend(v.iter().map(|b| Some(Value::Vector(b.clone()))));
-            return;
-        }
-        let mut header_params = self.take_slots(0);
-        header_params.push(Some(Value::Step(t)));
-        let outs = self.run(header, &header_params, ctx, Some(t));
-        let values: Vec<Buf<f32>> = outs
-            .iter()
-            .map(|v| Buf::copy_of(v.as_ref().expect("header outputs").weight()))
-            .collect();
-        params.extend(values.iter().map(|b| Some(Value::Vector(b.clone()))));
-        self.give_slots(outs);
-        self.give_slots(header_params);
-        self.header_values
-            .lock()
-            .expect("header lock")
-            .insert(key, values);
-    }
-
-    /// The recurrence: `args` are the loop's operands (`h0`, `e`, the
-    /// invariants). The body's parameters are bound as [`LoopRegion`] lays
-    /// them out; the carried values start at zero and take the body's
-    /// outputs after each iteration.
-    fn run_loop(
-        &self,
-        region: &LoopRegion,
-        (header, body): (GraphId, GraphId),
-        args: &[&Value<'a>],
-        ctx: &mut Ctx,
-    ) -> Value<'a> {
-        let rows = ctx.batch * ctx.seq;
-        let mut params = self.take_slots(0);
-        params.extend([Some(args[0].clone()), Some(args[1].clone()), None]);
-        for c in &region.carried {
-            let w = c.width as usize;
-            params.push(Some(Value::Act(Buf::zeroed(rows * w), w)));
-        }
-        params.extend(args[2..].iter().map(|&v| Some(v.clone())));
-        let bound = params.len();
-        for t in 0..ctx.loops as usize {
-            params.truncate(bound);
-            params[2] = Some(Value::Step(t));
-            self.push_header(header, t, ctx, &mut params);
-            let mut outs = self.run(body, &params, ctx, Some(t));
-            params[0] = outs[0].take();
-            for i in 0..region.carried.len() {
-                params[region.carried_param(i)] = outs[1 + i].take();
-            }
-            self.give_slots(outs);
-            ctx.iterations = t as u64 + 1;
-            let all_halted = |i: usize| match &params[region.carried_param(i)] {
-                Some(Value::Act(mask, _)) => mask.iter().all(|&m| m >= 0.5),
-                _ => unreachable!("the body yields the halted mask"),
-            };
-            if ctx.may_exit_early && region.halted.is_some_and(all_halted) {
-                break;
-            }
-        }
-        let result = region.result.map_or(0, |i| region.carried_param(i));
-        let out = params[result].take().expect("the loop's result is bound");
-        self.give_slots(params);
-        out
-    }
-}
-
-/// Checks a forward call (shared with the CUDA runtime): `ids` split into
-/// `batch` rows, every id in the vocabulary, the cache's `(pos, loops,
-/// batch)` compatible, the positions within `max_seq`. Returns the tokens
-/// per row.
-pub(crate) fn check_call(
-    module: &Module,
-    ids: &[i64],
-    batch: usize,
-    loops: u64,
-    (start, cached_loops, cached_batch): (usize, Option<u64>, Option<usize>),
-) -> Result<usize, RunError> {
-    if ids.is_empty() {
-        return Err(RunError::Empty);
-    }
-    if batch == 0 || ids.len() % batch != 0 {
-        return Err(RunError::BadBatch {
-            len: ids.len(),
-            batch,
-        });
-    }
-    let seq = ids.len() / batch;
-    if let Some(cached) = cached_loops {
-        if cached != loops {
-            return Err(RunError::LoopsMismatch {
-                cached,
-                requested: loops,
-            });
-        }
-    }
-    if let Some(cached) = cached_batch {
-        if cached != batch {
-            return Err(RunError::BatchMismatch { cached, batch });
-        }
-    }
-    if start + seq > module.max_seq as usize {
-        return Err(RunError::TooLong {
-            pos: start + seq - 1,
-            max_seq: module.max_seq,
-        });
-    }
-    for (i, &id) in ids.iter().enumerate() {
-        if id < 0 || id as u64 >= module.vocab {
-            return Err(RunError::TokenOutOfRange {
-                id,
-                row: i / seq,
-                pos: start + i % seq,
-                vocab: module.vocab,
-            });
-        }
-    }
-    Ok(seq)
 }
 
 /// Row `t` of the LoRA scale table `[max_iters, rank]`; iterations beyond

@@ -10,26 +10,8 @@
 //! of 0, so a view into a buffer is passed as a pointer to its first element.
 
 use super::CudaError;
+pub use crate::launch::Arg;
 use mythos_compiler::plan::{ArgKind, GpuLaunch, GridDim};
-
-/// One kernel argument.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Arg {
-    /// A device buffer (`f32[]` or `i64[]`): the address of its first
-    /// element and its length in elements.
-    Buf { ptr: u64, len: usize },
-    /// An `index` scalar.
-    Index(u64),
-}
-
-impl Arg {
-    fn matches(&self, kind: ArgKind) -> bool {
-        match self {
-            Arg::Buf { .. } => kind.is_buffer(),
-            Arg::Index(_) => kind == ArgKind::Index,
-        }
-    }
-}
 
 /// The kernel parameters of `args`, one 64-bit word each: five per buffer
 /// (allocated = aligned = `ptr`, offset 0, size `len`, stride 1), one per

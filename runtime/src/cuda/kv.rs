@@ -1,6 +1,5 @@
-//! The KV cache on the device, keyed like the CPU runtime's
-//! ([`crate::cpu::kv`]): one entry per prelude layer, loop iteration of each
-//! looped attention, and coda layer. Each entry holds, per batch row, one
+//! The KV cache on the device: [`crate::kv::Cache`] (keyed and counted like
+//! the CPU runtime's) over growing device buffers. Each entry holds, per batch row, one
 //! contiguous buffer per stream (GQA: rotated keys and values; MLA: the
 //! compact latent `[c_kv normalized | rotated k_rope]`, always), so the
 //! attention kernels read a row's whole history through one pointer. A
@@ -8,9 +7,8 @@
 //! it holds rather than `max_seq` up front.
 
 use super::{CudaDevice, CudaError};
-use crate::cpu::kv::CacheKey;
+use crate::kv::KvStream;
 use cudarc::driver::{result, CudaSlice, DevicePtr};
-use std::collections::HashMap;
 
 /// The device address of a buffer's first element.
 pub(crate) fn dptr<T>(dev: &CudaDevice, s: &CudaSlice<T>) -> u64 {
@@ -52,16 +50,13 @@ pub struct Stream {
     len: usize,
 }
 
-impl Stream {
-    /// Elements held.
-    pub fn len(&self) -> usize {
+impl KvStream for Stream {
+    fn len(&self) -> usize {
         self.len
     }
+}
 
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
+impl Stream {
     /// The address of the first element (of a one-element placeholder while empty).
     pub(crate) fn ptr(&mut self, dev: &CudaDevice) -> Result<u64, CudaError> {
         if self.buf.is_none() {
@@ -98,60 +93,6 @@ impl Stream {
     }
 }
 
-/// One attention layer's cache: per batch row, keys and values (GQA) or
-/// the latent (MLA), and the positions held.
-#[derive(Default)]
-pub struct LayerCache {
-    pub keys: Vec<Stream>,
-    pub values: Vec<Stream>,
-    pub latent: Vec<Stream>,
-    pub len: usize,
-}
-
-/// Every entry of one sequence batch on the device, and how many positions
-/// they hold (the same bookkeeping as [`crate::cpu::kv::KvCache`]).
-#[derive(Default)]
-pub struct CudaKvCache {
-    entries: HashMap<CacheKey, LayerCache>,
-    /// Positions already processed (the next token's position).
-    pub pos: usize,
-    /// Loop iterations the cache was filled with; decode must use the same.
-    pub loops: Option<u64>,
-    /// Batch rows the cache holds.
-    pub batch: Option<usize>,
-}
-
-impl CudaKvCache {
-    pub fn new() -> CudaKvCache {
-        CudaKvCache::default()
-    }
-
-    pub(crate) fn entry(&mut self, key: CacheKey, batch: usize) -> &mut LayerCache {
-        self.entries.entry(key).or_insert_with(|| LayerCache {
-            keys: (0..batch).map(|_| Stream::default()).collect(),
-            values: (0..batch).map(|_| Stream::default()).collect(),
-            latent: (0..batch).map(|_| Stream::default()).collect(),
-            len: 0,
-        })
-    }
-
-    pub fn len_entries(&self) -> usize {
-        self.entries.len()
-    }
-
-    /// Bytes held (not the capacity reserved).
-    pub fn bytes(&self) -> usize {
-        self.entries
-            .values()
-            .map(|e| {
-                e.keys
-                    .iter()
-                    .chain(&e.values)
-                    .chain(&e.latent)
-                    .map(Stream::len)
-                    .sum::<usize>()
-                    * 4
-            })
-            .sum()
-    }
-}
+/// Every entry of one sequence batch on the device ([`crate::kv::Cache`]
+/// with device buffers; the same bookkeeping as the CPU's).
+pub type CudaKvCache = crate::kv::Cache<Stream>;
