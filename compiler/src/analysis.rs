@@ -11,7 +11,7 @@
 //! earlier; this is the upper bound). KV cache: one entry per prelude layer,
 //! per loop iteration and per coda layer.
 
-use crate::ir::{AttnKind, Graph, Module, Op, Weight};
+use crate::ir::{Graph, KvLayout, Module, Op, Weight};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -290,9 +290,7 @@ impl Walk<'_> {
                     (f, f)
                 }
                 Op::Moe(m) => {
-                    let f = 2.0 * d * m.experts as f64
-                        + m.top_k as f64 * 6.0 * d * m.expert_dim as f64
-                        + m.shared as f64 * 6.0 * d * m.shared_dim as f64;
+                    let f = m.flops_per_token(d);
                     (f, f)
                 }
                 Op::Lora { rank, .. } | Op::LoraApply { rank } => {
@@ -306,29 +304,9 @@ impl Walk<'_> {
                         .filter(|w| w.shape.len() == 2)
                         .map(|w| 2.0 * w.numel() as f64)
                         .sum();
-                    let (per_key, ref_elems, compact_elems) = match a.kind {
-                        AttnKind::Gqa {
-                            heads,
-                            kv_heads,
-                            head_dim,
-                        } => {
-                            let kv = 2 * kv_heads * head_dim;
-                            (4.0 * (heads * head_dim) as f64, kv, kv)
-                        }
-                        AttnKind::Mla {
-                            heads,
-                            kv_rank,
-                            rope_dim,
-                            nope_dim,
-                            v_dim,
-                            ..
-                        } => (
-                            2.0 * (heads * (nope_dim + rope_dim)) as f64
-                                + 2.0 * (heads * v_dim) as f64,
-                            kv_rank + heads * rope_dim,
-                            kv_rank + rope_dim,
-                        ),
-                    };
+                    let per_key = a.flops_per_key();
+                    let ref_elems = a.kv_elems_in(KvLayout::Reference);
+                    let compact_elems = a.kv_elems_in(KvLayout::Compact);
                     self.kv.entries += times;
                     self.kv_ref_elems += ref_elems as u128 * times as u128;
                     self.kv_compact_elems += compact_elems as u128 * times as u128;
@@ -462,19 +440,7 @@ fn kernel_walk(
                     if !decode {
                         2 * stored * tokens
                     } else {
-                        let read = match (a.kind, a.absorb) {
-                            (
-                                AttnKind::Mla {
-                                    heads,
-                                    rope_dim,
-                                    nope_dim,
-                                    v_dim,
-                                    ..
-                                },
-                                false,
-                            ) => (heads * (nope_dim + rope_dim + v_dim)) as u128,
-                            _ => stored,
-                        };
+                        let read = a.kv_elems_read_per_key() as u128;
                         read * seq + stored
                     }
                 }

@@ -170,20 +170,10 @@ pub(crate) fn run<H: KernelHost>(
                 unsafe { host.launch(&kernels[1], args.as_slice(), &core_sizes)? };
             }
         }
-        AttnKind::Mla {
-            heads,
-            kv_rank,
-            rope_dim,
-            nope_dim,
-            v_dim,
-            ..
-        } => {
-            let (h, qk, vd) = (
-                heads as usize,
-                (nope_dim + rope_dim) as usize,
-                v_dim as usize,
-            );
-            let lat_w = (kv_rank + rope_dim) as usize;
+        AttnKind::Mla { .. } => {
+            let k = a.kind;
+            let (h, qk, vd) = (k.heads() as usize, k.qk_dim() as usize, k.v_dim() as usize);
+            let lat_w = k.latent_width().expect("MLA has a latent") as usize;
             let mut bufs = (host.alloc(rows * h * qk)?, host.alloc(rows * lat_w)?);
             let (q, lat) = (host.arg(&mut bufs.0), host.arg(&mut bufs.1));
             // x, [g], q_down, q_norm, q_up_nope, q_up_rope, kv_down, kv_norm,

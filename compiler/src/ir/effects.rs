@@ -28,7 +28,7 @@ pub struct OpKey {
     attributes: Vec<u64>,
 }
 
-fn fusion_words(f: Fusion) -> [u64; 2] {
+pub(crate) fn fusion_words(f: Fusion) -> [u64; 2] {
     [
         f.prenorm.map_or(u64::MAX, f64::to_bits),
         u64::from(f.residual),
@@ -88,19 +88,7 @@ impl Op {
             Op::RmsNorm { eps } => vec![eps.to_bits()],
             Op::Act(step) => step.cse_words(),
             Op::SwiGlu(f) | Op::Head(f) => fusion_words(*f).to_vec(),
-            Op::Moe(m) => {
-                let mut w = vec![
-                    m.experts,
-                    m.top_k,
-                    m.expert_dim,
-                    m.shared,
-                    m.shared_dim,
-                    u64::from(m.router_bias),
-                    u64::from(m.batched),
-                ];
-                w.extend(fusion_words(m.fusion));
-                w
-            }
+            Op::Moe(m) => m.cse_words(),
             Op::LoopEmbedding { channels, theta } | Op::LoopEmbeddingVec { channels, theta } => {
                 vec![*channels, theta.to_bits()]
             }

@@ -21,6 +21,8 @@ pub mod verify;
 pub mod walk;
 
 pub use op::act::ActStep;
+pub use op::attention::{AttentionOp, AttnKind, KvLayout, KvSlot};
+pub use op::moe::MoeOp;
 
 use crate::model::Injection;
 use crate::source::Span;
@@ -136,24 +138,6 @@ impl Weight {
     }
 }
 
-/// Attention variants as the IR sees them (MHA is GQA with `kv_heads == heads`).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum AttnKind {
-    Gqa {
-        heads: u64,
-        kv_heads: u64,
-        head_dim: u64,
-    },
-    Mla {
-        heads: u64,
-        q_rank: u64,
-        kv_rank: u64,
-        rope_dim: u64,
-        nope_dim: u64,
-        v_dim: u64,
-    },
-}
-
 /// What the `fuse` pass folded into a composite op (attention, SwiGLU, MoE,
 /// head): the RMSNorm of its input in the prologue and the residual add in
 /// the epilogue. With `prenorm` the op computes `op(rmsnorm(x, w))` and takes
@@ -183,159 +167,6 @@ impl Fusion {
         }
         s
     }
-}
-
-/// How an attention layer stores its KV cache.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum KvLayout {
-    /// As OpenMythos: GQA rotated k and v; MLA `c_kv` plus the rope key per head.
-    #[default]
-    Reference,
-    /// MLA: `c_kv` and the rope key once per token (the `compact-kv` pass).
-    Compact,
-}
-
-/// An attention op's KV-cache layer: numbered in lowering order, one per
-/// attention op of the module; a looped layer has one entry per iteration,
-/// so a runtime addresses an entry by `(layer, iteration)`. The name is
-/// OpenMythos's `cache_key` (`prelude_0`, `recurrent_loop`, `coda_0`), for
-/// printing.
-#[derive(Clone, Debug, PartialEq)]
-pub struct KvSlot {
-    pub layer: u32,
-    pub name: String,
-}
-
-impl std::fmt::Display for KvSlot {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.name)
-    }
-}
-
-/// A whole attention sub-layer: projections, RoPE, causal softmax attention
-/// over its KV-cache slot, output projection. Operands: `x`, [the prologue
-/// norm weight], then the weights in [`AttentionOp::weight_names`] order.
-#[derive(Clone, Debug, PartialEq)]
-pub struct AttentionOp {
-    pub kind: AttnKind,
-    pub rope_theta: f64,
-    /// RMSNorm epsilon of MLA's `q_norm`/`kv_norm`.
-    pub norm_eps: f64,
-    /// The KV-cache layer it reads and appends to (its declared effect).
-    pub cache: KvSlot,
-    pub kv_layout: KvLayout,
-    /// MLA only: decode steps attend over the latent cache with `kv_up`
-    /// folded into the query and the output (the `mla-absorb` pass).
-    pub absorb: bool,
-    pub fusion: Fusion,
-}
-
-impl AttentionOp {
-    /// KV-cache elements stored per token by this layer.
-    pub fn kv_elems_per_token(&self) -> u64 {
-        match (self.kind, self.kv_layout) {
-            (
-                AttnKind::Gqa {
-                    kv_heads, head_dim, ..
-                },
-                _,
-            ) => 2 * kv_heads * head_dim,
-            (
-                AttnKind::Mla {
-                    heads,
-                    kv_rank,
-                    rope_dim,
-                    ..
-                },
-                KvLayout::Reference,
-            ) => kv_rank + heads * rope_dim,
-            (
-                AttnKind::Mla {
-                    kv_rank, rope_dim, ..
-                },
-                KvLayout::Compact,
-            ) => kv_rank + rope_dim,
-        }
-    }
-}
-
-impl AttentionOp {
-    /// Dimensions RoPE rotates per head: the whole head for GQA, the
-    /// decoupled rope part for MLA.
-    pub fn rope_dims(&self) -> u64 {
-        match self.kind {
-            AttnKind::Gqa { head_dim, .. } => head_dim,
-            AttnKind::Mla { rope_dim, .. } => rope_dim,
-        }
-    }
-
-    /// Weight operand names (after the module prefix `....attn.`).
-    pub fn weight_names(&self) -> &'static [&'static str] {
-        match self.kind {
-            AttnKind::Gqa { .. } => &["wq", "wk", "wv", "wo"],
-            AttnKind::Mla { .. } => &[
-                "q_down",
-                "q_norm",
-                "q_up_nope",
-                "q_up_rope",
-                "kv_down",
-                "kv_norm",
-                "kv_up",
-                "wo",
-            ],
-        }
-    }
-
-    /// Expected weight shapes (`[out, in]` for linear layers), in operand order.
-    pub fn weight_shapes(&self, dim: u64) -> Vec<Vec<u64>> {
-        match self.kind {
-            AttnKind::Gqa {
-                heads,
-                kv_heads,
-                head_dim,
-            } => vec![
-                vec![heads * head_dim, dim],
-                vec![kv_heads * head_dim, dim],
-                vec![kv_heads * head_dim, dim],
-                vec![dim, heads * head_dim],
-            ],
-            AttnKind::Mla {
-                heads,
-                q_rank,
-                kv_rank,
-                rope_dim,
-                nope_dim,
-                v_dim,
-            } => vec![
-                vec![q_rank, dim],
-                vec![q_rank],
-                vec![heads * nope_dim, q_rank],
-                vec![heads * rope_dim, q_rank],
-                vec![kv_rank + rope_dim, dim],
-                vec![kv_rank],
-                vec![heads * (nope_dim + v_dim), kv_rank],
-                vec![dim, heads * v_dim],
-            ],
-        }
-    }
-}
-
-/// DeepSeek-style MoE: router softmax, biased top-k, renormalised gates,
-/// routed SwiGLU experts plus shared ones. Operands: `x`, `router`,
-/// [`router_bias`], routed `gate`, `up`, `down` (stacked), then the shared
-/// `gate`, `up`, `down` (stacked) when `shared > 0`.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct MoeOp {
-    pub experts: u64,
-    pub top_k: u64,
-    pub expert_dim: u64,
-    pub shared: u64,
-    pub shared_dim: u64,
-    pub router_bias: bool,
-    /// Tokens permuted by expert and one grouped GEMM per projection (the
-    /// `expert-batching` pass) instead of one dispatch per expert.
-    pub batched: bool,
-    pub fusion: Fusion,
 }
 
 /// The recurrent stage. Body parameters: `Param 0` = state `h`, `Param 1` =
@@ -908,6 +739,10 @@ pub fn infer(
         }
     };
     let is_act = |i: usize| operands[i].dtype == DType::F32 && operands[i].shape.len() == 3;
+    let typing = op::Typing {
+        name: op.name(),
+        operands,
+    };
     // Operand positions, for the typed views (`args`) of the composites.
     let positions: Vec<usize> = (0..operands.len()).collect();
     let fusion = op.fusion();
@@ -1005,14 +840,7 @@ pub fn infer(
             *t.shape.last_mut().expect("rank checked") = Dim::Const(width(0)? + width(1)?);
             Ok(t)
         }
-        Op::Attention(a) => {
-            let shapes = a.weight_shapes(width(0)?);
-            arity(1 + shapes.len())?;
-            for (i, s) in shapes.iter().enumerate() {
-                expect_shape(i + 1, s)?;
-            }
-            Ok(operands[0].clone())
-        }
+        Op::Attention(a) => a.infer(&typing),
         Op::SwiGlu(f) => {
             arity(1 + args::SwiGluArgs::<usize>::OWN)?;
             let a = args::SwiGluArgs::of(*f, &positions);
@@ -1023,27 +851,7 @@ pub fn infer(
             expect_shape(a.down, &[d, h])?;
             Ok(operands[0].clone())
         }
-        Op::Moe(m) => {
-            arity(1 + m.own_operands())?;
-            let a = m.args(&positions);
-            let d = width(a.x)?;
-            expect_shape(a.router, &[m.experts, d])?;
-            if let Some(bias) = a.bias {
-                expect_shape(bias, &[m.experts])?;
-            }
-            let groups = [
-                (Some(a.routed), m.experts, m.expert_dim),
-                (a.shared, m.shared, m.shared_dim),
-            ];
-            for (e, count, hidden) in groups {
-                if let Some(e) = e {
-                    expect_shape(e.gate, &[count, hidden, d])?;
-                    expect_shape(e.up, &[count, hidden, d])?;
-                    expect_shape(e.down, &[count, d, hidden])?;
-                }
-            }
-            Ok(operands[0].clone())
-        }
+        Op::Moe(m) => m.infer(&typing),
         Op::LoopEmbedding { channels, .. } => {
             arity(2)?;
             if *channels > width(0)? || !operands[1].shape.is_empty() {

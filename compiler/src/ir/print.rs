@@ -115,38 +115,8 @@ fn attributes(module: &Module, op: &Op) -> String {
         Op::Param(i) => format!("{i}"),
         Op::Weight(id) => format!("w{} {}", id.0, module.weight(*id).name),
         Op::RmsNorm { eps } => format!("eps={eps:e}"),
-        Op::Attention(a) => {
-            let kind = match a.kind {
-                AttnKind::Gqa { heads, kv_heads, head_dim } => format!("heads={heads} kv_heads={kv_heads} head_dim={head_dim}"),
-                AttnKind::Mla { heads, q_rank, kv_rank, rope_dim, nope_dim, v_dim } => format!(
-                    "heads={heads} q_rank={q_rank} kv_rank={kv_rank} rope_dim={rope_dim} nope_dim={nope_dim} v_dim={v_dim}"
-                ),
-            };
-            let mut extra = String::new();
-            if a.kv_layout == KvLayout::Compact {
-                extra.push_str(" kv=compact");
-            }
-            if a.absorb {
-                extra.push_str(" absorb");
-            }
-            format!(
-                "{kind} rope_theta={} cache={}{extra}{}",
-                a.rope_theta,
-                a.cache,
-                a.fusion.describe()
-            )
-        }
-        Op::Moe(m) => format!(
-            "experts={} top_k={} expert_dim={} shared={} shared_dim={} router_bias={}{}{}",
-            m.experts,
-            m.top_k,
-            m.expert_dim,
-            m.shared,
-            m.shared_dim,
-            m.router_bias,
-            if m.batched { " batched" } else { "" },
-            m.fusion.describe()
-        ),
+        Op::Attention(a) => a.attributes(),
+        Op::Moe(m) => m.attributes(),
         Op::SwiGlu(f) | Op::Head(f) if f.is_none() => return String::new(),
         Op::SwiGlu(f) | Op::Head(f) => f.describe().trim_start().to_string(),
         Op::LoopEmbeddingVec { channels, theta } => format!("channels={channels} theta={theta}"),

@@ -1,9 +1,81 @@
 //! Op families, one module each: an op's attributes, its typing rule, its
-//! print form and its CSE identity live beside each other, and the central
-//! exhaustive matches (`Op::name`, `infer`, `effects`, `print::attributes`,
-//! the cost analysis, the backends) delegate to them.
+//! print form, its cost and its CSE identity live beside each other, and
+//! the central exhaustive matches (`Op::name`, `infer`, `effects`,
+//! `print::attributes`, the cost analysis, the backends) delegate to them.
 //!
-//! So far: [`act`] (the ACT rule's steps). The other families still live in
-//! `ir/mod.rs` and the files those matches are in.
+//! So far: [`act`] (the ACT rule's steps), [`attention`] (GQA and MLA) and
+//! [`moe`]. The other families still live in `ir/mod.rs` and the files
+//! those matches are in.
 
 pub mod act;
+pub mod attention;
+pub mod moe;
+
+use crate::ir::{Dim, TensorType, TypeError};
+
+/// An op's operand types, with the checks typing rules share; errors name
+/// the op.
+pub struct Typing<'a> {
+    pub name: &'static str,
+    pub operands: &'a [&'a TensorType],
+}
+
+impl Typing<'_> {
+    pub fn len(&self) -> usize {
+        self.operands.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.operands.is_empty()
+    }
+
+    pub fn operand(&self, i: usize) -> &TensorType {
+        self.operands[i]
+    }
+
+    pub fn arity(&self, n: usize) -> Result<(), TypeError> {
+        if self.operands.len() == n {
+            Ok(())
+        } else {
+            Err(TypeError(format!(
+                "{} takes {n} operands, has {}",
+                self.name,
+                self.operands.len()
+            )))
+        }
+    }
+
+    /// The constant last dimension of operand `i`.
+    pub fn width(&self, i: usize) -> Result<u64, TypeError> {
+        self.operands[i]
+            .width()
+            .ok_or_else(|| TypeError(format!("operand {i} has no constant width")))
+    }
+
+    /// Operand `i`'s shape, which must be constant (a weight or vector).
+    pub fn vector(&self, i: usize) -> Result<Vec<u64>, TypeError> {
+        self.operands[i]
+            .shape
+            .iter()
+            .map(|d| match d {
+                Dim::Const(n) => Ok(*n),
+                _ => Err(TypeError(format!(
+                    "operand {i} of {} must be a weight",
+                    self.name
+                ))),
+            })
+            .collect()
+    }
+
+    pub fn expect_shape(&self, i: usize, want: &[u64]) -> Result<(), TypeError> {
+        let got = self.vector(i)?;
+        if got == want {
+            Ok(())
+        } else {
+            Err(TypeError(format!(
+                "{} operand {i}: expected shape {want:?}, found {got:?}",
+                self.name
+            )))
+        }
+    }
+}
