@@ -698,51 +698,15 @@ pub fn infer(
     weights: &[Weight],
 ) -> Result<TensorType, TypeError> {
     let err = |m: String| Err(TypeError(m));
-    let arity = |n: usize| -> Result<(), TypeError> {
-        if operands.len() == n {
-            Ok(())
-        } else {
-            Err(TypeError(format!(
-                "{} takes {n} operands, has {}",
-                op.name(),
-                operands.len()
-            )))
-        }
-    };
-    let width = |i: usize| {
-        operands[i]
-            .width()
-            .ok_or_else(|| TypeError(format!("operand {i} has no constant width")))
-    };
-    let vector = |i: usize| -> Result<Vec<u64>, TypeError> {
-        operands[i]
-            .shape
-            .iter()
-            .map(|d| match d {
-                Dim::Const(n) => Ok(*n),
-                _ => Err(TypeError(format!(
-                    "operand {i} of {} must be a weight",
-                    op.name()
-                ))),
-            })
-            .collect()
-    };
-    let expect_shape = |i: usize, want: &[u64]| -> Result<(), TypeError> {
-        let got = vector(i)?;
-        if got == want {
-            Ok(())
-        } else {
-            Err(TypeError(format!(
-                "{} operand {i}: expected shape {want:?}, found {got:?}",
-                op.name()
-            )))
-        }
-    };
-    let is_act = |i: usize| operands[i].dtype == DType::F32 && operands[i].shape.len() == 3;
     let typing = op::Typing {
         name: op.name(),
         operands,
     };
+    let arity = |n: usize| typing.arity(n);
+    let width = |i: usize| typing.width(i);
+    let vector = |i: usize| typing.vector(i);
+    let expect_shape = |i: usize, want: &[u64]| typing.expect_shape(i, want);
+    let is_act = |i: usize| operands[i].dtype == DType::F32 && operands[i].shape.len() == 3;
     // Operand positions, for the typed views (`args`) of the composites.
     let positions: Vec<usize> = (0..operands.len()).collect();
     let fusion = op.fusion();
