@@ -17,7 +17,7 @@ use crate::render::Templates;
 use crate::vocab::ctx::{self, is_act};
 pub use crate::vocab::LowerError;
 use crate::vocab::{KernelCtx, KernelTarget, Request};
-use mythos_compiler::ir::{FusedOp, Graph, Module, NodeId, Op};
+use mythos_compiler::ir::{FusedOp, Graph, Module, NodeId, Op, RowOp};
 use mythos_compiler::plan::{ArgKind, KernelInfo, Launch, Plan, PlanStep};
 use mythos_compiler::Span;
 use serde_json::Value as Json;
@@ -232,14 +232,20 @@ fn requests(module: &Module, g: &Graph, n: NodeId) -> Result<Vec<Request>, Lower
             args,
         )],
         Op::Attention(a) => crate::attention::requests(module, a),
-        Op::Add | Op::Scale | Op::LtiApply | Op::AddPrefix | Op::RmsNorm { .. } | Op::Concat => {
-            debug_assert!(FusedOp::admits(op), "row-local ops are the fusable ones");
-            vec![Request::new(KernelCtx::Rowwise(rowwise_single(g, n)), args)]
+        // Row-local ops (`Op::row_op`): one-step rowwise kernels.
+        Op::Add
+        | Op::Scale
+        | Op::LtiApply
+        | Op::AddPrefix
+        | Op::RmsNorm { .. }
+        | Op::Concat
+        | Op::Act(_) => {
+            let row = op.row_op().expect("the row-local ops");
+            vec![Request::new(
+                KernelCtx::Rowwise(rowwise_single(g, n, row)),
+                args,
+            )]
         }
-        // Row-local too, but never fused: their `[B, T, 1]` operands are
-        // read at column 0 of the row, which a GPU thread holding other
-        // columns of an earlier step could not do.
-        Op::Act(_) => vec![Request::new(KernelCtx::Rowwise(rowwise_single(g, n)), args)],
         Op::SwiGlu(_)
         | Op::Moe(_)
         | Op::ActHalt
@@ -265,7 +271,7 @@ fn requests(module: &Module, g: &Graph, n: NodeId) -> Result<Vec<Request>, Lower
 }
 
 /// A single row-local op as a one-step rowwise kernel.
-fn rowwise_single(g: &Graph, n: NodeId) -> ctx::Rowwise {
+fn rowwise_single(g: &Graph, n: NodeId, row: RowOp) -> ctx::Rowwise {
     let inputs: Vec<ctx::RowInput> = g
         .operands(n)
         .into_iter()
@@ -274,7 +280,7 @@ fn rowwise_single(g: &Graph, n: NodeId) -> ctx::Rowwise {
     let args = (0..inputs.len())
         .map(|i| ctx::Src::input(i, &inputs[i]))
         .collect();
-    let step = ctx::RowStep::new(0, g.op(n), g, n, args);
+    let step = ctx::RowStep::new(0, row, g, n, args);
     let out_width = step.width;
     ctx::Rowwise {
         inputs,
@@ -303,7 +309,10 @@ fn rowwise_fused(g: &Graph, n: NodeId, f: &FusedOp) -> ctx::Rowwise {
             op => {
                 let id = steps.len();
                 let args = body.operands(b).iter().map(|o| src[o].clone()).collect();
-                let step = ctx::RowStep::new(id, op, body, b, args);
+                let row = op
+                    .row_op()
+                    .expect("the verifier admits only row-local ops in a fused body");
+                let step = ctx::RowStep::new(id, row, body, b, args);
                 src.insert(b, ctx::Src::tmp(id, step.width));
                 steps.push(step);
             }

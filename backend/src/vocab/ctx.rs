@@ -2,7 +2,7 @@
 //! (`templates/mlir/<kind>.mlir.tera`), with the small constructors that
 //! derive their fields.
 
-use mythos_compiler::ir::{ActStep, Graph, NodeId, Op};
+use mythos_compiler::ir::{ActStep, Graph, NodeId, RowOp};
 use serde::Serialize;
 
 /// Whether a value has one row per token (rather than being a vector).
@@ -128,17 +128,17 @@ pub struct RowStep {
 }
 
 impl RowStep {
-    pub fn new(id: usize, op: &Op, g: &Graph, n: NodeId, args: Vec<Src>) -> RowStep {
+    pub fn new(id: usize, op: RowOp, g: &Graph, n: NodeId, args: Vec<Src>) -> RowStep {
         let width = g.ty(n).width().unwrap_or(1);
         // `eps` holds the rmsnorm epsilon or the ACT threshold.
         let (kind, eps) = match op {
-            Op::Add => ("add", String::new()),
-            Op::Scale => ("scale", String::new()),
-            Op::LtiApply => ("lti_apply", String::new()),
-            Op::AddPrefix => ("add_prefix", String::new()),
-            Op::Concat => ("concat", String::new()),
-            Op::RmsNorm { eps } => ("rmsnorm", f32_literal(*eps)),
-            Op::Act(step) => {
+            RowOp::Add => ("add", String::new()),
+            RowOp::Scale => ("scale", String::new()),
+            RowOp::LtiApply => ("lti_apply", String::new()),
+            RowOp::AddPrefix => ("add_prefix", String::new()),
+            RowOp::Concat => ("concat", String::new()),
+            RowOp::RmsNorm { eps } => ("rmsnorm", f32_literal(eps)),
+            RowOp::Act(step) => {
                 let kind = match step {
                     ActStep::Weight { .. } => "act_weight",
                     ActStep::Accumulate => "act_accumulate",
@@ -147,18 +147,14 @@ impl RowStep {
                 };
                 (kind, step.threshold().map_or_else(String::new, f32_literal))
             }
-            other => unreachable!("`{}` is not row-local", other.name()),
         };
-        let prefix = match op {
-            Op::AddPrefix | Op::Concat => args
-                .get(if matches!(op, Op::Concat) { 0 } else { 1 })
-                .map_or(0, |s: &Src| s.width),
-            _ => 0,
-        };
-        let suffix = if matches!(op, Op::Concat) {
-            args[1].width
-        } else {
-            0
+        // The widths of a concat's halves; the vector an add_prefix adds.
+        let (prefix, suffix) = match op {
+            RowOp::Concat => (args[0].width, args[1].width),
+            RowOp::AddPrefix => (args.get(1).map_or(0, |s: &Src| s.width), 0),
+            RowOp::Add | RowOp::Scale | RowOp::LtiApply | RowOp::RmsNorm { .. } | RowOp::Act(_) => {
+                (0, 0)
+            }
         };
         RowStep {
             id,

@@ -23,6 +23,7 @@ pub mod walk;
 pub use op::act::ActStep;
 pub use op::attention::{AttentionOp, AttnKind, KvLayout, KvSlot};
 pub use op::moe::MoeOp;
+pub use op::row::RowOp;
 
 use crate::model::Injection;
 use crate::source::Span;
@@ -255,12 +256,9 @@ pub struct FusedOp {
 }
 
 impl FusedOp {
-    /// Whether `op` may live in a fused body.
+    /// Whether `op` may live in a fused body (a row-local op that fuses).
     pub fn admits(op: &Op) -> bool {
-        matches!(
-            op,
-            Op::Add | Op::Scale | Op::LtiApply | Op::AddPrefix | Op::RmsNorm { .. } | Op::Concat
-        )
+        op.row_op().is_some_and(|r| r.fuses())
     }
 }
 

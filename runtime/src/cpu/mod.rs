@@ -21,7 +21,7 @@ use kernels::{linear_new, rmsnorm, sigmoid, Rope};
 use kv::{CacheKey, KvCache};
 use mythos_compiler::ir::args::{AttnWeights, SwiGluArgs};
 use mythos_compiler::ir::walk::GraphId;
-use mythos_compiler::ir::{AttnKind, Fusion, Graph, KvLayout, Module, NodeId, Op};
+use mythos_compiler::ir::{AttnKind, Fusion, Graph, KvLayout, Module, NodeId, Op, RowOp};
 use pool::Buf;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -560,7 +560,7 @@ impl<'a> CpuRuntime<'a> {
                 );
                 Value::Act(p, 1)
             }
-            Op::Act(_) => {
+            Op::Act(step) => {
                 let width = args[0].act().1;
                 let mut out = Buf::zeroed(rows * width);
                 for (r, o) in out.chunks_exact_mut(width).enumerate() {
@@ -568,7 +568,7 @@ impl<'a> CpuRuntime<'a> {
                         let (v, c) = args[i].act();
                         &v[r * c..(r + 1) * c]
                     };
-                    row::eval(op, &arg, o);
+                    row::eval(RowOp::Act(*step), &arg, o);
                 }
                 Value::Act(out, width)
             }
@@ -684,6 +684,9 @@ impl<'a> CpuRuntime<'a> {
                 if let Op::Param(_) = op {
                     continue;
                 }
+                let row_op = op
+                    .row_op()
+                    .expect("the verifier admits only row-local ops in a fused body");
                 // Operands come before the step in topological order, so
                 // their rows lie before this step's row in the scratch.
                 let (done, rest) = scratch.split_at_mut(step.row_at);
@@ -697,7 +700,7 @@ impl<'a> CpuRuntime<'a> {
                         _ => &done[s.row_at..s.row_at + s.row_width],
                     }
                 };
-                row::eval(op, &arg, &mut rest[..step.row_width]);
+                row::eval(row_op, &arg, &mut rest[..step.row_width]);
             }
             o.copy_from_slice(&scratch[out_step.row_at..out_step.row_at + out_step.row_width]);
         };
@@ -767,7 +770,7 @@ fn last_rows(x: &[f32], c: usize, batch: usize, seq: usize) -> Buf<f32> {
 /// ops run on every row, so both give the same bits.
 mod row {
     use super::kernels::rmsnorm;
-    use mythos_compiler::ir::{ActStep, Op};
+    use mythos_compiler::ir::{ActStep, RowOp};
 
     pub fn scale(x: &mut [f32], w: &[f32]) {
         for (v, s) in x.iter_mut().zip(w) {
@@ -790,33 +793,32 @@ mod row {
 
     /// Evaluates a row-local op on row slices (`arg(i)` is operand `i`)
     /// into `out`, which has the op's width.
-    pub fn eval<'a>(op: &Op, arg: &dyn Fn(usize) -> &'a [f32], out: &mut [f32]) {
+    pub fn eval<'a>(op: RowOp, arg: &dyn Fn(usize) -> &'a [f32], out: &mut [f32]) {
         match op {
-            Op::Add => {
+            RowOp::Add => {
                 for ((o, a), b) in out.iter_mut().zip(arg(0)).zip(arg(1)) {
                     *o = a + b;
                 }
             }
-            Op::Scale => {
+            RowOp::Scale => {
                 out.copy_from_slice(arg(0));
                 scale(out, arg(1));
             }
-            Op::AddPrefix => {
+            RowOp::AddPrefix => {
                 out.copy_from_slice(arg(0));
                 add_prefix(out, arg(1));
             }
-            Op::LtiApply => lti_apply(arg(0), arg(1), arg(2), arg(3), out),
-            Op::RmsNorm { eps } => {
+            RowOp::LtiApply => lti_apply(arg(0), arg(1), arg(2), arg(3), out),
+            RowOp::RmsNorm { eps } => {
                 let x = arg(0);
-                rmsnorm(x, x.len(), arg(1), *eps, out);
+                rmsnorm(x, x.len(), arg(1), eps, out);
             }
-            Op::Concat => {
+            RowOp::Concat => {
                 let (a, b) = out.split_at_mut(arg(0).len());
                 a.copy_from_slice(arg(0));
                 b.copy_from_slice(arg(1));
             }
-            Op::Act(step) => act(*step, arg, out),
-            other => unreachable!("the verifier admits no `{}` in a fused group", other.name()),
+            RowOp::Act(step) => act(step, arg, out),
         }
     }
 
