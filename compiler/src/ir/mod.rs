@@ -23,9 +23,9 @@ pub mod walk;
 pub use op::act::ActStep;
 pub use op::attention::{AttentionOp, AttnKind, KvLayout, KvSlot};
 pub use op::moe::MoeOp;
+pub use op::region::{param_type, Carried, FusedOp, LoopRegion};
 pub use op::row::RowOp;
 
-use crate::model::Injection;
 use crate::source::Span;
 use petgraph::stable_graph::{NodeIndex, StableDiGraph};
 use petgraph::visit::EdgeRef;
@@ -167,98 +167,6 @@ impl Fusion {
             s.push_str(" residual");
         }
         s
-    }
-}
-
-/// The recurrent stage. Body parameters: `Param 0` = state `h`, `Param 1` =
-/// the prelude output `e`, `Param 2` = the iteration index `t` (`[]` i64),
-/// then one per carried value (`Param 3..3+carried`), then one per
-/// loop-invariant operand (hoisted out by the `hoist` pass), then the
-/// header's outputs. Body outputs: the next `h`, then the next value of
-/// each carried value, in order. The loop starts from `h = e` and every
-/// carried value at zero. Operands: `h0`, `e`, then the invariants.
-///
-/// With ACT (OpenMythos's rule, reference item 8) the carried values are the
-/// cumulative halting probability, the halted mask and the ACT-weighted sum
-/// of states, all updated by `act.*` ops in the body: the loop yields the
-/// weighted sum and may stop once every position has halted.
-#[derive(Clone, Debug)]
-pub struct LoopRegion {
-    pub body: Graph,
-    pub max_iters: u64,
-    pub inject: Injection,
-    /// Values carried from one iteration to the next beside `h`.
-    pub carried: Vec<Carried>,
-    /// The carried value that is a halted mask (1 = halted): a run that may
-    /// exit early (inference) stops once it is 1 everywhere.
-    pub halted: Option<usize>,
-    /// The carried value the loop yields; `None` yields the last state.
-    pub result: Option<usize>,
-    /// Loop operands after `h0` and `e`: values computed once before the loop.
-    pub invariants: usize,
-    /// Per-iteration constants: a graph of `Param 0` = `t` and weights only
-    /// (loop embedding vectors, LoRA scales). Its outputs depend on nothing
-    /// but the iteration index, so a runtime computes them once per index and
-    /// reuses them for every token. Empty (no outputs) until `hoist` fills it.
-    pub header: Graph,
-}
-
-/// A loop-carried value: `[B, T, width]`, zero before the first iteration.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Carried {
-    pub name: String,
-    pub width: u64,
-}
-
-impl LoopRegion {
-    /// The body parameter of carried value `i`.
-    pub fn carried_param(&self, i: usize) -> usize {
-        3 + i
-    }
-
-    /// The body parameter of the first invariant.
-    pub fn first_invariant(&self) -> usize {
-        3 + self.carried.len()
-    }
-
-    /// The body parameter of the first header output.
-    pub fn first_header_param(&self) -> usize {
-        self.first_invariant() + self.invariants
-    }
-
-    /// Types of the body's parameters, given the loop's operand types.
-    pub fn param_types(&self, operands: &[&TensorType], dim: u64) -> Vec<TensorType> {
-        let mut t: Vec<TensorType> = (0..3).map(|i| param_type(i, dim)).collect();
-        t.extend(
-            self.carried
-                .iter()
-                .map(|c| TensorType::activations(c.width)),
-        );
-        t.extend(operands.iter().skip(2).map(|&o| o.clone()));
-        t.extend(
-            self.header
-                .outputs
-                .iter()
-                .map(|&o| self.header.ty(o).clone()),
-        );
-        t
-    }
-}
-
-/// A fused group of row-local ops (the `fuse` pass): its body reads the
-/// group's operands as `Param i` and yields one value; a backend runs it as
-/// one kernel that never writes the intermediate values to memory. Body ops
-/// work on one row (`[.., width]`) at a time: `add`, `scale`, `lti_apply`,
-/// `add_prefix`, `rmsnorm`, `concat`.
-#[derive(Clone, Debug)]
-pub struct FusedOp {
-    pub body: Graph,
-}
-
-impl FusedOp {
-    /// Whether `op` may live in a fused body (a row-local op that fuses).
-    pub fn admits(op: &Op) -> bool {
-        op.row_op().is_some_and(|r| r.fuses())
     }
 }
 
@@ -704,7 +612,6 @@ pub fn infer(
     let width = |i: usize| typing.width(i);
     let vector = |i: usize| typing.vector(i);
     let expect_shape = |i: usize, want: &[u64]| typing.expect_shape(i, want);
-    let is_act = |i: usize| operands[i].dtype == DType::F32 && operands[i].shape.len() == 3;
     // Operand positions, for the typed views (`args`) of the composites.
     let positions: Vec<usize> = (0..operands.len()).collect();
     let fusion = op.fusion();
@@ -849,57 +756,7 @@ pub fn infer(
             Ok(t)
         }
         Op::Act(step) => step.infer(operands),
-        Op::Loop(region) => {
-            arity(2 + region.invariants)?;
-            if !is_act(0) || operands[0] != operands[1] {
-                return err("loop takes (h0, e) activations of one type".into());
-            }
-            if region
-                .header
-                .nodes()
-                .any(|n| matches!(region.header.op(n), Op::Param(i) if *i > 0))
-            {
-                return err("a loop header has one param, the iteration index".into());
-            }
-            let want_outputs = 1 + region.carried.len();
-            if region.body.outputs.len() != want_outputs {
-                return err(format!(
-                    "loop body must yield {want_outputs} values (the state and {} carried)",
-                    region.carried.len()
-                ));
-            }
-            let h = region.body.ty(region.body.outputs[0]);
-            if h != operands[0] {
-                return err(format!("loop body yields {h}, state is {}", operands[0]));
-            }
-            for (c, &o) in region.carried.iter().zip(&region.body.outputs[1..]) {
-                let (want, got) = (TensorType::activations(c.width), region.body.ty(o));
-                if *got != want {
-                    return err(format!(
-                        "carried `{}` is {want}, the body yields {got}",
-                        c.name
-                    ));
-                }
-            }
-            let carried = |i: Option<usize>, what: &str| match i {
-                Some(i) if i >= region.carried.len() => Err(TypeError(format!(
-                    "the loop's {what} is carried value {i} of {}",
-                    region.carried.len()
-                ))),
-                _ => Ok(()),
-            };
-            carried(region.halted, "halted mask")?;
-            carried(region.result, "result")?;
-            if let Some(i) = region.halted {
-                if region.carried[i].width != 1 {
-                    return err("a halted mask has width 1".into());
-                }
-            }
-            Ok(match region.result {
-                Some(i) => TensorType::activations(region.carried[i].width),
-                None => operands[0].clone(),
-            })
-        }
+        Op::Loop(region) => region.infer(&typing),
         Op::Scale => {
             arity(2)?;
             if !is_vector(1, width(0)?) {
@@ -965,43 +822,6 @@ pub fn infer(
             }
             Ok(operands[0].clone())
         }
-        Op::Fused(f) => {
-            let params = fused_params(&f.body)?;
-            arity(params)?;
-            if f.body.outputs.len() != 1 {
-                return err("a fused group yields one value".into());
-            }
-            Ok(f.body.ty(f.body.outputs[0]).clone())
-        }
-    }
-}
-
-/// The number of params of a fused body (`Param 0..n`, each once).
-pub fn fused_params(body: &Graph) -> Result<usize, TypeError> {
-    let mut seen: Vec<usize> = body
-        .nodes()
-        .filter_map(|n| match body.op(n) {
-            Op::Param(i) => Some(*i),
-            _ => None,
-        })
-        .collect();
-    seen.sort();
-    if seen.iter().enumerate().any(|(i, &p)| i != p) {
-        return Err(TypeError(format!(
-            "fused body params are {seen:?}, not 0..{}",
-            seen.len()
-        )));
-    }
-    Ok(seen.len())
-}
-
-/// Types of the loop-body parameters for a state of width `dim`.
-pub fn param_type(index: usize, dim: u64) -> TensorType {
-    match index {
-        2 => TensorType {
-            dtype: DType::I64,
-            shape: vec![],
-        },
-        _ => TensorType::activations(dim),
+        Op::Fused(f) => f.infer(&typing),
     }
 }

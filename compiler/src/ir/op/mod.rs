@@ -4,12 +4,14 @@
 //! `print::attributes`, the cost analysis, the backends) delegate to them.
 //!
 //! So far: [`act`] (the ACT rule's steps), [`attention`] (GQA and MLA),
-//! [`moe`] and [`row`] (which ops are row-local, and which of them fuse). The other families still live in `ir/mod.rs` and the files
+//! [`moe`], [`region`] (the loop and the fused group) and [`row`] (which
+//! ops are row-local, and which of them fuse). The other families still live in `ir/mod.rs` and the files
 //! those matches are in.
 
 pub mod act;
 pub mod attention;
 pub mod moe;
+pub mod region;
 pub mod row;
 
 use crate::ir::{Dim, TensorType, TypeError};
