@@ -1,6 +1,7 @@
-//! What each op does besides computing its result, and when two nodes are
-//! the same computation: the one place CSE, hoisting and the verifier ask.
-//! Both matches are exhaustive, so a new op must say where it stands.
+//! What each op does besides computing its result (its [`Effect`], declared
+//! in [`Op::decl`]), and when two nodes are the same computation
+//! ([`Op::cse_key`], an exhaustive match): what CSE, hoisting and the
+//! verifier ask.
 
 use super::{Fusion, Op};
 
@@ -36,36 +37,6 @@ pub(crate) fn fusion_words(f: Fusion) -> [u64; 2] {
 }
 
 impl Op {
-    pub fn effect(&self) -> Effect {
-        match self {
-            Op::Input | Op::Param(_) | Op::Weight(_) => Effect::Source,
-            Op::Attention(_) => Effect::CacheWrite,
-            Op::Loop(_) => Effect::Region,
-            // A fused group is row-local arithmetic on its operands.
-            Op::Fused(_)
-            | Op::Embedding
-            | Op::RmsNorm { .. }
-            | Op::Linear
-            | Op::Add
-            | Op::Concat
-            | Op::SwiGlu(_)
-            | Op::Moe(_)
-            | Op::LoopEmbedding { .. }
-            | Op::Lora { .. }
-            | Op::LtiUpdate
-            | Op::ActHalt
-            | Op::Act(_)
-            | Op::Head(_)
-            | Op::Scale
-            | Op::LtiDecay
-            | Op::LtiApply
-            | Op::LoopEmbeddingVec { .. }
-            | Op::AddPrefix
-            | Op::LoraScale { .. }
-            | Op::LoraApply { .. } => Effect::Pure,
-        }
-    }
-
     /// The key under which CSE merges nodes with equal operands; `None` for
     /// ops that are never merged (cache writers, regions, fused groups, whose
     /// bodies are not compared).

@@ -20,6 +20,7 @@ pub mod print;
 pub mod verify;
 pub mod walk;
 
+pub use effects::Effect;
 pub use op::act::ActStep;
 pub use op::attention::{AttentionOp, AttnKind, KvLayout, KvSlot};
 pub use op::moe::MoeOp;
@@ -243,40 +244,66 @@ pub enum Op {
     Fused(Box<FusedOp>),
 }
 
+/// What [`Op::decl`] declares about an op.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct OpDecl {
+    /// Short name used by the printers (`attention.gqa`, `act.weight`).
+    pub name: &'static str,
+    pub effect: Effect,
+    /// The op's fusion flags; `None` for ops that cannot fuse.
+    pub fusion: Option<Fusion>,
+}
+
 impl Op {
+    /// What the IR declares about the op besides its typing rule: its
+    /// name, its effect and what may fuse into it. One exhaustive match, so
+    /// a new op states all three in one place.
+    pub fn decl(&self) -> OpDecl {
+        use Effect::{CacheWrite, Pure, Region, Source};
+        let (name, effect, fusion) = match self {
+            Op::Input => ("input", Source, None),
+            Op::Param(_) => ("param", Source, None),
+            Op::Weight(_) => ("weight", Source, None),
+            Op::Embedding => ("embedding", Pure, None),
+            Op::RmsNorm { .. } => ("rmsnorm", Pure, None),
+            Op::Linear => ("linear", Pure, None),
+            Op::Add => ("add", Pure, None),
+            Op::Concat => ("concat", Pure, None),
+            Op::Attention(a) => (a.name(), CacheWrite, Some(a.fusion)),
+            Op::SwiGlu(f) => ("swiglu", Pure, Some(*f)),
+            Op::Moe(m) => ("moe", Pure, Some(m.fusion)),
+            Op::LoopEmbedding { .. } => ("loop_embedding", Pure, None),
+            Op::Lora { .. } => ("lora", Pure, None),
+            Op::LtiUpdate => ("lti_update", Pure, None),
+            Op::ActHalt => ("act_halt", Pure, None),
+            Op::Act(a) => (a.name(), Pure, None),
+            Op::Loop(_) => ("loop", Region, None),
+            Op::Head(f) => ("head", Pure, Some(*f)),
+            Op::Scale => ("scale", Pure, None),
+            Op::LtiDecay => ("lti_decay", Pure, None),
+            Op::LtiApply => ("lti_apply", Pure, None),
+            Op::LoopEmbeddingVec { .. } => ("loop_embedding_vec", Pure, None),
+            Op::AddPrefix => ("add_prefix", Pure, None),
+            Op::LoraScale { .. } => ("lora_scale", Pure, None),
+            Op::LoraApply { .. } => ("lora_apply", Pure, None),
+            // A fused group is row-local arithmetic on its operands.
+            Op::Fused(_) => ("fused", Pure, None),
+        };
+        OpDecl {
+            name,
+            effect,
+            fusion,
+        }
+    }
+
     /// Short name used by the printers.
     pub fn name(&self) -> &'static str {
-        match self {
-            Op::Input => "input",
-            Op::Param(_) => "param",
-            Op::Weight(_) => "weight",
-            Op::Embedding => "embedding",
-            Op::RmsNorm { .. } => "rmsnorm",
-            Op::Linear => "linear",
-            Op::Add => "add",
-            Op::Concat => "concat",
-            Op::Attention(a) => match a.kind {
-                AttnKind::Gqa { .. } => "attention.gqa",
-                AttnKind::Mla { .. } => "attention.mla",
-            },
-            Op::SwiGlu(_) => "swiglu",
-            Op::Moe(_) => "moe",
-            Op::LoopEmbedding { .. } => "loop_embedding",
-            Op::Lora { .. } => "lora",
-            Op::LtiUpdate => "lti_update",
-            Op::ActHalt => "act_halt",
-            Op::Act(a) => a.name(),
-            Op::Loop(_) => "loop",
-            Op::Head(_) => "head",
-            Op::Scale => "scale",
-            Op::LtiDecay => "lti_decay",
-            Op::LtiApply => "lti_apply",
-            Op::LoopEmbeddingVec { .. } => "loop_embedding_vec",
-            Op::AddPrefix => "add_prefix",
-            Op::LoraScale { .. } => "lora_scale",
-            Op::LoraApply { .. } => "lora_apply",
-            Op::Fused(_) => "fused",
-        }
+        self.decl().name
+    }
+
+    /// The op's effect class.
+    pub fn effect(&self) -> Effect {
+        self.decl().effect
     }
 
     /// What was fused into this op (default for ops that cannot fuse).
@@ -284,36 +311,9 @@ impl Op {
         self.fusion_slot().unwrap_or_default()
     }
 
-    /// The op's fusion flags, `None` for ops that cannot fuse: the one
-    /// exhaustive list of fusable ops.
+    /// The op's fusion flags, `None` for ops that cannot fuse.
     fn fusion_slot(&self) -> Option<Fusion> {
-        match self {
-            Op::Attention(a) => Some(a.fusion),
-            Op::SwiGlu(f) | Op::Head(f) => Some(*f),
-            Op::Moe(m) => Some(m.fusion),
-            Op::Input
-            | Op::Param(_)
-            | Op::Weight(_)
-            | Op::Embedding
-            | Op::RmsNorm { .. }
-            | Op::Linear
-            | Op::Add
-            | Op::Concat
-            | Op::LoopEmbedding { .. }
-            | Op::Lora { .. }
-            | Op::LtiUpdate
-            | Op::ActHalt
-            | Op::Act(_)
-            | Op::Loop(_)
-            | Op::Scale
-            | Op::LtiDecay
-            | Op::LtiApply
-            | Op::LoopEmbeddingVec { .. }
-            | Op::AddPrefix
-            | Op::LoraScale { .. }
-            | Op::LoraApply { .. }
-            | Op::Fused(_) => None,
-        }
+        self.decl().fusion
     }
 
     /// The same op with `fusion` (for ops that can fuse; others unchanged).

@@ -224,6 +224,14 @@ impl AttnKind {
 }
 
 impl AttentionOp {
+    /// The op's name: `attention.gqa` or `attention.mla`.
+    pub fn name(&self) -> &'static str {
+        match self.kind {
+            AttnKind::Gqa { .. } => "attention.gqa",
+            AttnKind::Mla { .. } => "attention.mla",
+        }
+    }
+
     /// The typing rule (without a fused prologue norm): `x` then the
     /// weights of [`AttentionOp::weight_shapes`]; the result is `x`'s type.
     pub fn infer(&self, t: &Typing) -> Result<TensorType, TypeError> {
