@@ -3,7 +3,7 @@
 //! ([`Op::cse_key`], an exhaustive match): what CSE, hoisting and the
 //! verifier ask.
 
-use super::{Fusion, Op};
+use super::Op;
 
 /// An op's effect class.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,44 +29,20 @@ pub struct OpKey {
     attributes: Vec<u64>,
 }
 
-pub(crate) fn fusion_words(f: Fusion) -> [u64; 2] {
-    [
-        f.prenorm.map_or(u64::MAX, f64::to_bits),
-        u64::from(f.residual),
-    ]
-}
-
 impl Op {
-    /// The key under which CSE merges nodes with equal operands; `None` for
-    /// ops that are never merged (cache writers, regions, fused groups, whose
-    /// bodies are not compared).
+    /// The key under which CSE merges nodes with equal operands: the name
+    /// and the attribute words of [`Op::attrs`]. `None` for ops that are
+    /// never merged: cache writers and regions (by their effect) and ops
+    /// with a text attribute (fused groups, whose bodies are not compared).
     pub fn cse_key(&self) -> Option<OpKey> {
-        let attributes = match self {
-            Op::Attention(_) | Op::Loop(_) | Op::Fused(_) => return None,
-            Op::Input
-            | Op::Embedding
-            | Op::Linear
-            | Op::Add
-            | Op::Concat
-            | Op::LtiUpdate
-            | Op::ActHalt
-            | Op::Scale
-            | Op::LtiDecay
-            | Op::LtiApply
-            | Op::AddPrefix => Vec::new(),
-            Op::Param(i) => vec![*i as u64],
-            Op::Weight(id) => vec![u64::from(id.0)],
-            Op::RmsNorm { eps } => vec![eps.to_bits()],
-            Op::Act(step) => step.cse_words(),
-            Op::SwiGlu(f) | Op::Head(f) => fusion_words(*f).to_vec(),
-            Op::Moe(m) => m.cse_words(),
-            Op::LoopEmbedding { channels, theta } | Op::LoopEmbeddingVec { channels, theta } => {
-                vec![*channels, theta.to_bits()]
-            }
-            Op::Lora { rank, max_iters } => vec![*rank, *max_iters],
-            Op::LoraScale { max_iters } => vec![*max_iters],
-            Op::LoraApply { rank } => vec![*rank],
-        };
+        match self.effect() {
+            Effect::CacheWrite | Effect::Region => return None,
+            Effect::Source | Effect::Pure => {}
+        }
+        let mut attributes = Vec::new();
+        for a in self.attrs() {
+            attributes.extend(a.words()?);
+        }
         Some(OpKey {
             name: self.name(),
             attributes,
@@ -77,6 +53,7 @@ impl Op {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ir::Fusion;
 
     #[test]
     fn keys_tell_attributes_apart_and_skip_stateful_ops() {

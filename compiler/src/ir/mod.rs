@@ -13,6 +13,7 @@
 //! `Param` appears only in loop bodies, and every weight is used.
 
 pub mod args;
+pub mod attrs;
 pub mod effects;
 pub mod lower;
 pub mod op;

@@ -2,6 +2,7 @@
 //! text`, `--print-ir-after` later) and Graphviz DOT (`--format dot`).
 //! Nodes are numbered in topological order, so the text is stable across runs.
 
+use super::attrs::Attr;
 use super::*;
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -109,71 +110,22 @@ fn graph_text(module: &Module, g: &Graph, header: &str, indent: usize, s: &mut S
     let _ = writeln!(s, "{pad}}}");
 }
 
-/// `[attr, ...]` after the op name.
+/// `[attr, ...]` after the op name (nothing without attributes).
 fn attributes(module: &Module, op: &Op) -> String {
-    let a = match op {
-        Op::Param(i) => format!("{i}"),
-        Op::Weight(id) => format!("w{} {}", id.0, module.weight(*id).name),
-        Op::RmsNorm { eps } => format!("eps={eps:e}"),
-        Op::Attention(a) => a.attributes(),
-        Op::Moe(m) => m.attributes(),
-        Op::SwiGlu(f) | Op::Head(f) if f.is_none() => return String::new(),
-        Op::SwiGlu(f) | Op::Head(f) => f.describe().trim_start().to_string(),
-        Op::LoopEmbeddingVec { channels, theta } => format!("channels={channels} theta={theta}"),
-        Op::LoraScale { max_iters } => format!("max_iters={max_iters}"),
-        Op::LoraApply { rank } => format!("rank={rank}"),
-        Op::Fused(f) => {
-            let ops: Vec<&str> = f
-                .body
-                .topo_order()
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|&n| f.body.op(n).is_compute())
-                .map(|n| f.body.op(n).name())
-                .collect();
-            ops.join("+")
-        }
-        Op::LoopEmbedding { channels, theta } => format!("channels={channels} theta={theta}"),
-        Op::Lora { rank, max_iters } => format!("rank={rank} max_iters={max_iters}"),
-        Op::Loop(r) => {
-            let mut a = format!("max_iters={} inject={}", r.max_iters, r.inject.name());
-            if !r.carried.is_empty() {
-                let carried: Vec<String> = r
-                    .carried
-                    .iter()
-                    .map(|c| format!("{}:{}", c.name, c.width))
-                    .collect();
-                let _ = write!(a, " carried={}", carried.join(","));
-            }
-            if let Some(i) = r.halted {
-                let _ = write!(a, " halt_on={}", r.carried[i].name);
-            }
-            if let Some(i) = r.result {
-                let _ = write!(a, " result={}", r.carried[i].name);
-            }
-            if r.invariants > 0 {
-                let _ = write!(a, " invariants={}", r.invariants);
-            }
-            a
-        }
-        Op::Act(step) => match step.attributes() {
-            Some(a) => a,
-            None => return String::new(),
-        },
-        // No attributes: everything they compute is in their operands.
-        Op::Input
-        | Op::Embedding
-        | Op::Linear
-        | Op::Add
-        | Op::Concat
-        | Op::LtiUpdate
-        | Op::ActHalt
-        | Op::Scale
-        | Op::LtiDecay
-        | Op::LtiApply
-        | Op::AddPrefix => return String::new(),
-    };
-    format!("[{a}]")
+    let parts: Vec<String> = op
+        .attrs()
+        .iter()
+        .map(|a| match a {
+            Attr::Weight(id) => format!("{a} {}", module.weight(*id).name),
+            a => a.to_string(),
+        })
+        .filter(|p| !p.is_empty())
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("[{}]", parts.join(" "))
+    }
 }
 
 /// Graphviz DOT; loop bodies are clusters.

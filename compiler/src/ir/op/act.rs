@@ -3,6 +3,7 @@
 //! values, row-local, never fused. The halting probability itself is
 //! `act_halt` (a matrix-vector product, beside the other composites).
 
+use crate::ir::attrs::Attr;
 use crate::ir::{DType, TensorType, TypeError};
 
 /// The ACT rule (OpenMythos, reference item 8) as row-local steps on the
@@ -89,14 +90,12 @@ impl ActStep {
         }
     }
 
-    /// Attributes in the text form (`threshold=0.99`), if it has any.
-    pub fn attributes(&self) -> Option<String> {
-        self.threshold().map(|t| format!("threshold={t}"))
-    }
-
-    /// The attribute words CSE compares (with the name).
-    pub fn cse_words(&self) -> Vec<u64> {
-        vec![self.threshold().map_or(u64::MAX, f64::to_bits)]
+    /// Its attributes (`threshold=0.99`), if any.
+    pub fn attrs(&self) -> Vec<Attr> {
+        self.threshold()
+            .map(|t| Attr::Float("threshold", t))
+            .into_iter()
+            .collect()
     }
 }
 
@@ -127,11 +126,7 @@ mod tests {
             ActStep::Halted { threshold: 0.5 }.infer(&[&one, &one]),
             Ok(one.clone())
         );
-        assert_eq!(ActStep::Cumulate.attributes(), None);
-        assert_eq!(weight.attributes().as_deref(), Some("threshold=0.99"));
-        assert_ne!(
-            weight.cse_words(),
-            ActStep::Halted { threshold: 0.5 }.cse_words()
-        );
+        assert_eq!(ActStep::Cumulate.attrs(), vec![]);
+        assert_eq!(weight.attrs()[0].to_string(), "threshold=0.99");
     }
 }

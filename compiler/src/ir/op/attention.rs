@@ -5,6 +5,7 @@
 //! Its operand views are [`crate::ir::args::AttentionArgs`].
 
 use super::Typing;
+use crate::ir::attrs::Attr;
 use crate::ir::{Fusion, TensorType, TypeError};
 
 /// Attention variants as the IR sees them (MHA is GQA with `kv_heads == heads`).
@@ -200,14 +201,18 @@ impl AttnKind {
         }
     }
 
-    /// `heads=.. kv_heads=..` (or MLA's ranks and head parts) for printers.
-    pub fn attributes(&self) -> String {
+    /// `heads=.. kv_heads=..` (or MLA's ranks and head parts).
+    pub fn attrs(&self) -> Vec<Attr> {
         match *self {
             AttnKind::Gqa {
                 heads,
                 kv_heads,
                 head_dim,
-            } => format!("heads={heads} kv_heads={kv_heads} head_dim={head_dim}"),
+            } => vec![
+                Attr::Int("heads", heads),
+                Attr::Int("kv_heads", kv_heads),
+                Attr::Int("head_dim", head_dim),
+            ],
             AttnKind::Mla {
                 heads,
                 q_rank,
@@ -215,10 +220,14 @@ impl AttnKind {
                 rope_dim,
                 nope_dim,
                 v_dim,
-            } => format!(
-                "heads={heads} q_rank={q_rank} kv_rank={kv_rank} rope_dim={rope_dim} \
-                 nope_dim={nope_dim} v_dim={v_dim}"
-            ),
+            } => vec![
+                Attr::Int("heads", heads),
+                Attr::Int("q_rank", q_rank),
+                Attr::Int("kv_rank", kv_rank),
+                Attr::Int("rope_dim", rope_dim),
+                Attr::Int("nope_dim", nope_dim),
+                Attr::Int("v_dim", v_dim),
+            ],
         }
     }
 }
@@ -243,22 +252,17 @@ impl AttentionOp {
         Ok(t.operand(0).clone())
     }
 
-    /// Attributes in the text form.
-    pub fn attributes(&self) -> String {
-        let mut extra = String::new();
-        if self.kv_layout == KvLayout::Compact {
-            extra.push_str(" kv=compact");
-        }
-        if self.absorb {
-            extra.push_str(" absorb");
-        }
-        format!(
-            "{} rope_theta={} cache={}{extra}{}",
-            self.kind.attributes(),
-            self.rope_theta,
-            self.cache,
-            self.fusion.describe()
-        )
+    /// Its attributes, in print order (the cache slot by name).
+    pub fn attrs(&self) -> Vec<Attr> {
+        let mut a = self.kind.attrs();
+        a.extend([
+            Attr::Float("rope_theta", self.rope_theta),
+            Attr::Text(format!("cache={}", self.cache)),
+            Attr::Flag("kv=compact", self.kv_layout == KvLayout::Compact),
+            Attr::Flag("absorb", self.absorb),
+            Attr::Fusion(self.fusion),
+        ]);
+        a
     }
 
     /// Multiply-adds x2 per query and cached key beyond the projections:

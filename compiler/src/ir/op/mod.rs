@@ -1,7 +1,7 @@
-//! Op families, one module each: an op's attributes, its typing rule, its
-//! print form, its cost and its CSE identity live beside each other, and
-//! the central exhaustive matches (`Op::name`, `infer`, `effects`,
-//! `print::attributes`, the cost analysis, the backends) delegate to them.
+//! Op families, one module each: an op's attributes (what the text form
+//! prints and CSE compares), its typing rule and its cost figures live
+//! beside each other, and the central exhaustive matches (`Op::decl`,
+//! `infer`, `Op::attrs`, the cost analysis, the backends) delegate to them.
 //!
 //! So far: [`act`] (the ACT rule's steps), [`attention`] (GQA and MLA),
 //! [`moe`], [`region`] (the loop and the fused group) and [`row`] (which

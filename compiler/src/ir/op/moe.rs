@@ -1,10 +1,10 @@
 //! The MoE family: DeepSeek-style routed plus shared SwiGLU experts, one
-//! composite op. Here: its attributes, typing rule, print form, CSE
-//! identity and cost.
+//! composite op. Here: its attributes (printed and compared by CSE),
+//! typing rule and cost.
 //! Its operand views are [`crate::ir::args::MoeArgs`] (`MoeOp::args`).
 
 use super::Typing;
-use crate::ir::effects::fusion_words;
+use crate::ir::attrs::Attr;
 use crate::ir::{Fusion, TensorType, TypeError};
 
 /// DeepSeek-style MoE: router softmax, biased top-k, renormalised gates,
@@ -53,34 +53,18 @@ impl MoeOp {
         Ok(t.operand(0).clone())
     }
 
-    /// Attributes in the text form.
-    pub fn attributes(&self) -> String {
-        format!(
-            "experts={} top_k={} expert_dim={} shared={} shared_dim={} router_bias={}{}{}",
-            self.experts,
-            self.top_k,
-            self.expert_dim,
-            self.shared,
-            self.shared_dim,
-            self.router_bias,
-            if self.batched { " batched" } else { "" },
-            self.fusion.describe()
-        )
-    }
-
-    /// The attribute words CSE compares (with the name).
-    pub fn cse_words(&self) -> Vec<u64> {
-        let mut w = vec![
-            self.experts,
-            self.top_k,
-            self.expert_dim,
-            self.shared,
-            self.shared_dim,
-            u64::from(self.router_bias),
-            u64::from(self.batched),
-        ];
-        w.extend(fusion_words(self.fusion));
-        w
+    /// Its attributes, in print order.
+    pub fn attrs(&self) -> Vec<Attr> {
+        vec![
+            Attr::Int("experts", self.experts),
+            Attr::Int("top_k", self.top_k),
+            Attr::Int("expert_dim", self.expert_dim),
+            Attr::Int("shared", self.shared),
+            Attr::Int("shared_dim", self.shared_dim),
+            Attr::Bool("router_bias", self.router_bias),
+            Attr::Flag("batched", self.batched),
+            Attr::Fusion(self.fusion),
+        ]
     }
 
     /// FLOPs per token of width `d`: the router, the `top_k` routed and
@@ -148,6 +132,6 @@ mod tests {
             m.flops_per_token(8.0),
             2.0 * 8.0 * 4.0 + 2.0 * 6.0 * 8.0 * 6.0 + 6.0 * 8.0 * 5.0
         );
-        assert_ne!(m.cse_words(), MoeOp { batched: true, ..m }.cse_words());
+        assert_ne!(m.attrs(), MoeOp { batched: true, ..m }.attrs());
     }
 }

@@ -4,6 +4,7 @@
 //! the layout of a loop body's parameters, and their typing rules.
 
 use super::Typing;
+use crate::ir::attrs::Attr;
 use crate::ir::{DType, Graph, Op, TensorType, TypeError};
 use crate::model::Injection;
 
@@ -156,6 +157,34 @@ impl LoopRegion {
             Some(i) => TensorType::activations(self.carried[i].width),
             None => t.operands[0].clone(),
         })
+    }
+}
+
+impl LoopRegion {
+    /// Its attributes, in print order (the carried values by name).
+    pub fn attrs(&self) -> Vec<Attr> {
+        let mut a = vec![
+            Attr::Int("max_iters", self.max_iters),
+            Attr::Text(format!("inject={}", self.inject.name())),
+        ];
+        if !self.carried.is_empty() {
+            let carried: Vec<String> = self
+                .carried
+                .iter()
+                .map(|c| format!("{}:{}", c.name, c.width))
+                .collect();
+            a.push(Attr::Text(format!("carried={}", carried.join(","))));
+        }
+        if let Some(i) = self.halted {
+            a.push(Attr::Text(format!("halt_on={}", self.carried[i].name)));
+        }
+        if let Some(i) = self.result {
+            a.push(Attr::Text(format!("result={}", self.carried[i].name)));
+        }
+        if self.invariants > 0 {
+            a.push(Attr::Int("invariants", self.invariants as u64));
+        }
+        a
     }
 }
 
