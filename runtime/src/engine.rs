@@ -6,7 +6,7 @@
 
 use crate::cpu::{pool::Buf, CpuRuntime};
 use crate::cuda::{kv::Stream, CudaError, CudaRuntime};
-use crate::exec::{Device, Forward, Logits, RunError};
+use crate::exec::{self, Device, Forward, Logits, RunError};
 use crate::kv::{Cache, KvStream};
 use mythos_compiler::ir::Module;
 
@@ -119,8 +119,9 @@ pub trait Engine {
 /// Every device of the executor is an engine: the impl, written once (a
 /// blanket `impl<D: Device>` would show the crate's internal `Device` trait
 /// in the public interface).
+/// `$run` runs the forward pass `$call` (a closure) where the engine wants it.
 macro_rules! engine_of_device {
-    ($device:ty, $stream:ty, $error:ty) => {
+    ($device:ty, $stream:ty, $error:ty, |$rt:ident, $call:ident| $run:expr) => {
         impl Engine for $device {
             type Stream = $stream;
             type Error = $error;
@@ -137,7 +138,10 @@ macro_rules! engine_of_device {
                 cache: Option<&mut Cache<$stream>>,
                 logits: Logits,
             ) -> Result<Forward, $error> {
-                Device::forward_with(self, ids, batch, loops, cache, logits)
+                let ($rt, $call) = (self, || {
+                    exec::forward(self, ids, batch, loops, cache, logits)
+                });
+                $run
             }
 
             fn backend(&self) -> &'static str {
@@ -151,5 +155,7 @@ macro_rules! engine_of_device {
     };
 }
 
-engine_of_device!(CpuRuntime<'_>, Vec<f32>, RunError);
-engine_of_device!(CudaRuntime<'_>, Stream, CudaError);
+// The CPU runs a whole forward pass on a worker of its thread pool.
+engine_of_device!(CpuRuntime<'_>, Vec<f32>, RunError, |rt, call| rt
+    .on_pool(call));
+engine_of_device!(CudaRuntime<'_>, Stream, CudaError, |_rt, call| call());

@@ -172,19 +172,6 @@ pub(crate) trait Device: Sized {
     /// `cpu`, `mlir-cpu` or `cuda` (the bench report's backend).
     fn backend(&self) -> &'static str;
 
-    /// A forward pass (see [`Engine::forward_with`](crate::engine::Engine::forward_with)):
-    /// [`forward`] unless the engine wants it run somewhere in particular.
-    fn forward_with(
-        &self,
-        ids: &[i64],
-        batch: usize,
-        loops: Option<u64>,
-        cache: Option<&mut Cache<Self::Stream>>,
-        logits: Logits,
-    ) -> Result<Forward, Self::Error> {
-        forward(self, ids, batch, loops, cache, logits)
-    }
-
     /// The per-call state for these token ids.
     fn begin<'c>(&self, ids: &'c [i64]) -> Result<Self::Local<'c>, Self::Error>;
 

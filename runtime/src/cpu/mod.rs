@@ -14,11 +14,11 @@ pub mod pool;
 
 pub use crate::exec::{Forward, Logits, RunError};
 
-use crate::exec::{self, Args, Call, Device, Exec};
+use crate::exec::{Args, Call, Device, Exec};
 use crate::launch::{Arg, ArgList};
 use crate::weights::Weights;
 use kernels::{linear_new, rmsnorm, sigmoid, Rope};
-use kv::{CacheKey, KvCache};
+use kv::CacheKey;
 use mythos_compiler::ir::args::{AttnWeights, SwiGluArgs};
 use mythos_compiler::ir::walk::GraphId;
 use mythos_compiler::ir::{AttnKind, Fusion, Graph, KvLayout, Module, NodeId, Op, RowOp};
@@ -103,28 +103,6 @@ impl<'a> Device for CpuRuntime<'a> {
         } else {
             "cpu"
         }
-    }
-
-    /// The forward pass on a worker of the thread pool.
-    fn forward_with(
-        &self,
-        ids: &[i64],
-        batch: usize,
-        loops: Option<u64>,
-        cache: Option<&mut KvCache>,
-        logits: Logits,
-    ) -> Result<Forward, RunError> {
-        // The whole call runs on a worker of the thread pool: every parallel
-        // kernel inside it then forks from a worker (its own deque, the other
-        // workers steal) instead of injecting a job and parking the caller's
-        // thread on each of them, one context switch per call instead of
-        // one per kernel.
-        if rayon::current_thread_index().is_none() && rayon::current_num_threads() > 1 {
-            let mut out = None;
-            rayon::scope(|_| out = Some(exec::forward(self, ids, batch, loops, cache, logits)));
-            return out.expect("the scope ran the forward pass");
-        }
-        exec::forward(self, ids, batch, loops, cache, logits)
     }
 
     fn begin<'c>(&self, ids: &'c [i64]) -> Result<Local<'c>, RunError> {
@@ -227,6 +205,20 @@ impl<'a> CpuRuntime<'a> {
     pub fn with_profiling(mut self) -> CpuRuntime<'a> {
         self.exec.start_profiling();
         self
+    }
+
+    /// Runs `call` (a whole forward pass) on a worker of the thread pool:
+    /// every parallel kernel inside it then forks from a worker (its own
+    /// deque, the other workers steal) instead of injecting a job and
+    /// parking the caller's thread on each of them, one context switch per
+    /// call instead of one per kernel.
+    pub(crate) fn on_pool<R: Send>(&self, call: impl FnOnce() -> R + Send) -> R {
+        if rayon::current_thread_index().is_none() && rayon::current_num_threads() > 1 {
+            let mut out = None;
+            rayon::scope(|_| out = Some(call()));
+            return out.expect("the scope ran the forward pass");
+        }
+        call()
     }
 
     /// The module it runs.
