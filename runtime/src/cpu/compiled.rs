@@ -128,9 +128,6 @@ impl<T> Desc<T> {
     }
 }
 
-/// Most argument words of a kernel call (the backend emits at most 20).
-pub const MAX_WORDS: usize = crate::launch::MAX_ARGS;
-
 /// Calls a kernel with its argument words.
 ///
 /// # Safety
@@ -177,18 +174,18 @@ pub unsafe fn call(k: KernelFn, a: &[usize]) {
 /// As [`call`]: `args` must match the kernel's signature, every buffer
 /// valid host memory for what the kernel reads or writes.
 pub unsafe fn call_args(k: KernelFn, args: &[crate::launch::Arg]) {
-    use crate::launch::Arg;
+    use crate::launch::{Arg, MAX_ARGS};
     assert!(
-        args.len() <= MAX_WORDS,
-        "a kernel call with more than {MAX_WORDS} arguments"
+        args.len() <= MAX_ARGS,
+        "a kernel call with more than {MAX_ARGS} arguments"
     );
-    let mut descs: [Desc<f32>; MAX_WORDS] = std::array::from_fn(|_| Desc::raw(0, 0));
+    let mut descs: [Desc<f32>; MAX_ARGS] = std::array::from_fn(|_| Desc::raw(0, 0));
     for (d, a) in descs.iter_mut().zip(args) {
         if let Arg::Buf { ptr, len } = *a {
             *d = Desc::raw(ptr, len);
         }
     }
-    let mut words = [0usize; MAX_WORDS];
+    let mut words = [0usize; MAX_ARGS];
     for ((w, d), a) in words.iter_mut().zip(&descs).zip(args) {
         *w = match *a {
             Arg::Buf { .. } => d.word(),

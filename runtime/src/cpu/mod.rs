@@ -253,7 +253,7 @@ impl<'a> CpuRuntime<'a> {
             .shape
             .iter()
             .any(|d| !matches!(d, mythos_compiler::ir::Dim::Const(_)));
-        let mut rows = if act { ctx.batch * ctx.seq } else { 1 };
+        let mut rows = if act { ctx.rows() } else { 1 };
         let last;
         let mut argv = Args::new(args.iter().copied());
         let args = argv.as_mut_slice();
@@ -328,7 +328,7 @@ impl<'a> CpuRuntime<'a> {
         ctx: &mut Ctx,
         iteration: Option<usize>,
     ) -> Value<'a> {
-        let rows = ctx.batch * ctx.seq;
+        let rows = ctx.rows();
         let d = self.module.dim as usize;
         match op {
             Op::Input => Value::Ids,
