@@ -232,20 +232,11 @@ fn requests(module: &Module, g: &Graph, n: NodeId) -> Result<Vec<Request>, Lower
             args,
         )],
         Op::Attention(a) => crate::attention::requests(module, a),
-        // Row-local ops (`Op::row_op`): one-step rowwise kernels.
-        Op::Add
-        | Op::Scale
-        | Op::LtiApply
-        | Op::AddPrefix
-        | Op::RmsNorm { .. }
-        | Op::Concat
-        | Op::Act(_) => {
-            let row = op.row_op().expect("the row-local ops");
-            vec![Request::new(
-                KernelCtx::Rowwise(rowwise_single(g, n, row)),
-                args,
-            )]
-        }
+        // A row-local op: a one-step rowwise kernel.
+        Op::Row(row) => vec![Request::new(
+            KernelCtx::Rowwise(rowwise_single(g, n, *row)),
+            args,
+        )],
         Op::SwiGlu(_)
         | Op::Moe(_)
         | Op::ActHalt

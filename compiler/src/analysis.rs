@@ -11,7 +11,7 @@
 //! earlier; this is the upper bound). KV cache: one entry per prelude layer,
 //! per loop iteration and per coda layer.
 
-use crate::ir::{Graph, KvLayout, Module, Op, Weight};
+use crate::ir::{CostInputs, Graph, KvLayout, Module, Op, Weight};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -270,73 +270,20 @@ impl Walk<'_> {
                     .first()
                     .map_or_else(|| "other".to_string(), |w| w.component.clone()),
             };
-            let d = self.module.dim as f64;
             let t = times as f64;
-            let (prefill, decode) = match op {
-                Op::Linear => {
-                    let f = 2.0 * weights[0].numel() as f64;
-                    (f, f)
-                }
-                Op::Head(_) => {
-                    let f = 2.0 * d * self.module.vocab as f64;
-                    (f, f)
-                }
-                Op::SwiGlu(_) => {
-                    let f: f64 = weights
-                        .iter()
-                        .filter(|w| w.shape.len() == 2)
-                        .map(|w| 2.0 * w.numel() as f64)
-                        .sum();
-                    (f, f)
-                }
-                Op::Moe(m) => {
-                    let f = m.flops_per_token(d);
-                    (f, f)
-                }
-                Op::Lora { rank, .. } | Op::LoraApply { rank } => {
-                    let f = 4.0 * d * *rank as f64;
-                    (f, f)
-                }
-                Op::ActHalt => (2.0 * d, 2.0 * d),
-                Op::Attention(a) => {
-                    let proj: f64 = weights
-                        .iter()
-                        .filter(|w| w.shape.len() == 2)
-                        .map(|w| 2.0 * w.numel() as f64)
-                        .sum();
-                    let per_key = a.flops_per_key();
-                    let ref_elems = a.kv_elems_in(KvLayout::Reference);
-                    let compact_elems = a.kv_elems_in(KvLayout::Compact);
-                    self.kv.entries += times;
-                    self.kv_ref_elems += ref_elems as u128 * times as u128;
-                    self.kv_compact_elems += compact_elems as u128 * times as u128;
-                    (
-                        proj + per_key * (self.seq + 1.0) / 2.0,
-                        proj + per_key * self.seq,
-                    )
-                }
-                // No matrix products: gathers, row-local arithmetic (fused
-                // groups hold only such ops), per-iteration constants. The
-                // loop's body was walked above.
-                Op::Input
-                | Op::Param(_)
-                | Op::Weight(_)
-                | Op::Embedding
-                | Op::RmsNorm { .. }
-                | Op::Add
-                | Op::Concat
-                | Op::LoopEmbedding { .. }
-                | Op::LtiUpdate
-                | Op::Act(_)
-                | Op::Loop(_)
-                | Op::Scale
-                | Op::LtiDecay
-                | Op::LtiApply
-                | Op::LoopEmbeddingVec { .. }
-                | Op::AddPrefix
-                | Op::LoraScale { .. }
-                | Op::Fused(_) => (0.0, 0.0),
-            };
+            let cost = op.flops(&CostInputs {
+                dim: self.module.dim,
+                vocab: self.module.vocab,
+                weights: &weights,
+            });
+            // Causal prefill averages `(S+1)/2` keys per token; decode attends to `S`.
+            let prefill = cost.per_token + cost.per_key * (self.seq + 1.0) / 2.0;
+            let decode = cost.per_token + cost.per_key * self.seq;
+            if let Op::Attention(a) = op {
+                self.kv.entries += times;
+                self.kv_ref_elems += a.kv_elems_in(KvLayout::Reference) as u128 * times as u128;
+                self.kv_compact_elems += a.kv_elems_in(KvLayout::Compact) as u128 * times as u128;
+            }
             // Bytes read per decoded token.
             let read: u128 = match op {
                 Op::Embedding => self.module.dim as u128,

@@ -1,7 +1,7 @@
 //! The graph IR: lowering of every preset verifies; text snapshots of the
 //! tiny models; the verifier catches broken modules.
 
-use mythos_compiler::ir::{self, lower::lower, verify::verify, Init, Op, Weight};
+use mythos_compiler::ir::{self, lower::lower, verify::verify, Init, Op, RowOp, Weight};
 use mythos_compiler::model::Model;
 use mythos_compiler::presets::PRESETS;
 use mythos_compiler::sema::{self, Loader};
@@ -162,7 +162,7 @@ fn verifier_reports_broken_modules() {
     // An op with the wrong operands.
     let mut m = good.clone();
     let head = m.graph.outputs[0];
-    m.graph.node_mut(head).op = Op::Add;
+    m.graph.node_mut(head).op = Op::Row(RowOp::Add);
     let errors = verify(&m);
     assert!(
         errors

@@ -2,7 +2,7 @@
 //! each pass), each pass rewrites what it should on the tiny models (IR
 //! snapshots per pass), and the pass manager's options behave.
 
-use mythos_compiler::ir::{self, lower::lower, verify::verify, Module, Op};
+use mythos_compiler::ir::{self, lower::lower, verify::verify, Module, Op, RowOp};
 use mythos_compiler::passes::{self, Options, PASSES};
 use mythos_compiler::presets::PRESETS;
 use mythos_compiler::sema::{self, Loader};
@@ -100,8 +100,11 @@ fn o2_loop_body_kernels_on_tiny_mla() {
     assert_eq!(body(&optimized("tiny-mla", 2)), (10, 2, 2));
     let m = optimized("tiny-mla", 2);
     assert_eq!(count(&m.graph, &|o| matches!(o, Op::Fused(_))), 2);
-    assert_eq!(count(&m.graph, &|o| matches!(o, Op::RmsNorm { .. })), 0);
-    assert_eq!(count(&m.graph, &|o| matches!(o, Op::Add)), 0);
+    assert_eq!(
+        count(&m.graph, &|o| matches!(o, Op::Row(RowOp::RmsNorm { .. }))),
+        0
+    );
+    assert_eq!(count(&m.graph, &|o| matches!(o, Op::Row(RowOp::Add))), 0);
 }
 
 #[test]
@@ -146,7 +149,12 @@ fn cse_merges_duplicate_weight_reads_and_dce_removes_dead_nodes() {
         .unwrap();
     let x = ops[0];
     let ty = g.ty(x).clone();
-    g.add(Op::RmsNorm { eps: 1e-6 }, &[x, norm_w], ty, "dead");
+    g.add(
+        Op::Row(RowOp::RmsNorm { eps: 1e-6 }),
+        &[x, norm_w],
+        ty,
+        "dead",
+    );
     let before = m.graph.len();
     let r = passes::run(
         &mut m,

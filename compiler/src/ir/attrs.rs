@@ -1,8 +1,9 @@
-//! An op's attributes as one typed list ([`Op::attrs`]): the text form
-//! prints it (`ir/print.rs`) and CSE compares it (`Op::cse_key`), so an op
-//! declares its attributes once and both agree by construction.
+//! An op's attributes as one typed list (`Op::attrs`, declared in
+//! `ir/decl.rs`): the text form prints it (`ir/print.rs`) and CSE compares
+//! it (`Op::cse_key`), so an op declares its attributes once and both agree
+//! by construction.
 
-use super::{Fusion, Op, WeightId};
+use super::{Fusion, WeightId};
 use std::fmt;
 
 /// One attribute of an op.
@@ -62,56 +63,6 @@ impl fmt::Display for Attr {
             Attr::Flag(_, false) => Ok(()),
             Attr::Fusion(fusion) => f.write_str(fusion.describe().trim_start()),
             Attr::Text(t) => f.write_str(t),
-        }
-    }
-}
-
-impl Op {
-    /// The op's attributes, in print order.
-    pub fn attrs(&self) -> Vec<Attr> {
-        match self {
-            Op::Param(i) => vec![Attr::Index(*i)],
-            Op::Weight(id) => vec![Attr::Weight(*id)],
-            Op::RmsNorm { eps } => vec![Attr::Exp("eps", *eps)],
-            Op::Attention(a) => a.attrs(),
-            Op::Moe(m) => m.attrs(),
-            Op::SwiGlu(f) | Op::Head(f) => vec![Attr::Fusion(*f)],
-            Op::LoopEmbedding { channels, theta } | Op::LoopEmbeddingVec { channels, theta } => {
-                vec![
-                    Attr::Int("channels", *channels),
-                    Attr::Float("theta", *theta),
-                ]
-            }
-            Op::Lora { rank, max_iters } => {
-                vec![Attr::Int("rank", *rank), Attr::Int("max_iters", *max_iters)]
-            }
-            Op::LoraScale { max_iters } => vec![Attr::Int("max_iters", *max_iters)],
-            Op::LoraApply { rank } => vec![Attr::Int("rank", *rank)],
-            Op::Act(step) => step.attrs(),
-            Op::Loop(r) => r.attrs(),
-            Op::Fused(f) => {
-                let ops: Vec<&str> = f
-                    .body
-                    .topo_order()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|&n| f.body.op(n).is_compute())
-                    .map(|n| f.body.op(n).name())
-                    .collect();
-                vec![Attr::Text(ops.join("+"))]
-            }
-            // No attributes: everything they compute is in their operands.
-            Op::Input
-            | Op::Embedding
-            | Op::Linear
-            | Op::Add
-            | Op::Concat
-            | Op::LtiUpdate
-            | Op::ActHalt
-            | Op::Scale
-            | Op::LtiDecay
-            | Op::LtiApply
-            | Op::AddPrefix => Vec::new(),
         }
     }
 }

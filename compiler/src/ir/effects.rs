@@ -53,14 +53,17 @@ impl Op {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ir::Fusion;
+    use crate::ir::{Fusion, RowOp};
 
     #[test]
     fn keys_tell_attributes_apart_and_skip_stateful_ops() {
-        let norm = |eps: f64| Op::RmsNorm { eps }.cse_key();
+        let norm = |eps: f64| Op::Row(RowOp::RmsNorm { eps }).cse_key();
         assert_eq!(norm(1e-6), norm(1e-6));
         assert_ne!(norm(1e-6), norm(1e-5));
-        assert_ne!(Op::Add.cse_key(), Op::Concat.cse_key());
+        assert_ne!(
+            Op::Row(RowOp::Add).cse_key(),
+            Op::Row(RowOp::Concat).cse_key()
+        );
         assert_ne!(
             Op::LoopEmbeddingVec {
                 channels: 7,

@@ -168,7 +168,7 @@ impl Builder<'_> {
         let d = self.model.dim;
         let w = self.weight(g, &format!("{name}.weight"), vec![d], ones(), component);
         let eps = self.model.norm_eps;
-        self.node(g, Op::RmsNorm { eps }, &[x, w], name)
+        self.node(g, Op::Row(RowOp::RmsNorm { eps }), &[x, w], name)
     }
 
     /// A pre-norm block: `x + attn(norm(x))`, then `+ ffn(norm(.))`.
@@ -184,10 +184,20 @@ impl Builder<'_> {
         let since = next_index(g);
         let xn = self.norm(g, x, &format!("{prefix}.attn_norm"), component);
         let attn = self.attention(g, xn, &block.attention, prefix, cache, component);
-        let x = self.node(g, Op::Add, &[x, attn], &format!("{prefix}.attn_residual"));
+        let x = self.node(
+            g,
+            Op::Row(RowOp::Add),
+            &[x, attn],
+            &format!("{prefix}.attn_residual"),
+        );
         let xn = self.norm(g, x, &format!("{prefix}.ffn_norm"), component);
         let f = self.ffn(g, xn, &block.ffn, prefix, component);
-        let out = self.node(g, Op::Add, &[x, f], &format!("{prefix}.ffn_residual"));
+        let out = self.node(
+            g,
+            Op::Row(RowOp::Add),
+            &[x, f],
+            &format!("{prefix}.ffn_residual"),
+        );
         span_new_nodes(g, since, block.span);
         out
     }
@@ -385,11 +395,21 @@ impl Builder<'_> {
         }
         let mut x = match r.inject {
             Injection::Lti | Injection::Add => {
-                let sum = self.node(&mut g, Op::Add, &[state, e], "recurrent.combine");
+                let sum = self.node(
+                    &mut g,
+                    Op::Row(RowOp::Add),
+                    &[state, e],
+                    "recurrent.combine",
+                );
                 self.norm(&mut g, sum, "recurrent.norm", "loop.norm")
             }
             Injection::Concat => {
-                let cat = self.node(&mut g, Op::Concat, &[state, e], "recurrent.concat");
+                let cat = self.node(
+                    &mut g,
+                    Op::Row(RowOp::Concat),
+                    &[state, e],
+                    "recurrent.concat",
+                );
                 let w = self.weight(
                     &mut g,
                     "recurrent.injection.adapter.weight",
@@ -450,7 +470,12 @@ impl Builder<'_> {
                 max_iters: r.max_iters,
             };
             let delta = self.node(&mut g, op, &[x, down, b, scale, t], "recurrent.lora");
-            x = self.node(&mut g, Op::Add, &[x, delta], "recurrent.lora_residual");
+            x = self.node(
+                &mut g,
+                Op::Row(RowOp::Add),
+                &[x, delta],
+                "recurrent.lora_residual",
+            );
         }
         let next = if r.inject == Injection::Lti {
             let log_a = self.weight(
@@ -526,7 +551,7 @@ impl Builder<'_> {
                         c.name.clone(),
                     )
                 });
-                let act = |step| Op::Act(step);
+                let act = |step| Op::Row(RowOp::Act(step));
                 let weight = self.node(
                     &mut g,
                     act(ActStep::Weight { threshold }),

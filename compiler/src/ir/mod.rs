@@ -14,6 +14,7 @@
 
 pub mod args;
 pub mod attrs;
+pub mod decl;
 pub mod effects;
 pub mod lower;
 pub mod op;
@@ -21,6 +22,7 @@ pub mod print;
 pub mod verify;
 pub mod walk;
 
+pub use decl::{infer, CostInputs, OpDecl, OpFlops};
 pub use effects::Effect;
 pub use op::act::ActStep;
 pub use op::attention::{AttentionOp, AttnKind, KvLayout, KvSlot};
@@ -184,16 +186,11 @@ pub enum Op {
     Weight(WeightId),
     /// `table[ids]`: `(ids, table)`.
     Embedding,
-    /// `x * rsqrt(mean(x^2) + eps) * w`: `(x, w)`.
-    RmsNorm {
-        eps: f64,
-    },
     /// `x @ W^T`: `(x, W)` with `W` as `[out, in]`.
     Linear,
-    /// Elementwise sum of two values of one type.
-    Add,
-    /// Concatenation on the last axis: `(a, b)`.
-    Concat,
+    /// A row-local op (`add`, `rmsnorm`, `concat`, the ACT steps, ...):
+    /// see [`RowOp`].
+    Row(RowOp),
     Attention(AttentionOp),
     /// `down(silu(gate(x)) * up(x))`: `(x, [norm], gate, up, down)`.
     SwiGlu(Fusion),
@@ -214,25 +211,17 @@ pub enum Op {
     LtiUpdate,
     /// ACT halting probability `sigmoid(h @ w^T + b)`: `(h, w, b)` -> `[B, T, 1]`.
     ActHalt,
-    /// One step of the ACT rule on loop-carried values (see [`ActStep`]).
-    Act(ActStep),
     /// The recurrence: `(h0, e, invariants...)`.
     Loop(Box<LoopRegion>),
     /// Output logits `x @ table^T`: `(x, [norm], table)` (only `prenorm` fuses).
     Head(Fusion),
-    /// `x * w` with `w` broadcast over the last axis: `(x, w [width])`.
-    Scale,
     /// The LTI decay `exp(-exp(clamp(log_dt + log_A, -20, 20)))`: `(log_A, log_dt)` -> `[d]`.
     LtiDecay,
-    /// `a*h + be + out` (the LTI update with `B*e` and `A` given): `(h, be, out, a [d])`.
-    LtiApply,
     /// The loop-embedding vector `[sin(t f), cos(t f)][:channels]`: `(t)` -> `[channels]`.
     LoopEmbeddingVec {
         channels: u64,
         theta: f64,
     },
-    /// Adds a vector to the first channels: `(h, v [c])`.
-    AddPrefix,
     /// The LoRA scale row `scale[min(t, max_iters-1)]`: `(scale, t)` -> `[rank]`.
     LoraScale {
         max_iters: u64,
@@ -243,113 +232,6 @@ pub enum Op {
     },
     /// A fused group of row-local ops: `(inputs...)`.
     Fused(Box<FusedOp>),
-}
-
-/// What [`Op::decl`] declares about an op.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct OpDecl {
-    /// Short name used by the printers (`attention.gqa`, `act.weight`).
-    pub name: &'static str,
-    pub effect: Effect,
-    /// The op's fusion flags; `None` for ops that cannot fuse.
-    pub fusion: Option<Fusion>,
-}
-
-impl Op {
-    /// What the IR declares about the op besides its typing rule: its
-    /// name, its effect and what may fuse into it. One exhaustive match, so
-    /// a new op states all three in one place.
-    pub fn decl(&self) -> OpDecl {
-        use Effect::{CacheWrite, Pure, Region, Source};
-        let (name, effect, fusion) = match self {
-            Op::Input => ("input", Source, None),
-            Op::Param(_) => ("param", Source, None),
-            Op::Weight(_) => ("weight", Source, None),
-            Op::Embedding => ("embedding", Pure, None),
-            Op::RmsNorm { .. } => ("rmsnorm", Pure, None),
-            Op::Linear => ("linear", Pure, None),
-            Op::Add => ("add", Pure, None),
-            Op::Concat => ("concat", Pure, None),
-            Op::Attention(a) => (a.name(), CacheWrite, Some(a.fusion)),
-            Op::SwiGlu(f) => ("swiglu", Pure, Some(*f)),
-            Op::Moe(m) => ("moe", Pure, Some(m.fusion)),
-            Op::LoopEmbedding { .. } => ("loop_embedding", Pure, None),
-            Op::Lora { .. } => ("lora", Pure, None),
-            Op::LtiUpdate => ("lti_update", Pure, None),
-            Op::ActHalt => ("act_halt", Pure, None),
-            Op::Act(a) => (a.name(), Pure, None),
-            Op::Loop(_) => ("loop", Region, None),
-            Op::Head(f) => ("head", Pure, Some(*f)),
-            Op::Scale => ("scale", Pure, None),
-            Op::LtiDecay => ("lti_decay", Pure, None),
-            Op::LtiApply => ("lti_apply", Pure, None),
-            Op::LoopEmbeddingVec { .. } => ("loop_embedding_vec", Pure, None),
-            Op::AddPrefix => ("add_prefix", Pure, None),
-            Op::LoraScale { .. } => ("lora_scale", Pure, None),
-            Op::LoraApply { .. } => ("lora_apply", Pure, None),
-            // A fused group is row-local arithmetic on its operands.
-            Op::Fused(_) => ("fused", Pure, None),
-        };
-        OpDecl {
-            name,
-            effect,
-            fusion,
-        }
-    }
-
-    /// Short name used by the printers.
-    pub fn name(&self) -> &'static str {
-        self.decl().name
-    }
-
-    /// The op's effect class.
-    pub fn effect(&self) -> Effect {
-        self.decl().effect
-    }
-
-    /// What was fused into this op (default for ops that cannot fuse).
-    pub fn fusion(&self) -> Fusion {
-        self.fusion_slot().unwrap_or_default()
-    }
-
-    /// The op's fusion flags, `None` for ops that cannot fuse.
-    fn fusion_slot(&self) -> Option<Fusion> {
-        self.decl().fusion
-    }
-
-    /// The same op with `fusion` (for ops that can fuse; others unchanged).
-    pub fn with_fusion(&self, fusion: Fusion) -> Op {
-        match self {
-            Op::Attention(a) => Op::Attention(AttentionOp {
-                fusion,
-                ..a.clone()
-            }),
-            Op::SwiGlu(_) => Op::SwiGlu(fusion),
-            Op::Head(_) => Op::Head(fusion),
-            Op::Moe(m) => Op::Moe(MoeOp { fusion, ..*m }),
-            other => {
-                debug_assert!(other.fusion_slot().is_none());
-                other.clone()
-            }
-        }
-    }
-
-    /// Whether a norm can move into this op's prologue and a residual add
-    /// into its epilogue (`residual` is not offered by the head).
-    pub fn can_fuse(&self) -> (bool, bool) {
-        match self {
-            Op::Head(_) => (true, false),
-            op => {
-                let fusable = op.fusion_slot().is_some();
-                (fusable, fusable)
-            }
-        }
-    }
-
-    /// Ops that compute something (not inputs, params or weights).
-    pub fn is_compute(&self) -> bool {
-        !matches!(self, Op::Input | Op::Param(_) | Op::Weight(_))
-    }
 }
 
 /// A node handle. Stable across removals (petgraph `StableGraph`).
@@ -596,233 +478,3 @@ impl Module {
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[error("{0}")]
 pub struct TypeError(pub String);
-
-/// The result type of `op` given its operand types and the weight table:
-/// the typing rules of the IR, shared by the builder and the verifier.
-pub fn infer(
-    op: &Op,
-    operands: &[&TensorType],
-    weights: &[Weight],
-) -> Result<TensorType, TypeError> {
-    let err = |m: String| Err(TypeError(m));
-    let typing = op::Typing {
-        name: op.name(),
-        operands,
-    };
-    let arity = |n: usize| typing.arity(n);
-    let width = |i: usize| typing.width(i);
-    let vector = |i: usize| typing.vector(i);
-    let expect_shape = |i: usize, want: &[u64]| typing.expect_shape(i, want);
-    // Operand positions, for the typed views (`args`) of the composites.
-    let positions: Vec<usize> = (0..operands.len()).collect();
-    let fusion = op.fusion();
-    if let Some(_eps) = fusion.prenorm {
-        // `(x, norm, rest...)`: check the norm weight, then type the op without it.
-        if operands.len() < 2 {
-            return err(format!("fused {} needs its norm weight", op.name()));
-        }
-        expect_shape(1, &[width(0)?])?;
-        let plain = op.with_fusion(Fusion {
-            prenorm: None,
-            ..fusion
-        });
-        let (x, _, own) = fusion.split(operands);
-        let mut rest: Vec<&TensorType> = vec![x];
-        rest.extend(own);
-        return infer(&plain, &rest, weights);
-    }
-    if fusion.residual && !op.can_fuse().1 {
-        return err(format!("{} cannot take a residual", op.name()));
-    }
-    let is_vector =
-        |i: usize, n: u64| operands[i].dtype == DType::F32 && operands[i].shape == [Dim::Const(n)];
-    let is_step = |i: usize| operands[i].dtype == DType::I64 && operands[i].shape.is_empty();
-    match op {
-        Op::Input => {
-            arity(0)?;
-            Ok(TensorType {
-                dtype: DType::I64,
-                shape: vec![Dim::Batch, Dim::Seq],
-            })
-        }
-        Op::Param(_) => err("param types are given by the loop region".into()),
-        Op::Weight(id) => {
-            arity(0)?;
-            let w = weights
-                .get(id.0 as usize)
-                .ok_or_else(|| TypeError(format!("weight w{} does not exist", id.0)))?;
-            Ok(TensorType {
-                dtype: DType::F32,
-                shape: w.shape.iter().map(|&d| Dim::Const(d)).collect(),
-            })
-        }
-        Op::Embedding => {
-            arity(2)?;
-            if operands[0].dtype != DType::I64 {
-                return err("embedding ids must be i64".into());
-            }
-            let t = vector(1)?;
-            if t.len() != 2 {
-                return err("embedding table must be [vocab, dim]".into());
-            }
-            let mut shape = operands[0].shape.clone();
-            shape.push(Dim::Const(t[1]));
-            Ok(TensorType {
-                dtype: DType::F32,
-                shape,
-            })
-        }
-        Op::RmsNorm { .. } => {
-            arity(2)?;
-            expect_shape(1, &[width(0)?])?;
-            Ok(operands[0].clone())
-        }
-        Op::Linear | Op::Head(_) => {
-            arity(2)?;
-            let w = vector(1)?;
-            if w.len() != 2 || w[1] != width(0)? {
-                return err(format!(
-                    "{}: weight {w:?} does not take width {}",
-                    op.name(),
-                    width(0)?
-                ));
-            }
-            let mut t = operands[0].clone();
-            *t.shape.last_mut().expect("width checked") = Dim::Const(w[0]);
-            Ok(t)
-        }
-        Op::Add => {
-            arity(2)?;
-            if operands[0] != operands[1] {
-                return err(format!("add of {} and {}", operands[0], operands[1]));
-            }
-            Ok(operands[0].clone())
-        }
-        Op::Concat => {
-            arity(2)?;
-            let (a, b) = (operands[0], operands[1]);
-            if a.shape.len() != b.shape.len()
-                || a.shape[..a.shape.len() - 1] != b.shape[..b.shape.len() - 1]
-            {
-                return err(format!("concat of {a} and {b}"));
-            }
-            let mut t = a.clone();
-            *t.shape.last_mut().expect("rank checked") = Dim::Const(width(0)? + width(1)?);
-            Ok(t)
-        }
-        Op::Attention(a) => a.infer(&typing),
-        Op::SwiGlu(f) => {
-            arity(1 + args::SwiGluArgs::<usize>::OWN)?;
-            let a = args::SwiGluArgs::of(*f, &positions);
-            let d = width(a.x)?;
-            let h = vector(a.gate)?.first().copied().unwrap_or(0);
-            expect_shape(a.gate, &[h, d])?;
-            expect_shape(a.up, &[h, d])?;
-            expect_shape(a.down, &[d, h])?;
-            Ok(operands[0].clone())
-        }
-        Op::Moe(m) => m.infer(&typing),
-        Op::LoopEmbedding { channels, .. } => {
-            arity(2)?;
-            if *channels > width(0)? || !operands[1].shape.is_empty() {
-                return err("loop_embedding takes (h, t) with channels <= width".into());
-            }
-            Ok(operands[0].clone())
-        }
-        Op::Lora { rank, max_iters } => {
-            arity(5)?;
-            let d = width(0)?;
-            expect_shape(1, &[*rank, d])?;
-            expect_shape(2, &[*rank, d])?;
-            expect_shape(3, &[*max_iters, *rank])?;
-            Ok(operands[0].clone())
-        }
-        Op::LtiUpdate => {
-            arity(6)?;
-            if operands[0] != operands[1] || operands[0] != operands[2] {
-                return err("lti_update needs h, e and out of one type".into());
-            }
-            let d = width(0)?;
-            expect_shape(3, &[d])?;
-            expect_shape(4, &[1])?;
-            expect_shape(5, &[d])?;
-            Ok(operands[0].clone())
-        }
-        Op::ActHalt => {
-            arity(3)?;
-            expect_shape(1, &[1, width(0)?])?;
-            expect_shape(2, &[1])?;
-            let mut t = operands[0].clone();
-            *t.shape.last_mut().expect("activation") = Dim::Const(1);
-            Ok(t)
-        }
-        Op::Act(step) => step.infer(operands),
-        Op::Loop(region) => region.infer(&typing),
-        Op::Scale => {
-            arity(2)?;
-            if !is_vector(1, width(0)?) {
-                return err("scale takes (x, w) with w of x's width".into());
-            }
-            Ok(operands[0].clone())
-        }
-        Op::LtiDecay => {
-            arity(2)?;
-            let d = vector(0)?;
-            if d.len() != 1 {
-                return err("lti_decay takes (log_A [d], log_dt [1])".into());
-            }
-            expect_shape(1, &[1])?;
-            Ok(operands[0].clone())
-        }
-        Op::LtiApply => {
-            arity(4)?;
-            if operands[0] != operands[1] || operands[0] != operands[2] {
-                return err("lti_apply needs h, be and out of one type".into());
-            }
-            if !is_vector(3, width(0)?) {
-                return err("lti_apply takes the decay as a vector of the state's width".into());
-            }
-            Ok(operands[0].clone())
-        }
-        Op::LoopEmbeddingVec { channels, .. } => {
-            arity(1)?;
-            if !is_step(0) {
-                return err("loop_embedding_vec takes the iteration index".into());
-            }
-            Ok(TensorType {
-                dtype: DType::F32,
-                shape: vec![Dim::Const(*channels)],
-            })
-        }
-        Op::AddPrefix => {
-            arity(2)?;
-            let v = vector(1)?;
-            if v.len() != 1 || v[0] > width(0)? {
-                return err("add_prefix takes (h, v) with v no wider than h".into());
-            }
-            Ok(operands[0].clone())
-        }
-        Op::LoraScale { max_iters } => {
-            arity(2)?;
-            let s = vector(0)?;
-            if s.len() != 2 || s[0] != *max_iters || !is_step(1) {
-                return err("lora_scale takes (scale [max_iters, rank], t)".into());
-            }
-            Ok(TensorType {
-                dtype: DType::F32,
-                shape: vec![Dim::Const(s[1])],
-            })
-        }
-        Op::LoraApply { rank } => {
-            arity(4)?;
-            let d = width(0)?;
-            expect_shape(1, &[*rank, d])?;
-            expect_shape(2, &[*rank, d])?;
-            if !is_vector(3, *rank) {
-                return err("lora_apply takes the scale row as a vector of the rank".into());
-            }
-            Ok(operands[0].clone())
-        }
-        Op::Fused(f) => f.infer(&typing),
-    }
-}

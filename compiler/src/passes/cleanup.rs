@@ -2,7 +2,7 @@
 
 use super::{add_typed, each_graph};
 use crate::ir::effects::OpKey;
-use crate::ir::{Graph, Module, NodeId, Op};
+use crate::ir::{Graph, Module, NodeId, Op, RowOp};
 use std::collections::{HashMap, HashSet};
 
 /// Splits the composite loop ops into an invariant or per-step part and a
@@ -33,9 +33,21 @@ pub fn canonicalize(module: &mut Module) -> usize {
                         &[log_a, log_dt],
                         &format!("{label}.decay"),
                     );
-                    let be = add_typed(g, weights, Op::Scale, &[e, b], &format!("{label}.b_e"));
+                    let be = add_typed(
+                        g,
+                        weights,
+                        Op::Row(RowOp::Scale),
+                        &[e, b],
+                        &format!("{label}.b_e"),
+                    );
                     parts = vec![a, be];
-                    add_typed(g, weights, Op::LtiApply, &[h, be, out, a], &label)
+                    add_typed(
+                        g,
+                        weights,
+                        Op::Row(RowOp::LtiApply),
+                        &[h, be, out, a],
+                        &label,
+                    )
                 }
                 Op::LoopEmbedding { channels, theta } => {
                     let v = add_typed(
@@ -46,7 +58,7 @@ pub fn canonicalize(module: &mut Module) -> usize {
                         &format!("{label}.vec"),
                     );
                     parts = vec![v];
-                    add_typed(g, weights, Op::AddPrefix, &[ops[0], v], &label)
+                    add_typed(g, weights, Op::Row(RowOp::AddPrefix), &[ops[0], v], &label)
                 }
                 Op::Lora { rank, max_iters } => {
                     let s = add_typed(

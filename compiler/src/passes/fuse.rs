@@ -14,7 +14,7 @@
 //! commutative, so `op(x) + x` equals `x + op(x)` bit for bit).
 
 use super::add_typed;
-use crate::ir::{args, FusedOp, Fusion, Graph, Module, NodeId, Op, Weight};
+use crate::ir::{args, FusedOp, Fusion, Graph, Module, NodeId, Op, RowOp, Weight};
 use std::collections::{BTreeMap, HashMap};
 
 pub fn fuse(module: &mut Module) -> usize {
@@ -37,11 +37,11 @@ fn fuse_graph(g: &mut Graph, weights: &[Weight]) -> usize {
 fn prologue_norms(g: &mut Graph) -> usize {
     let norms: Vec<NodeId> = g
         .nodes()
-        .filter(|&n| matches!(g.op(n), Op::RmsNorm { .. }))
+        .filter(|&n| matches!(g.op(n), Op::Row(RowOp::RmsNorm { .. })))
         .collect();
     let mut n = 0;
     for norm in norms {
-        let Op::RmsNorm { eps } = *g.op(norm) else {
+        let Op::Row(RowOp::RmsNorm { eps }) = *g.op(norm) else {
             continue;
         };
         let users = g.users(norm);
@@ -80,7 +80,10 @@ fn prologue_norms(g: &mut Graph) -> usize {
 }
 
 fn epilogue_residuals(g: &mut Graph) -> usize {
-    let adds: Vec<NodeId> = g.nodes().filter(|&n| matches!(g.op(n), Op::Add)).collect();
+    let adds: Vec<NodeId> = g
+        .nodes()
+        .filter(|&n| matches!(g.op(n), Op::Row(RowOp::Add)))
+        .collect();
     let mut n = 0;
     for add in adds {
         let ops = g.operands(add);

@@ -21,7 +21,7 @@ use kernels::{linear_new, rmsnorm, sigmoid, Rope};
 use kv::CacheKey;
 use mythos_compiler::ir::args::{AttnWeights, SwiGluArgs};
 use mythos_compiler::ir::walk::GraphId;
-use mythos_compiler::ir::{AttnKind, Fusion, Graph, KvLayout, Module, NodeId, Op, RowOp};
+use mythos_compiler::ir::{AttnKind, Fusion, Graph, KvLayout, Module, NodeId, Op};
 use pool::Buf;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -59,6 +59,23 @@ impl Value<'_> {
         match self {
             Value::Act(v, c) => (v, *c),
             _ => unreachable!("the verifier guarantees an activation here"),
+        }
+    }
+
+    /// Row `r` of an activation; a weight or vector whole (what a row-local
+    /// op reads of each operand).
+    fn row(&self, r: usize) -> &[f32] {
+        match self {
+            Value::Act(v, c) => &v[r * c..(r + 1) * c],
+            other => other.weight(),
+        }
+    }
+
+    /// The length of [`Value::row`].
+    fn row_width(&self) -> usize {
+        match self {
+            Value::Act(_, c) => *c,
+            other => other.weight().len(),
         }
     }
 
@@ -341,11 +358,13 @@ impl<'a> CpuRuntime<'a> {
                 }
                 Value::Act(out, d)
             }
-            Op::RmsNorm { eps } => {
-                let (x, c) = args[0].act();
-                let mut out = Buf::zeroed(x.len());
-                rmsnorm(x, c, args[1].weight(), *eps, &mut out);
-                Value::Act(out, c)
+            Op::Row(op) => {
+                let width = op.result_width(|i| args[i].row_width());
+                let mut out = Buf::zeroed(rows * width);
+                for (r, o) in out.chunks_exact_mut(width.max(1)).enumerate() {
+                    row::eval(*op, &|i| args[i].row(r), o);
+                }
+                Value::Act(out, width)
             }
             Op::Head(f) => {
                 let (x, _, own) = f.split(args);
@@ -364,23 +383,6 @@ impl<'a> CpuRuntime<'a> {
                 let w = args[1].weight();
                 let n = w.len() / c;
                 Value::Act(linear_new(x, rows, c, w, n), n)
-            }
-            Op::Add => {
-                let (a, c) = args[0].act();
-                let (b, _) = args[1].act();
-                let mut out = Buf::with_capacity(a.len());
-                out.extend(a.iter().zip(b).map(|(a, b)| a + b));
-                Value::Act(out, c)
-            }
-            Op::Concat => {
-                let (a, ca) = args[0].act();
-                let (b, cb) = args[1].act();
-                let mut out = Buf::with_capacity(rows * (ca + cb));
-                for r in 0..rows {
-                    out.extend_from_slice(&a[r * ca..(r + 1) * ca]);
-                    out.extend_from_slice(&b[r * cb..(r + 1) * cb]);
-                }
-                Value::Act(out, ca + cb)
             }
             Op::SwiGlu(f) => {
                 let a = SwiGluArgs::of(*f, args);
@@ -552,54 +554,12 @@ impl<'a> CpuRuntime<'a> {
                 );
                 Value::Act(p, 1)
             }
-            Op::Act(step) => {
-                let width = args[0].act().1;
-                let mut out = Buf::zeroed(rows * width);
-                for (r, o) in out.chunks_exact_mut(width).enumerate() {
-                    let arg = |i: usize| {
-                        let (v, c) = args[i].act();
-                        &v[r * c..(r + 1) * c]
-                    };
-                    row::eval(RowOp::Act(*step), &arg, o);
-                }
-                Value::Act(out, width)
-            }
             Op::Param(_) | Op::Loop(_) | Op::Fused(_) => {
                 unreachable!("the executor binds params and runs loops; `eval` runs fused groups")
             }
-            Op::Scale => {
-                let (x, c) = args[0].act();
-                let w = args[1].weight();
-                let mut out = Buf::copy_of(x);
-                for row in out.chunks_exact_mut(c) {
-                    row::scale(row, w);
-                }
-                Value::Act(out, c)
-            }
             Op::LtiDecay => Value::Vector(lti_decay(args[0].weight(), args[1].weight()[0])),
-            Op::LtiApply => {
-                let (h, c) = args[0].act();
-                let (be, _) = args[1].act();
-                let (x, _) = args[2].act();
-                let a = args[3].weight();
-                let mut out = Buf::zeroed(h.len());
-                for (r, o) in out.chunks_exact_mut(c).enumerate() {
-                    let at = r * c..(r + 1) * c;
-                    row::lti_apply(&h[at.clone()], &be[at.clone()], &x[at], a, o);
-                }
-                Value::Act(out, c)
-            }
             Op::LoopEmbeddingVec { channels, theta } => {
                 Value::Vector(loop_embedding(*channels as usize, *theta, args[0].step()))
-            }
-            Op::AddPrefix => {
-                let (h, c) = args[0].act();
-                let v = args[1].weight();
-                let mut out = Buf::copy_of(h);
-                for row in out.chunks_exact_mut(c) {
-                    row::add_prefix(row, v);
-                }
-                Value::Act(out, c)
             }
             Op::LoraScale { max_iters } => Value::Vector(Buf::copy_of(lora_scale_row(
                 args[0].weight(),
@@ -685,10 +645,7 @@ impl<'a> CpuRuntime<'a> {
                 let arg = |j: usize| -> &[f32] {
                     let s = &sched.steps[step.operands[j]];
                     match body.op(s.node) {
-                        Op::Param(p) => match args[*p] {
-                            Value::Act(v, c) => &v[r * c..(r + 1) * c],
-                            other => other.weight(),
-                        },
+                        Op::Param(p) => args[*p].row(r),
                         _ => &done[s.row_at..s.row_at + s.row_width],
                     }
                 };

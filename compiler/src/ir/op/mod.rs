@@ -1,12 +1,13 @@
 //! Op families, one module each: an op's attributes (what the text form
 //! prints and CSE compares), its typing rule and its cost figures live
-//! beside each other, and the central exhaustive matches (`Op::decl`,
-//! `infer`, `Op::attrs`, the cost analysis, the backends) delegate to them.
+//! beside each other, and the matches that declare every op (`ir/decl.rs`:
+//! `Op::decl`, `Op::attrs`, `infer`, `Op::flops`) and the backends delegate
+//! to them.
 //!
 //! So far: [`act`] (the ACT rule's steps), [`attention`] (GQA and MLA),
-//! [`moe`], [`region`] (the loop and the fused group) and [`row`] (which
-//! ops are row-local, and which of them fuse). The other families still live in `ir/mod.rs` and the files
-//! those matches are in.
+//! [`moe`], [`region`] (the loop and the fused group) and [`row`] (the
+//! row-local ops, one `Op::Row` variant). The other ops' rules are written
+//! in `ir/decl.rs` itself.
 
 pub mod act;
 pub mod attention;
