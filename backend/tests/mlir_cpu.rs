@@ -1,10 +1,8 @@
 //! The mlir-cpu backend against the reference runtime: same logits.
 
 use mythos_backend::compile::{compile, Options};
-use mythos_compiler::ir::{lower::lower, Module, Op};
-use mythos_compiler::passes::{self, Options as PassOptions};
+use mythos_compiler::ir::{Module, Op};
 use mythos_compiler::plan::Plan;
-use mythos_compiler::sema::{self, Loader};
 use mythos_runtime::cpu::compiled::CompiledKernels;
 use mythos_runtime::cpu::CpuRuntime;
 use mythos_runtime::engine::Engine;
@@ -12,35 +10,13 @@ use mythos_runtime::weights::Weights;
 
 #[path = "../../runtime/tests/common/fixtures.rs"]
 mod fixtures;
+#[path = "../../runtime/tests/common/models.rs"]
+mod models;
+use models::{for_backend as optimized, preset, rel};
 
 /// A preset at `level`.
 fn module(name: &str, level: u8) -> Module {
-    let mut loader = Loader::new();
-    let checked = sema::check_file(&mut loader, &format!("@{name}"));
-    assert!(!checked.has_errors());
-    optimized(lower(&checked.models[0]), level)
-}
-
-/// `m` after the passes of `level`; the backend needs canonical IR, so -O0
-/// runs canonicalize alone (what `mythos compile -O0` does).
-fn optimized(mut m: Module, level: u8) -> Module {
-    let opts = PassOptions {
-        level,
-        passes: (level == 0).then(|| vec!["canonicalize".to_string()]),
-        verify_each: true,
-        ..PassOptions::default()
-    };
-    passes::run(&mut m, &opts).unwrap();
-    m
-}
-
-fn rel(a: &[f32], b: &[f32]) -> f32 {
-    let max = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    let err = a
-        .iter()
-        .zip(b)
-        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
-    err / max
+    optimized(preset(name), level)
 }
 
 /// Compiles every node of `m` (no fallback to the reference runtime).

@@ -16,7 +16,7 @@
 //! (`attention_mla_absorbed`).
 
 use crate::kv::{KvStream, LayerCache};
-use crate::launch::{Arg, ArgList};
+use crate::launch::{Arg, ArgList, GridSizes};
 use mythos_compiler::ir::{AttentionOp, AttnKind};
 
 /// What the attention sequence needs of an engine that runs kernels.
@@ -49,7 +49,7 @@ pub(crate) trait KernelHost {
         &self,
         k: &Self::Kernel,
         args: &[Arg],
-        sizes: &[(&str, u64)],
+        sizes: GridSizes,
     ) -> Result<(), Self::Error>;
 
     /// Appends the f32s `src` addresses to `s`, reserving room for

@@ -6,6 +6,10 @@
 
 use mythos_compiler::plan::ArgKind;
 
+/// The sizes a launch's grid is computed from, by the names the grid uses
+/// (`rows`, `tokens`, `len`; see `KernelInfo::launch`).
+pub type GridSizes<'a> = &'a [(&'a str, u64)];
+
 /// One kernel argument.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Arg {
@@ -36,6 +40,14 @@ impl Arg {
                 }
             }
             Arg::Index(_) => unreachable!("a view of a buffer argument"),
+        }
+    }
+
+    /// A buffer argument's address and length in elements.
+    pub fn buffer(self) -> (u64, usize) {
+        match self {
+            Arg::Buf { ptr, len } => (ptr, len),
+            Arg::Index(_) => unreachable!("a buffer argument"),
         }
     }
 

@@ -8,9 +8,11 @@
 //!
 //! `MYTHOS_ALLOC_TRACE=1` prints a backtrace of every allocation counted.
 
-use mythos_compiler::ir::{lower::lower, Module};
-use mythos_compiler::passes::{self, Options};
-use mythos_compiler::sema::{self, Loader};
+mod common {
+    pub mod models;
+}
+use common::models::optimized;
+use mythos_compiler::ir::Module;
 use mythos_runtime::cpu::compiled::CompiledKernels;
 use mythos_runtime::cpu::kv::KvCache;
 use mythos_runtime::cpu::{CpuRuntime, Logits};
@@ -65,19 +67,13 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-/// `@name` lowered and optimized at `level`, or by exactly `passes`.
+/// `@name` optimized at `level`, or by exactly the comma-separated `passes`.
 fn module(name: &str, level: u8, passes: Option<&str>) -> Module {
-    let mut loader = Loader::new();
-    let checked = sema::check_file(&mut loader, &format!("@{name}"));
-    assert!(!checked.has_errors());
-    let mut m = lower(&checked.models[0]);
-    let opts = Options {
+    optimized(
+        name,
         level,
-        passes: passes.map(|p| p.split(',').map(str::to_string).collect()),
-        ..Options::default()
-    };
-    passes::run(&mut m, &opts).unwrap();
-    m
+        passes.map(|p| p.split(',').map(str::to_string).collect()),
+    )
 }
 
 /// Allocations counted over `steps` decode steps after a prefill of

@@ -4,11 +4,13 @@
 //! ACT iterations. Needs a GPU: without one each test prints
 //! "skipped: no CUDA device" and passes.
 
+mod common {
+    pub mod models;
+}
+use common::models::{for_backend, preset, rel};
 use mythos_backend::compile::{compile, Options, Target};
-use mythos_compiler::ir::{lower::lower, Module};
-use mythos_compiler::passes::{self, Options as PassOptions};
+use mythos_compiler::ir::Module;
 use mythos_compiler::plan::ArgKind;
-use mythos_compiler::sema::{self, Loader};
 use mythos_runtime::cpu::CpuRuntime;
 use mythos_runtime::cuda::{self, abi, CudaDevice, CudaKernels, CudaKvCache, CudaRuntime};
 use mythos_runtime::engine::Engine;
@@ -25,27 +27,7 @@ fn device() -> Option<CudaDevice> {
 }
 
 fn module(name: &str, level: u8) -> Module {
-    let mut loader = Loader::new();
-    let checked = sema::check_file(&mut loader, &format!("@{name}"));
-    assert!(!checked.has_errors());
-    let mut m = lower(&checked.models[0]);
-    let opts = PassOptions {
-        level,
-        passes: (level == 0).then(|| vec!["canonicalize".to_string()]),
-        ..PassOptions::default()
-    };
-    passes::run(&mut m, &opts).unwrap();
-    m
-}
-
-fn rel(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    let max = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    let err = a
-        .iter()
-        .zip(b)
-        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
-    err / max
+    for_backend(preset(name), level)
 }
 
 /// `name` at `level` on the device against the reference runtime.

@@ -3,19 +3,15 @@
 //! order), prefill and decode through the cache, GQA and MLA with MoE and
 //! ACT, must agree within 1e-5 of max|logits|.
 
-use mythos_compiler::ir::{lower::lower, Module};
+mod common {
+    pub mod models;
+}
+use common::models::{preset as module, rel};
+use mythos_compiler::ir::Module;
 use mythos_compiler::passes::{self, Options};
-use mythos_compiler::sema::{self, Loader};
 use mythos_runtime::cpu::CpuRuntime;
 use mythos_runtime::engine::Engine;
 use mythos_runtime::weights::Weights;
-
-fn module(name: &str) -> Module {
-    let mut loader = Loader::new();
-    let checked = sema::check_file(&mut loader, &format!("@{name}"));
-    assert!(!checked.has_errors());
-    lower(&checked.models[0])
-}
 
 /// Logits of a 2x9 prefill, and of the same ids as a 5-token prefill plus 4 decode steps.
 fn logits(m: &Module, w: &Weights, loops: Option<u64>) -> (Vec<f32>, Vec<f32>, u64) {
@@ -29,15 +25,6 @@ fn logits(m: &Module, w: &Weights, loops: Option<u64>) -> (Vec<f32>, Vec<f32>, u
         decode.logits.into_vec(),
         prefill.iterations,
     )
-}
-
-fn rel(a: &[f32], b: &[f32]) -> f32 {
-    let max = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    let err = a
-        .iter()
-        .zip(b)
-        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
-    err / max
 }
 
 fn check(name: &str, loops: Option<u64>) {

@@ -10,7 +10,7 @@ use super::pool::Buf;
 use super::{Ctx, Value};
 use crate::attention_host::{self, KernelHost, Tokens};
 use crate::kv::CacheKey;
-use crate::launch::{Arg, ArgList};
+use crate::launch::{Arg, ArgList, GridSizes};
 use mythos_compiler::ir::AttentionOp;
 use std::convert::Infallible;
 
@@ -39,21 +39,14 @@ impl KernelHost for Host {
         self.alloc(len)
     }
 
-    unsafe fn launch(
-        &self,
-        k: &KernelFn,
-        args: &[Arg],
-        _: &[(&str, u64)],
-    ) -> Result<(), Infallible> {
+    unsafe fn launch(&self, k: &KernelFn, args: &[Arg], _: GridSizes) -> Result<(), Infallible> {
         // SAFETY: the caller's contract.
         unsafe { call_args(*k, args) };
         Ok(())
     }
 
     unsafe fn append(&self, s: &mut Vec<f32>, src: Arg, reserve: usize) -> Result<(), Infallible> {
-        let Arg::Buf { ptr, len } = src else {
-            unreachable!("the cache appends buffers")
-        };
+        let (ptr, len) = src.buffer();
         // SAFETY: the caller's contract: `src` addresses `len` live f32s of
         // a buffer the projection kernel wrote, not the cache's.
         let data = unsafe { std::slice::from_raw_parts(ptr as *const f32, len) };

@@ -10,7 +10,7 @@
 //! of 0, so a view into a buffer is passed as a pointer to its first element.
 
 use super::CudaError;
-pub use crate::launch::Arg;
+pub use crate::launch::{Arg, GridSizes};
 use mythos_compiler::plan::{ArgKind, GpuLaunch, GridDim};
 
 /// The kernel parameters of `args`, one 64-bit word each: five per buffer
@@ -54,7 +54,7 @@ pub fn check_kinds(symbol: &str, kinds: &[ArgKind], args: &[Arg]) -> Result<(), 
 pub fn grid(
     symbol: &str,
     launch: &GpuLaunch,
-    sizes: &[(&str, u64)],
+    sizes: GridSizes,
 ) -> Result<(u32, u32, u32), CudaError> {
     let size = |name: &str| sizes.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
     let mut dims = [0u32; 3];

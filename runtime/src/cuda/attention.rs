@@ -11,7 +11,7 @@ use super::{CudaDevice, CudaError};
 use crate::attention_host::{self, KernelHost, Tokens};
 use crate::cpu::kernels::Rope;
 use crate::kv::CacheKey;
-use crate::launch::{Arg, ArgList};
+use crate::launch::{Arg, ArgList, GridSizes};
 use cudarc::driver::CudaSlice;
 use mythos_compiler::ir::AttentionOp;
 use std::sync::Arc;
@@ -42,20 +42,13 @@ impl KernelHost for CudaDevice {
         alloc(self, 1)
     }
 
-    unsafe fn launch(
-        &self,
-        k: &Kernel,
-        args: &[Arg],
-        sizes: &[(&str, u64)],
-    ) -> Result<(), CudaError> {
+    unsafe fn launch(&self, k: &Kernel, args: &[Arg], sizes: GridSizes) -> Result<(), CudaError> {
         // SAFETY: the caller's contract.
         unsafe { launch(self, k, args, sizes) }
     }
 
     unsafe fn append(&self, s: &mut Stream, src: Arg, _reserve: usize) -> Result<(), CudaError> {
-        let Arg::Buf { ptr, len } = src else {
-            unreachable!("the cache appends buffers")
-        };
+        let (ptr, len) = src.buffer();
         // SAFETY: the caller's contract: `src` addresses `len` f32s on the device.
         unsafe { s.append(self, ptr, len) }
     }

@@ -3,7 +3,7 @@
 //! `cuModuleGetFunction`, plan steps bound to IR nodes by graph path (as the
 //! mlir-cpu backend binds them), and launches with the plan's geometry.
 
-use super::abi::{self, Arg};
+use super::abi::{self, Arg, GridSizes};
 use super::{CudaDevice, CudaError};
 use cudarc::driver::{result, sys, CudaContext};
 use mythos_compiler::ir::walk::GraphId;
@@ -168,7 +168,7 @@ pub(crate) unsafe fn launch(
     dev: &CudaDevice,
     k: &Kernel,
     args: &[Arg],
-    sizes: &[(&str, u64)],
+    sizes: GridSizes,
 ) -> Result<(), CudaError> {
     abi::check_kinds(&k.symbol, &k.args, args)?;
     let grid = abi::grid(&k.symbol, &k.launch, sizes)?;
