@@ -555,6 +555,7 @@ enum Format {
 }
 
 fn main() -> ExitCode {
+    restore_sigpipe();
     // Usage errors exit with 1 like every other bad input (clap's default is 2).
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -574,6 +575,18 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Rust ignores SIGPIPE, so printing into a closed pipe (`mythos inspect
+/// --json | head`) would panic; with the default action the process ends
+/// quietly when the reader has gone, like other Unix tools. Nothing in the
+/// CLI writes into a child's pipe, where that would end it too.
+fn restore_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: sets a signal disposition at start-up, before any thread.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

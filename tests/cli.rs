@@ -123,6 +123,34 @@ fn binary_garbage_is_an_error_not_a_panic() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// `mythos inspect --json | head`: a reader that has gone ends the process
+/// quietly (SIGPIPE), where Rust's default would panic in `println!`.
+#[cfg(unix)]
+#[test]
+fn a_closed_stdout_is_no_panic() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mythos"))
+        .args(["inspect", "@tiny-mla", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        !text(&out.stderr).contains("panicked"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        out.status.signal(),
+        Some(13),
+        "ended by SIGPIPE: {:?}",
+        out.status
+    );
+}
+
 #[test]
 fn explain_and_presets_list() {
     let out = mythos(&["explain", "W0002"]);
