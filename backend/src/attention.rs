@@ -1,5 +1,5 @@
 //! Kernels of `attention` nodes (GQA and MLA), and the ABI the runtime
-//! calls them with (`runtime/src/cpu/compiled_attention.rs`).
+//! calls them with (`runtime/src/cpu/compiled_host.rs`).
 //!
 //! An attention node is split where the KV cache is: the host owns the
 //! cache (it grows between calls and lives across forwards), so the node

@@ -16,65 +16,8 @@
 //! (`attention_mla_absorbed`).
 
 use crate::kv::{KvStream, LayerCache};
-use crate::launch::{Arg, ArgList, GridSizes};
+use crate::launch::{Arg, ArgList, KernelHost, Tokens};
 use mythos_compiler::ir::{AttentionOp, AttnKind};
-
-/// What the attention sequence needs of an engine that runs kernels.
-pub(crate) trait KernelHost {
-    /// An owned f32 buffer (zeroed when made).
-    type Buf;
-    type Kernel;
-    /// A buffer of a KV-cache entry.
-    type Stream: KvStream;
-    type Error;
-
-    fn alloc(&self, len: usize) -> Result<Self::Buf, Self::Error>;
-
-    /// A whole buffer as an argument (kernels may write it).
-    fn arg(&self, b: &mut Self::Buf) -> Arg;
-
-    /// A cache buffer's contents as an argument.
-    fn stream_arg(&self, s: &mut Self::Stream) -> Result<Arg, Self::Error>;
-
-    /// The core kernels' `scores` scratch for `len` positions (the GPU
-    /// kernels keep their scores in registers and get a placeholder).
-    fn scores(&self, len: usize) -> Result<Self::Buf, Self::Error>;
-
-    /// Runs `k` on `args`; `sizes` give the grid (see `KernelInfo::launch`).
-    ///
-    /// # Safety
-    /// `args` must match the kernel's signature, every buffer live and as
-    /// large as the kernel reads or writes, until the kernel has run.
-    unsafe fn launch(
-        &self,
-        k: &Self::Kernel,
-        args: &[Arg],
-        sizes: GridSizes,
-    ) -> Result<(), Self::Error>;
-
-    /// Appends the f32s `src` addresses to `s`, reserving room for
-    /// `reserve` elements on a first append.
-    ///
-    /// # Safety
-    /// `src` must address live memory of this engine (written by kernels
-    /// launched before, in order).
-    unsafe fn append(
-        &self,
-        s: &mut Self::Stream,
-        src: Arg,
-        reserve: usize,
-    ) -> Result<(), Self::Error>;
-}
-
-/// Where a call's tokens lie: `batch` rows of `seq` tokens from position
-/// `start`, of width `dim`.
-#[derive(Clone, Copy)]
-pub(crate) struct Tokens {
-    pub batch: usize,
-    pub seq: usize,
-    pub start: usize,
-    pub dim: usize,
-}
 
 /// One attention node: `kernels` are the plan's kernels for it (GQA
 /// `[proj, core]`, MLA `[proj, expand, core, (absorbed)]`), `ins` its

@@ -231,13 +231,6 @@ impl<'v, V> Args<'v, V> {
     pub(crate) fn as_slice(&self) -> &[&'v V] {
         self.a.as_ref().map_or(&[], |a| &a[..self.n])
     }
-
-    pub(crate) fn as_mut_slice(&mut self) -> &mut [&'v V] {
-        match &mut self.a {
-            Some(a) => &mut a[..self.n],
-            None => &mut [],
-        }
-    }
 }
 
 /// A module's graphs ready to walk: every graph by id and its schedule,

@@ -3,7 +3,12 @@
 //! indices): an [`Arg`] is a buffer (the address of its first element and
 //! its length in elements: host memory for the CPU, device memory for the
 //! GPU) or an index. [`ArgList`] holds a call's arguments on the stack.
+//! [`KernelHost`] is what an engine that runs kernels supplies (the mlir-cpu
+//! kernels, CUDA); [`generic`] is the call of a node's kernels on the
+//! generic ABI over it, and `attention_host::run` attention's sequence.
 
+use crate::kv::KvStream;
+use mythos_compiler::ir::{Dim, Op, TensorType};
 use mythos_compiler::plan::ArgKind;
 
 /// The sizes a launch's grid is computed from, by the names the grid uses
@@ -99,6 +104,11 @@ impl ArgList {
         self.n += 1;
     }
 
+    /// Replaces argument `i`.
+    pub fn set(&mut self, i: usize, a: Arg) {
+        self.a[..self.n][i] = a;
+    }
+
     pub fn as_slice(&self) -> &[Arg] {
         &self.a[..self.n]
     }
@@ -124,4 +134,141 @@ impl FromIterator<Arg> for ArgList {
         l.extend(iter);
         l
     }
+}
+
+/// What the host sequences of compiled kernels (attention's, [`generic`])
+/// need of an engine that runs kernels.
+pub(crate) trait KernelHost {
+    /// An owned f32 buffer (zeroed when made).
+    type Buf;
+    type Kernel;
+    /// A buffer of a KV-cache entry.
+    type Stream: KvStream;
+    type Error;
+
+    fn alloc(&self, len: usize) -> Result<Self::Buf, Self::Error>;
+
+    /// A whole buffer as an argument (kernels may write it).
+    fn arg(&self, b: &mut Self::Buf) -> Arg;
+
+    /// A cache buffer's contents as an argument.
+    fn stream_arg(&self, s: &mut Self::Stream) -> Result<Arg, Self::Error>;
+
+    /// The core kernels' `scores` scratch for `len` positions (the GPU
+    /// kernels keep their scores in registers and get a placeholder).
+    fn scores(&self, len: usize) -> Result<Self::Buf, Self::Error>;
+
+    /// The last position's row of each of `t.batch` sequences of `t.seq`
+    /// rows of `x` (`[batch * seq, t.dim]`), as a new `[batch, dim]` buffer.
+    ///
+    /// # Safety
+    /// `x` must address `batch * seq * dim` live f32s of this engine.
+    unsafe fn last_rows(&self, x: Arg, t: Tokens) -> Result<Self::Buf, Self::Error>;
+
+    /// Runs `k` on `args`; `sizes` give the grid (see `KernelInfo::launch`).
+    ///
+    /// # Safety
+    /// `args` must match the kernel's signature, every buffer live and as
+    /// large as the kernel reads or writes, until the kernel has run.
+    unsafe fn launch(
+        &self,
+        k: &Self::Kernel,
+        args: &[Arg],
+        sizes: GridSizes,
+    ) -> Result<(), Self::Error>;
+
+    /// Appends the f32s `src` addresses to `s`, reserving room for
+    /// `reserve` elements on a first append.
+    ///
+    /// # Safety
+    /// `src` must address live memory of this engine (written by kernels
+    /// launched before, in order).
+    unsafe fn append(
+        &self,
+        s: &mut Self::Stream,
+        src: Arg,
+        reserve: usize,
+    ) -> Result<(), Self::Error>;
+}
+
+/// Where a call's tokens lie: `batch` rows of `seq` tokens from position
+/// `start`, of width `dim`.
+#[derive(Clone, Copy)]
+pub(crate) struct Tokens {
+    pub batch: usize,
+    pub seq: usize,
+    pub start: usize,
+    pub dim: usize,
+}
+
+/// The shape of a generic-ABI call's result: `rows` rows of `width`, an
+/// activation (`[B, T, width]`, or `[B, 1, width]` for a head that computes
+/// the last position only) or a vector of constant shape (one row).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Output {
+    pub rows: usize,
+    pub width: usize,
+    pub act: bool,
+    /// Operand 0 is cut to the last position of each sequence first.
+    pub last_rows: bool,
+}
+
+impl Output {
+    /// The result of node `ty`, `op` in a call of `batch` sequences of `seq`
+    /// tokens (`last_only`: the head for the last position only).
+    pub fn of(ty: &TensorType, op: &Op, batch: usize, seq: usize, last_only: bool) -> Output {
+        let width = ty.width().unwrap_or(1) as usize;
+        let act = ty.shape.iter().any(|d| !matches!(d, Dim::Const(_)));
+        let last_rows = matches!(op, Op::Head(_)) && last_only && seq > 1;
+        let rows = match (act, last_rows) {
+            (false, _) => 1,
+            (true, true) => batch,
+            (true, false) => batch * seq,
+        };
+        Output {
+            rows,
+            width,
+            act,
+            last_rows,
+        }
+    }
+}
+
+/// A node's kernels on the generic ABI: each of `kernels` in turn on the
+/// operands `ins` (in IR order), the output, the row count (grid size:
+/// `rows`). Returns the output buffer, `out.rows * out.width` long.
+///
+/// # Safety
+/// `ins` must be the node's operands as the generic ABI takes them: live
+/// until the kernels have run, activations of `batch * seq` rows (operand 0
+/// of a `last_rows` call: of `width0` columns), weights and vectors of the
+/// node's shapes.
+pub(crate) unsafe fn generic<H: KernelHost>(
+    host: &H,
+    kernels: &[H::Kernel],
+    mut ins: ArgList,
+    out: Output,
+    (batch, seq): (usize, usize),
+) -> Result<H::Buf, H::Error> {
+    let mut gathered;
+    if out.last_rows {
+        let x = ins.as_slice()[0];
+        let t = Tokens {
+            batch,
+            seq,
+            start: 0,
+            dim: x.buffer().1 / (batch * seq),
+        };
+        // SAFETY: the caller's contract: operand 0 holds `batch * seq` rows.
+        gathered = unsafe { host.last_rows(x, t)? };
+        ins.set(0, host.arg(&mut gathered));
+    }
+    let mut buf = host.alloc(out.rows * out.width)?;
+    ins.extend([host.arg(&mut buf), Arg::index(out.rows)]);
+    for k in kernels {
+        // SAFETY: the caller's contract; the output holds `rows` rows of
+        // the node's width.
+        unsafe { host.launch(k, ins.as_slice(), &[("rows", out.rows as u64)])? };
+    }
+    Ok(buf)
 }

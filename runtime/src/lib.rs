@@ -9,8 +9,9 @@
 //! - `exec`: the one executor (graph walk, loop control, header memo) over a
 //!   `Device` trait the CPU and CUDA runtimes implement; `kv`: the KV cache's
 //!   bookkeeping for every engine; `launch` and `attention_host`: kernel
-//!   arguments and the host side of compiled attention, shared by the
-//!   mlir-cpu kernels and CUDA;
+//!   arguments, the `KernelHost` an engine that runs kernels supplies, and
+//!   the host sequences over it (a node's kernels on the generic ABI,
+//!   compiled attention), shared by the mlir-cpu kernels and CUDA;
 //! - `weights` (safetensors), `sample` (decoding), `finite` (overflow checks).
 
 mod attention_host;

@@ -6,7 +6,7 @@
 
 pub mod attention;
 pub mod compiled;
-mod compiled_attention;
+mod compiled_host;
 pub mod kernels;
 pub mod kv;
 pub mod moe;
@@ -15,7 +15,7 @@ pub mod pool;
 pub use crate::exec::{Forward, Logits, RunError};
 
 use crate::exec::{Args, Call, Device, Exec};
-use crate::launch::{Arg, ArgList};
+use crate::launch::{Arg, Output};
 use crate::weights::Weights;
 use kernels::{linear_new, rmsnorm, sigmoid, Rope};
 use kv::CacheKey;
@@ -59,6 +59,16 @@ impl Value<'_> {
         match self {
             Value::Act(v, c) => (v, *c),
             _ => unreachable!("the verifier guarantees an activation here"),
+        }
+    }
+
+    /// The value as a compiled kernel's argument (`ids`: the call's token ids).
+    fn arg(&self, ids: &[i64]) -> Arg {
+        match self {
+            Value::Act(v, _) | Value::Vector(v) => Arg::host(v),
+            Value::Weight(w) => Arg::host(w),
+            Value::Ids => Arg::host(ids),
+            Value::Step(t) => Arg::index(*t),
         }
     }
 
@@ -264,48 +274,12 @@ impl<'a> CpuRuntime<'a> {
         if let Op::Attention(a) = op {
             return self.attention_compiled(fns, a, args, ctx, iteration);
         }
-        let ty = g.ty(n);
-        let width = ty.width().unwrap_or(1) as usize;
-        let act = ty
-            .shape
-            .iter()
-            .any(|d| !matches!(d, mythos_compiler::ir::Dim::Const(_)));
-        let mut rows = if act { ctx.rows() } else { 1 };
-        let last;
-        let mut argv = Args::new(args.iter().copied());
-        let args = argv.as_mut_slice();
-        if matches!(op, Op::Head(_)) && ctx.last_only && ctx.seq > 1 {
-            let (x, c) = args[0].act();
-            last = Value::Act(last_rows(x, c, ctx.batch, ctx.seq), c);
-            args[0] = &last;
-            rows = ctx.batch;
-        }
-        let mut out = Buf::<f32>::zeroed(rows * width);
-        // Arguments on the stack: a call allocates nothing.
-        let mut call: ArgList = args
-            .iter()
-            .map(|v| match v {
-                Value::Act(v, _) | Value::Vector(v) => Arg::host(v),
-                Value::Weight(w) => Arg::host(w),
-                Value::Ids => Arg::host(ctx.local.ids),
-                Value::Step(t) => Arg::index(*t),
-            })
-            .collect();
-        call.extend([Arg::host_mut(&mut out), Arg::index(rows)]);
-        for &k in fns {
-            // SAFETY: the plan's kernels for this node take exactly these
-            // arguments (the generic ABI), and the buffers outlive the call.
-            unsafe { compiled::call_args(k, call.as_slice()) };
-        }
-        if act {
-            Value::Act(out, width)
-        } else {
-            Value::Vector(out)
-        }
+        let out = Output::of(g.ty(n), op, ctx.batch, ctx.seq, ctx.last_only);
+        compiled_host::generic(fns, out, args, ctx)
     }
 
     /// Attention through compiled kernels: projections, the KV cache on the
-    /// host, core attention per batch row (see `compiled_attention.rs` and
+    /// host, core attention per batch row (see `compiled_host.rs` and
     /// `backend/src/attention.rs`).
     fn attention_compiled(
         &self,
@@ -316,7 +290,7 @@ impl<'a> CpuRuntime<'a> {
         iteration: Option<usize>,
     ) -> Value<'a> {
         let rope = self.attention_rope(a, ctx);
-        compiled_attention::run(fns, a, args, ctx, iteration, &rope)
+        compiled_host::run(fns, a, args, ctx, iteration, &rope)
     }
 
     /// One op on the reference kernels; a composite with a fused prologue

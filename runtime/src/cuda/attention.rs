@@ -5,13 +5,13 @@
 //! on the GPU: a one-element placeholder is passed.
 
 use super::kernels::{launch, Kernel};
-use super::kv::{alloc, Stream};
+use super::kv::{alloc, copy_d2d, dptr, Stream};
 use super::runtime::{buf_arg, Ctx, Value};
 use super::{CudaDevice, CudaError};
-use crate::attention_host::{self, KernelHost, Tokens};
+use crate::attention_host;
 use crate::cpu::kernels::Rope;
 use crate::kv::CacheKey;
-use crate::launch::{Arg, ArgList, GridSizes};
+use crate::launch::{Arg, ArgList, GridSizes, KernelHost, Tokens};
 use cudarc::driver::CudaSlice;
 use mythos_compiler::ir::AttentionOp;
 use std::sync::Arc;
@@ -40,6 +40,19 @@ impl KernelHost for CudaDevice {
 
     fn scores(&self, _len: usize) -> Result<CudaSlice<f32>, CudaError> {
         alloc(self, 1)
+    }
+
+    unsafe fn last_rows(&self, x: Arg, t: Tokens) -> Result<CudaSlice<f32>, CudaError> {
+        let (x, _) = x.buffer();
+        let gathered = alloc(self, t.batch * t.dim)?;
+        for b in 0..t.batch {
+            let src = x + 4 * (((b + 1) * t.seq - 1) * t.dim) as u64;
+            let dst = dptr(self, &gathered) + 4 * (b * t.dim) as u64;
+            // SAFETY: the caller's contract: row `(b+1)*seq - 1` of x exists;
+            // row b of `gathered` does.
+            unsafe { copy_d2d(self, dst, src, t.dim)? };
+        }
+        Ok(gathered)
     }
 
     unsafe fn launch(&self, k: &Kernel, args: &[Arg], sizes: GridSizes) -> Result<(), CudaError> {

@@ -7,15 +7,16 @@
 //! early).
 
 use super::abi::Arg;
-use super::kernels::{launch, Bound, CudaKernels, Kernel};
-use super::kv::{alloc, copy_d2d, dptr, Stream};
+use super::kernels::{Bound, CudaKernels, Kernel};
+use super::kv::{alloc, dptr, Stream};
 use super::{attention, CudaDevice, CudaError};
 use crate::cpu::pool::Buf as HostBuf;
 use crate::exec::{Call, Device, Exec};
+use crate::launch::{self, ArgList, Output};
 use crate::weights::Weights;
 use cudarc::driver::CudaSlice;
 use mythos_compiler::ir::walk::GraphId;
-use mythos_compiler::ir::{Dim, Graph, Module, NodeId, Op, WeightId};
+use mythos_compiler::ir::{Graph, Module, NodeId, Op, WeightId};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -148,41 +149,17 @@ impl<'a> CudaRuntime<'a> {
         args: &[&Value],
         ctx: &mut Ctx,
     ) -> Result<Value, CudaError> {
-        let dev = self.dev;
-        let ty = g.ty(n);
-        let width = ty.width().unwrap_or(1) as usize;
-        let act = ty.shape.iter().any(|d| !matches!(d, Dim::Const(_)));
-        let mut rows = if act { ctx.rows() } else { 1 };
-        let mut args = args.to_vec();
-        let last;
-        if matches!(op, Op::Head(_)) && ctx.last_only && ctx.seq > 1 {
-            // The last position of each batch row, gathered on the device.
-            let (x, c) = (args[0].slice(), args[0].cols());
-            let gathered = alloc(dev, ctx.batch * c)?;
-            for b in 0..ctx.batch {
-                let src = dptr(dev, x) + 4 * (((b + 1) * ctx.seq - 1) * c) as u64;
-                // SAFETY: row `(b+1)*seq - 1` of x and row b of `gathered` exist.
-                unsafe { copy_d2d(dev, dptr(dev, &gathered) + 4 * (b * c) as u64, src, c)? };
-            }
-            last = Value::Act(Arc::new(gathered), c);
-            args[0] = &last;
-            rows = ctx.batch;
-        }
-        let out = alloc(dev, rows * width)?;
-        let mut call: Vec<Arg> = args.iter().map(|v| v.arg(dev, ctx)).collect();
-        call.push(buf_arg(dev, &out));
-        call.push(Arg::Index(rows as u64));
-        for k in ks {
-            // SAFETY: the generic ABI: operands hold `rows` rows (or are
-            // weights and vectors of the node's shapes), `out` holds `rows`
-            // rows of the node's width; all live until the stream runs.
-            unsafe { launch(dev, k, &call, &[("rows", rows as u64)])? };
-        }
-        let out = Arc::new(out);
-        Ok(if act {
-            Value::Act(out, width)
+        let out = Output::of(g.ty(n), op, ctx.batch, ctx.seq, ctx.last_only);
+        let ins: ArgList = args.iter().map(|v| v.arg(self.dev, ctx)).collect();
+        // SAFETY: the generic ABI: operands hold `batch * seq` rows (or are
+        // weights and vectors of the node's shapes) and live until the
+        // stream has run the kernels (values are reference-counted).
+        let buf = unsafe { launch::generic(self.dev, ks, ins, out, (ctx.batch, ctx.seq))? };
+        let buf = Arc::new(buf);
+        Ok(if out.act {
+            Value::Act(buf, out.width)
         } else {
-            Value::Vector(out)
+            Value::Vector(buf)
         })
     }
 }

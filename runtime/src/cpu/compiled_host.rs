@@ -1,5 +1,7 @@
-//! Attention through compiled kernels (the `mlir-cpu` backend): the shared
-//! host sequence ([`crate::attention_host`]) on host memory, with the cache
+//! The compiled CPU kernels (the `mlir-cpu` backend) as a [`KernelHost`]:
+//! host buffers, calls through memref descriptors. Through it a node runs
+//! its kernels on the generic ABI ([`launch::generic`]) and attention runs
+//! the shared host sequence ([`crate::attention_host`]) with the cache
 //! entries of the caller's [`KvCache`](super::kv::KvCache) (the reference
 //! runtime's, by `(layer, iteration)`) and the reference's own RoPE tables.
 
@@ -8,13 +10,13 @@ use super::kernels::Rope;
 use super::kv::append_reserved;
 use super::pool::Buf;
 use super::{Ctx, Value};
-use crate::attention_host::{self, KernelHost, Tokens};
+use crate::attention_host;
 use crate::kv::CacheKey;
-use crate::launch::{Arg, ArgList, GridSizes};
+use crate::launch::{self, Arg, ArgList, GridSizes, KernelHost, Output, Tokens};
 use mythos_compiler::ir::AttentionOp;
 use std::convert::Infallible;
 
-/// The compiled CPU kernels as the attention sequence's [`KernelHost`].
+/// The compiled CPU kernels as a [`KernelHost`].
 struct Host;
 
 impl KernelHost for Host {
@@ -39,6 +41,13 @@ impl KernelHost for Host {
         self.alloc(len)
     }
 
+    unsafe fn last_rows(&self, x: Arg, t: Tokens) -> Result<Buf<f32>, Infallible> {
+        let (ptr, len) = x.buffer();
+        // SAFETY: the caller's contract: `x` addresses `len` live f32s.
+        let x = unsafe { std::slice::from_raw_parts(ptr as *const f32, len) };
+        Ok(super::last_rows(x, t.dim, t.batch, t.seq))
+    }
+
     unsafe fn launch(&self, k: &KernelFn, args: &[Arg], _: GridSizes) -> Result<(), Infallible> {
         // SAFETY: the caller's contract.
         unsafe { call_args(*k, args) };
@@ -52,14 +61,6 @@ impl KernelHost for Host {
         let data = unsafe { std::slice::from_raw_parts(ptr as *const f32, len) };
         append_reserved(s, data, reserve);
         Ok(())
-    }
-}
-
-/// The buffer of an operand: an activation, a weight or a computed vector.
-fn buf<'a>(v: &'a Value) -> &'a [f32] {
-    match v {
-        Value::Act(v, _) => v,
-        other => other.weight(),
     }
 }
 
@@ -83,8 +84,27 @@ pub(super) fn run<'w>(
     };
     let at = (t.start - rope.start) * rope.half..(t.start - rope.start + t.seq) * rope.half;
     let tables = (Arg::host(&rope.cos[at.clone()]), Arg::host(&rope.sin[at]));
-    let ins: ArgList = args.iter().map(|v| Arg::host(buf(v))).collect();
+    let ins: ArgList = args.iter().map(|v| v.arg(ctx.local.ids)).collect();
     let layer = ctx.cache.entry(CacheKey::of(&a.cache, iteration), t.batch);
     let Ok(out) = attention_host::run(&Host, fns, a, ins.as_slice(), tables, t, layer);
     Value::Act(out, dim)
+}
+
+/// A node through its kernels with the generic ABI: operands in IR order,
+/// the output, the row count.
+pub(super) fn generic<'w>(
+    fns: &[KernelFn],
+    out: Output,
+    args: &[&Value<'w>],
+    ctx: &Ctx,
+) -> Value<'w> {
+    let ins: ArgList = args.iter().map(|v| v.arg(ctx.local.ids)).collect();
+    // SAFETY: the plan's kernels for this node take exactly these arguments
+    // (the generic ABI); the operands outlive the call.
+    let Ok(buf) = unsafe { launch::generic(&Host, fns, ins, out, (ctx.batch, ctx.seq)) };
+    if out.act {
+        Value::Act(buf, out.width)
+    } else {
+        Value::Vector(buf)
+    }
 }
