@@ -16,6 +16,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod compile;
+mod eval;
+mod plot;
 mod run;
 mod sweep;
 
@@ -242,6 +244,45 @@ enum Command {
         #[command(flatten)]
         backend: BackendArgs,
     },
+    /// Loss, perplexity and accuracy on a data file at each test-time loop count (docs/training.md)
+    Eval {
+        /// Spec file or @preset
+        spec: String,
+        #[arg(long)]
+        model: Option<String>,
+        #[command(flatten)]
+        weights: WeightArgs,
+        /// Token rows: .safetensors (I64 input_ids [rows, seq], optional targets, -100 = not
+        /// scored) or .bin (flat token ids, cut into rows of --seq + 1)
+        #[arg(long)]
+        data: PathBuf,
+        /// Width of a .bin file's token ids
+        #[arg(long, value_enum, default_value = "u16")]
+        data_width: DataWidth,
+        /// Tokens per row (required for .bin data)
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        seq: Option<u64>,
+        /// Test-time loop counts, comma separated [default: 1, 2, 4, ... up to twice the
+        /// trained depth, and the trained depth]
+        #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u64).range(1..=1u64 << 16))]
+        loops: Vec<u64>,
+        /// Rows per forward pass
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=4096))]
+        batch: u64,
+        /// Score only the first N rows
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        max_rows: Option<u64>,
+        /// Write eval.csv, eval.json and the plots eval_loss.svg, eval_accuracy.svg here
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print eval.json's document instead of the table
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        opt: OptArgs,
+        #[command(flatten)]
+        backend: BackendArgs,
+    },
     /// Run an ablation sweep over a base model (docs/sweeps.md); resumes from its journal.
     /// `mythos sweep status DIR` / `mythos sweep cancel DIR` for a Slurm sweep
     #[command(args_conflicts_with_subcommands = true)]
@@ -381,6 +422,15 @@ struct BackendArgs {
     /// cuda: the architecture to compile for (sm_80, sm_90) [default: the device's]
     #[arg(long, value_name = "SM_XY")]
     arch: Option<String>,
+}
+
+/// The width of a `.bin` data file's token ids.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum DataWidth {
+    /// uint16 (nanoGPT's convention)
+    U16,
+    /// uint32 (vocabularies over 65536)
+    U32,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -874,6 +924,62 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     "  decode  {} tokens   {:>10.2} ms/token {:>8.2} tokens/s   {:>8.2} GFLOP/s",
                     r.decode_tokens, r.decode_ms_per_token, r.decode_tokens_per_s, r.decode_gflops
                 );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Eval {
+            spec,
+            model,
+            weights,
+            data,
+            data_width,
+            seq,
+            loops,
+            batch,
+            max_rows,
+            out,
+            json,
+            opt,
+            backend,
+        } => {
+            let request = eval::Request {
+                data: &data,
+                seq: seq.map(|s| s as usize),
+                width: match data_width {
+                    DataWidth::U16 => mythos_runtime::data::TokenWidth::U16,
+                    DataWidth::U32 => mythos_runtime::data::TokenWidth::U32,
+                },
+                max_rows: max_rows.map(|n| n as usize),
+                loops: &loops,
+                batch: batch as usize,
+            };
+            let report = if backend.device == Device::Cuda {
+                let Some(c) = prepare_cuda(&spec, model.as_deref(), &opt, &backend, &weights)?
+                else {
+                    return Ok(ExitCode::FAILURE);
+                };
+                eval::run(&c.runtime()?, &request)?
+            } else {
+                let Some((module, w, kernels)) =
+                    prepare_run(&spec, model.as_deref(), &opt, &backend, &weights)?
+                else {
+                    return Ok(ExitCode::FAILURE);
+                };
+                eval::run(&run::runtime(&module, &w, kernels.as_ref())?, &request)?
+            };
+            if let Some(dir) = &out {
+                eval::write(dir, &report)?;
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", eval::table(&report));
+                if let Some(dir) = &out {
+                    println!(
+                        "wrote {}/eval.csv, eval.json, eval_loss.svg, eval_accuracy.svg",
+                        dir.display()
+                    );
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

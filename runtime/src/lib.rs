@@ -12,16 +12,20 @@
 //!   arguments, the `KernelHost` an engine that runs kernels supplies, and
 //!   the host sequences over it (a node's kernels on the generic ABI,
 //!   compiled attention), shared by the mlir-cpu kernels and CUDA;
-//! - `weights` (safetensors), `sample` (decoding), `finite` (overflow checks).
+//! - `weights` (safetensors), `sample` (decoding), `finite` (overflow checks);
+//! - `data` (token rows and targets from safetensors or `.bin` files) and
+//!   `loss` (next-token cross-entropy and accuracy): what `mythos eval` scores.
 
 mod attention_host;
 pub mod cpu;
 pub mod cuda;
+pub mod data;
 pub mod engine;
 mod exec;
 pub mod finite;
 pub mod kv;
 pub mod launch;
+pub mod loss;
 pub mod rng;
 pub mod sample;
 pub mod tensor;

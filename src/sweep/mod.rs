@@ -14,7 +14,6 @@
 
 pub mod journal;
 pub mod pareto;
-pub mod plot;
 mod report;
 pub mod results;
 pub mod slurm;

@@ -4,7 +4,8 @@
 
 use super::journal::{Entry, Status};
 use super::spec::{self, SweepFile};
-use super::{pareto, plot, Planned, Prepared};
+use super::{pareto, Planned, Prepared};
+use crate::plot;
 use anyhow::{Context, Result};
 use std::collections::HashMap;
 use std::path::Path;

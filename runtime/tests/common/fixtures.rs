@@ -1,8 +1,8 @@
 //! The OpenMythos parity fixtures of tests/fixtures/parity/ (made by
 //! tools/parity/make_fixtures.py with open-mythos 0.5.0): the manifest, the
 //! io files and the checked, lowered module of each. Shared by the runtime's
-//! parity test and the backend's mlir-cpu one (`#[path]`-included there),
-//! which do not each use every item.
+//! parity test, the backend's mlir-cpu one and the CLI's eval test
+//! (`#[path]`-included there), which do not each use every item.
 #![allow(dead_code)]
 
 use mythos_compiler::ir::{lower::lower, Module};
@@ -13,8 +13,14 @@ use mythos_runtime::weights::Weights;
 use safetensors::SafeTensors;
 use std::path::{Path, PathBuf};
 
+/// `tests/fixtures/parity/` of the workspace, from whichever of its crates
+/// includes this file.
 pub fn dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/parity")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .map(|a| a.join("tests/fixtures/parity"))
+        .find(|p| p.is_dir())
+        .expect("tests/fixtures/parity/ above the crate")
 }
 
 pub struct Fixture {
