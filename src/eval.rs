@@ -46,7 +46,8 @@ pub struct Report {
 
 /// What `mythos eval` was asked for.
 pub struct Request<'a> {
-    pub data: &'a Path,
+    /// A data file or a task (`task:parity,bits=32`).
+    pub data: &'a str,
     pub seq: Option<usize>,
     pub width: TokenWidth,
     pub max_rows: Option<usize>,
@@ -59,7 +60,7 @@ pub struct Request<'a> {
 /// Loads the data for `rt`'s model and scores it at each loop count.
 pub fn run(rt: &impl Engine, req: &Request) -> Result<Report> {
     let module = rt.module();
-    let rows = data::load(
+    let rows = data::open(
         req.data,
         &DataOptions {
             seq: req.seq,
@@ -77,7 +78,7 @@ pub fn run(rt: &impl Engine, req: &Request) -> Result<Report> {
     Ok(Report {
         schema: "mythos.eval/1",
         model: module.name.clone(),
-        data: req.data.display().to_string(),
+        data: req.data.to_string(),
         rows: rows.len(),
         seq: rows.seq,
         batch: req.batch,

@@ -253,9 +253,11 @@ enum Command {
         #[command(flatten)]
         weights: WeightArgs,
         /// Token rows: .safetensors (I64 input_ids [rows, seq], optional targets, -100 = not
-        /// scored) or .bin (flat token ids, cut into rows of --seq + 1)
+        /// scored), .bin (flat token ids, cut into rows of --seq + 1), or a synthetic task:
+        /// task:parity[,bits=16], task:phop[,len=64,hops=8,symbols=4], task:add[,terms=4,digits=3]
+        /// (each also takes rows=256, seed=0)
         #[arg(long)]
-        data: PathBuf,
+        data: String,
         /// Width of a .bin file's token ids
         #[arg(long, value_enum, default_value = "u16")]
         data_width: DataWidth,

@@ -195,3 +195,38 @@ fn eval_writes_its_files_and_refuses_bad_data() {
     }
     std::fs::remove_dir_all(&d).ok();
 }
+
+#[test]
+fn eval_scores_synthetic_tasks_on_their_answers_only() {
+    let run = |data: &str| {
+        let out = mythos(&[
+            "eval",
+            "@tiny-gqa",
+            "--seed",
+            "0",
+            "--data",
+            data,
+            "--loops",
+            "2",
+            "--json",
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (
+            r["rows"].as_u64().unwrap(),
+            r["seq"].as_u64().unwrap(),
+            r["results"][0].clone(),
+        )
+    };
+    // p-hop: one answer per row; parity: every position; addition: the
+    // sum's 4 digits (3 terms of 3 digits) per row.
+    let (rows, seq, r) = run("task:phop,len=32,hops=4,rows=12");
+    assert_eq!((rows, seq, r["tokens"].as_u64()), (12, 32, Some(12)));
+    let (rows, seq, r) = run("task:parity,bits=10,rows=5");
+    assert_eq!((rows, seq, r["tokens"].as_u64()), (5, 10, Some(50)));
+    let (rows, _, r) = run("task:add,terms=3,digits=3,rows=7");
+    assert_eq!((rows, r["tokens"].as_u64()), (7, Some(28)));
+    let out = mythos(&["eval", "@tiny-gqa", "--seed", "0", "--data", "task:sort"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("unknown task `sort`; the tasks are parity, phop, add"));
+}

@@ -2,7 +2,8 @@
 //! `input_ids` with the `targets` each position is scored on (the next
 //! token; [`IGNORE`] = not scored, as `F.cross_entropy(..., ignore_index=-100)`).
 //!
-//! Two formats, told apart by the file's extension:
+//! A source is a synthetic task (`task:NAME,...`, [`crate::tasks`]) or a
+//! file in one of two formats, told apart by its extension:
 //! - `.safetensors`: I64 `input_ids` `[rows, seq]` and optional I64
 //!   `targets` of the same shape; without `targets` each row is scored on
 //!   its own next tokens (the last position is not scored);
@@ -74,6 +75,13 @@ impl Rows {
         (&self.input_ids[at.clone()], &self.targets[at])
     }
 
+    /// Keeps the first `n` rows.
+    pub fn truncate(&mut self, n: usize) {
+        let keep = n.min(self.len()) * self.seq;
+        self.input_ids.truncate(keep);
+        self.targets.truncate(keep);
+    }
+
     /// Positions that are scored.
     pub fn scored(&self) -> usize {
         self.targets.iter().filter(|&&t| t != IGNORE).count()
@@ -95,6 +103,22 @@ impl fmt::Display for DataError {
 
 impl std::error::Error for DataError {}
 
+/// The rows `source` names: a synthetic task (`task:NAME,key=value,...`,
+/// see [`crate::tasks`]) or a data file.
+pub fn open(source: &str, opts: &DataOptions) -> Result<Rows, DataError> {
+    if !crate::tasks::is_task(source) {
+        return load(Path::new(source), opts);
+    }
+    let mut rows = crate::tasks::generate(source, opts.vocab).map_err(|message| DataError {
+        path: PathBuf::from(source),
+        message,
+    })?;
+    if let Some(max) = opts.max_rows {
+        rows.truncate(max);
+    }
+    Ok(rows)
+}
+
 /// Reads a data file (see the module's documentation for the formats).
 pub fn load(path: &Path, opts: &DataOptions) -> Result<Rows, DataError> {
     let err = |message: String| DataError {
@@ -115,9 +139,7 @@ pub fn load(path: &Path, opts: &DataOptions) -> Result<Rows, DataError> {
         }
     };
     if let Some(max) = opts.max_rows {
-        let keep = max.min(rows.len()) * rows.seq;
-        rows.input_ids.truncate(keep);
-        rows.targets.truncate(keep);
+        rows.truncate(max);
     }
     check_vocab(&rows, opts.vocab).map_err(err)?;
     Ok(rows)

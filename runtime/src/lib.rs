@@ -14,7 +14,8 @@
 //!   compiled attention), shared by the mlir-cpu kernels and CUDA;
 //! - `weights` (safetensors), `sample` (decoding), `finite` (overflow checks);
 //! - `data` (token rows and targets from safetensors or `.bin` files) and
-//!   `loss` (next-token cross-entropy and accuracy): what `mythos eval` scores.
+//!   `loss` (next-token cross-entropy and accuracy): what `mythos eval` scores;
+//!   `tasks`: seeded synthetic reasoning tasks (parity, p-hop, addition).
 
 mod attention_host;
 pub mod cpu;
@@ -28,6 +29,7 @@ pub mod launch;
 pub mod loss;
 pub mod rng;
 pub mod sample;
+pub mod tasks;
 pub mod tensor;
 pub mod weights;
 
