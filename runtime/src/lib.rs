@@ -15,7 +15,9 @@
 //! - `weights` (safetensors), `sample` (decoding), `finite` (overflow checks);
 //! - `data` (token rows and targets from safetensors or `.bin` files) and
 //!   `loss` (next-token cross-entropy and accuracy): what `mythos eval` scores;
-//!   `tasks`: seeded synthetic reasoning tasks (parity, p-hop, addition).
+//!   `tasks`: seeded synthetic reasoning tasks (parity, p-hop, addition);
+//!   `optim`: AdamW, the learning-rate schedule and gradient clipping of the
+//!   reference's training script (for training, which is not built yet).
 
 mod attention_host;
 pub mod cpu;
@@ -27,6 +29,7 @@ pub mod finite;
 pub mod kv;
 pub mod launch;
 pub mod loss;
+pub mod optim;
 pub mod rng;
 pub mod sample;
 pub mod tasks;
