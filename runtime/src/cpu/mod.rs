@@ -7,6 +7,7 @@
 pub mod attention;
 pub mod compiled;
 mod compiled_host;
+pub mod grad;
 pub mod kernels;
 pub mod kv;
 pub mod moe;
