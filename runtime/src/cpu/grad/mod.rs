@@ -9,6 +9,8 @@
 //! Shapes follow the forward kernels: activations `[rows, width]` row-major,
 //! a linear weight `[out, in]` (`y = x @ W^T`).
 
+pub mod attention;
+
 use super::kernels::{matmul, silu};
 use crate::data::IGNORE;
 
@@ -193,17 +195,17 @@ pub fn lti_update(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::rng::Rng;
 
-    fn random(rng: &mut Rng, n: usize, scale: f64) -> Vec<f32> {
+    pub fn random(rng: &mut Rng, n: usize, scale: f64) -> Vec<f32> {
         (0..n).map(|_| (rng.normal() * scale) as f32).collect()
     }
 
     /// `sum(dy * f(x))`'s derivative along every coordinate of `x`, by
     /// central differences of the f64 forward `f`.
-    fn numeric(x: &[f32], dy: &[f32], f: impl Fn(&[f64]) -> Vec<f64>) -> Vec<f64> {
+    pub fn numeric(x: &[f32], dy: &[f32], f: impl Fn(&[f64]) -> Vec<f64>) -> Vec<f64> {
         let x: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
         let loss = |x: &[f64]| -> f64 { f(x).iter().zip(dy).map(|(y, &g)| y * f64::from(g)).sum() };
         let h = 1e-6;
@@ -218,7 +220,7 @@ mod tests {
     }
 
     /// `max|ours - want| <= 1e-3 * max|want| + 1e-5`.
-    fn close(ours: &[f32], want: &[f64], what: &str) {
+    pub fn close(ours: &[f32], want: &[f64], what: &str) {
         assert_eq!(ours.len(), want.len(), "{what}: length");
         let max = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
         let err = ours
@@ -232,7 +234,7 @@ mod tests {
         assert!(max > 1e-4, "{what}: the check sees a gradient");
     }
 
-    fn linear64(x: &[f64], rows: usize, k: usize, w: &[f64], n: usize) -> Vec<f64> {
+    pub fn linear64(x: &[f64], rows: usize, k: usize, w: &[f64], n: usize) -> Vec<f64> {
         let mut y = vec![0.0; rows * n];
         for r in 0..rows {
             for j in 0..n {
@@ -242,7 +244,7 @@ mod tests {
         y
     }
 
-    fn f64s(v: &[f32]) -> Vec<f64> {
+    pub fn f64s(v: &[f32]) -> Vec<f64> {
         v.iter().map(|&x| f64::from(x)).collect()
     }
 

@@ -1,0 +1,292 @@
+//! The vector-Jacobian product of causal GQA attention (OpenMythos's
+//! `GQAttention` without a cache, as in training): q/k/v projections, RoPE
+//! on q and k (interleaved pairs), KV heads shared by groups of query heads
+//! (`repeat_interleave`), scale `head_dim^-0.5`, a causal mask when a
+//! sequence has more than one token, softmax, the output projection. The
+//! forward values are recomputed per sequence.
+
+use super::linear;
+use crate::cpu::attention::GqaWeights;
+use crate::cpu::kernels::Rope;
+
+/// GQA's sizes.
+#[derive(Clone, Copy, Debug)]
+pub struct GqaDims {
+    pub dim: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+}
+
+/// The gradients of GQA's input and weights.
+pub struct GqaGrads {
+    pub dx: Vec<f32>,
+    pub wq: Vec<f32>,
+    pub wk: Vec<f32>,
+    pub wv: Vec<f32>,
+    pub wo: Vec<f32>,
+}
+
+/// Rotates the interleaved pairs of each head's row by the angles of
+/// position `p` (`inverse`: by minus them, which is the rotation's transpose).
+fn rotate(row: &mut [f32], head_dim: usize, rope: &Rope, p: usize, inverse: bool) {
+    let at = (p - rope.start) * rope.half;
+    for head in row.chunks_exact_mut(head_dim) {
+        for i in 0..head_dim / 2 {
+            let (c, s) = (rope.cos[at + i], rope.sin[at + i]);
+            let s = if inverse { -s } else { s };
+            let (a, b) = (head[2 * i], head[2 * i + 1]);
+            head[2 * i] = a * c - b * s;
+            head[2 * i + 1] = a * s + b * c;
+        }
+    }
+}
+
+/// `x` is `[batch * seq, dim]` (each sequence from position 0, `rope`'s
+/// tables cover them); `dy` the gradient of the output, of the same shape.
+pub fn gqa(
+    x: &[f32],
+    (batch, seq): (usize, usize),
+    d: GqaDims,
+    w: &GqaWeights,
+    rope: &Rope,
+    dy: &[f32],
+) -> GqaGrads {
+    let rows = batch * seq;
+    let (qw, kw, hd) = (d.heads * d.head_dim, d.kv_heads * d.head_dim, d.head_dim);
+    let group = d.heads / d.kv_heads;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let project = |w: &[f32], n: usize| {
+        let mut y = vec![0.0; rows * n];
+        crate::cpu::kernels::linear(x, rows, d.dim, w, n, &mut y);
+        y
+    };
+    let (mut q, mut k, v) = (project(w.wq, qw), project(w.wk, kw), project(w.wv, kw));
+    for r in 0..rows {
+        rotate(&mut q[r * qw..(r + 1) * qw], hd, rope, r % seq, false);
+        rotate(&mut k[r * kw..(r + 1) * kw], hd, rope, r % seq, false);
+    }
+    let mut attn = vec![0.0; rows * qw];
+    let (mut dq, mut dk, mut dv) = (
+        vec![0.0; rows * qw],
+        vec![0.0; rows * kw],
+        vec![0.0; rows * kw],
+    );
+    // The probabilities of one head of one sequence, `[seq, seq]`.
+    let mut p = vec![0.0f32; seq * seq];
+    let mut probs = Vec::with_capacity(batch * d.heads);
+    for b in 0..batch {
+        for h in 0..d.heads {
+            let j = h / group;
+            let qrow = |t: usize| &q[(b * seq + t) * qw + h * hd..][..hd];
+            let krow = |t: usize| &k[(b * seq + t) * kw + j * hd..][..hd];
+            for t in 0..seq {
+                // Causal: keys up to t (with one token, the only key).
+                let row = &mut p[t * seq..(t + 1) * seq];
+                let mut max = f32::NEG_INFINITY;
+                for (u, s) in row.iter_mut().enumerate() {
+                    *s = if u <= t {
+                        let dot: f32 = qrow(t).iter().zip(krow(u)).map(|(a, b)| a * b).sum();
+                        dot * scale
+                    } else {
+                        f32::NEG_INFINITY
+                    };
+                    max = max.max(*s);
+                }
+                let mut sum = 0.0;
+                for s in row.iter_mut() {
+                    *s = (*s - max).exp();
+                    sum += *s;
+                }
+                for s in row.iter_mut() {
+                    *s /= sum;
+                }
+                let o = &mut attn[(b * seq + t) * qw + h * hd..][..hd];
+                for u in 0..=t {
+                    let vr = &v[(b * seq + u) * kw + j * hd..][..hd];
+                    for (o, &vv) in o.iter_mut().zip(vr) {
+                        *o += row[u] * vv;
+                    }
+                }
+            }
+            probs.push(p.clone());
+        }
+    }
+    let (dattn, dwo) = linear(&attn, rows, qw, w.wo, d.dim, dy);
+    let mut ds = vec![0.0f32; seq];
+    for b in 0..batch {
+        for h in 0..d.heads {
+            let j = h / group;
+            let p = &probs[b * d.heads + h];
+            for t in 0..seq {
+                let prow = &p[t * seq..(t + 1) * seq];
+                let dout = &dattn[(b * seq + t) * qw + h * hd..][..hd];
+                // dP = dO v^T; dS = P * (dP - sum(P * dP)).
+                let mut dot = 0.0;
+                for u in 0..=t {
+                    let vr = &v[(b * seq + u) * kw + j * hd..][..hd];
+                    ds[u] = dout.iter().zip(vr).map(|(a, b)| a * b).sum();
+                    dot += prow[u] * ds[u];
+                }
+                for u in 0..=t {
+                    let g = prow[u] * (ds[u] - dot) * scale;
+                    let (qa, ka) = ((b * seq + t) * qw + h * hd, (b * seq + u) * kw + j * hd);
+                    for i in 0..hd {
+                        dq[qa + i] += g * k[ka + i];
+                        dk[ka + i] += g * q[qa + i];
+                        dv[ka + i] += prow[u] * dout[i];
+                    }
+                }
+            }
+        }
+    }
+    for r in 0..rows {
+        rotate(&mut dq[r * qw..(r + 1) * qw], hd, rope, r % seq, true);
+        rotate(&mut dk[r * kw..(r + 1) * kw], hd, rope, r % seq, true);
+    }
+    let (dx_q, wq) = linear(x, rows, d.dim, w.wq, qw, &dq);
+    let (dx_k, wk) = linear(x, rows, d.dim, w.wk, kw, &dk);
+    let (dx_v, wv) = linear(x, rows, d.dim, w.wv, kw, &dv);
+    let dx = (0..rows * d.dim)
+        .map(|i| dx_q[i] + dx_k[i] + dx_v[i])
+        .collect();
+    GqaGrads {
+        dx,
+        wq,
+        wk,
+        wv,
+        wo: dwo,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{close, f64s, linear64, numeric, random};
+    use super::*;
+    use crate::rng::Rng;
+
+    /// GQA's forward in f64, written from the reference's description.
+    fn forward64(
+        x: &[f64],
+        (batch, seq): (usize, usize),
+        d: GqaDims,
+        w: [&[f64]; 4],
+        theta: f64,
+    ) -> Vec<f64> {
+        let rows = batch * seq;
+        let (qw, kw, hd) = (d.heads * d.head_dim, d.kv_heads * d.head_dim, d.head_dim);
+        let mut q = linear64(x, rows, d.dim, w[0], qw);
+        let mut k = linear64(x, rows, d.dim, w[1], kw);
+        let v = linear64(x, rows, d.dim, w[2], kw);
+        let rot = |m: &mut [f64], width: usize| {
+            for r in 0..rows {
+                let pos = (r % seq) as f64;
+                for head in m[r * width..(r + 1) * width].chunks_mut(hd) {
+                    for i in 0..hd / 2 {
+                        let f = 1.0 / theta.powf((2 * i) as f64 / hd as f64);
+                        let (c, s) = ((pos * f).cos(), (pos * f).sin());
+                        let (a, b) = (head[2 * i], head[2 * i + 1]);
+                        head[2 * i] = a * c - b * s;
+                        head[2 * i + 1] = a * s + b * c;
+                    }
+                }
+            }
+        };
+        rot(&mut q, qw);
+        rot(&mut k, kw);
+        let mut attn = vec![0.0; rows * qw];
+        let g = d.heads / d.kv_heads;
+        for b in 0..batch {
+            for h in 0..d.heads {
+                let j = h / g;
+                for t in 0..seq {
+                    let s: Vec<f64> = (0..=t)
+                        .map(|u| {
+                            (0..hd)
+                                .map(|i| {
+                                    q[(b * seq + t) * qw + h * hd + i]
+                                        * k[(b * seq + u) * kw + j * hd + i]
+                                })
+                                .sum::<f64>()
+                                / (hd as f64).sqrt()
+                        })
+                        .collect();
+                    let m = s.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v));
+                    let z: f64 = s.iter().map(|v| (v - m).exp()).sum();
+                    for (u, sv) in s.iter().enumerate() {
+                        let pr = (sv - m).exp() / z;
+                        for i in 0..hd {
+                            attn[(b * seq + t) * qw + h * hd + i] +=
+                                pr * v[(b * seq + u) * kw + j * hd + i];
+                        }
+                    }
+                }
+            }
+        }
+        linear64(&attn, rows, qw, w[3], d.dim)
+    }
+
+    #[test]
+    fn gqa_matches_finite_differences() {
+        let mut rng = Rng::new(11);
+        let d = GqaDims {
+            dim: 8,
+            heads: 4,
+            kv_heads: 2,
+            head_dim: 4,
+        };
+        let (batch, seq, theta) = (2, 5, 10000.0);
+        let (qw, kw) = (d.heads * d.head_dim, d.kv_heads * d.head_dim);
+        let x = random(&mut rng, batch * seq * d.dim, 1.0);
+        let wq = random(&mut rng, qw * d.dim, 0.5);
+        let wk = random(&mut rng, kw * d.dim, 0.5);
+        let wv = random(&mut rng, kw * d.dim, 0.5);
+        let wo = random(&mut rng, d.dim * qw, 0.5);
+        let dy = random(&mut rng, batch * seq * d.dim, 1.0);
+        let rope = Rope::new(d.head_dim, 0, seq, theta);
+        let w = GqaWeights {
+            wq: &wq,
+            wk: &wk,
+            wv: &wv,
+            wo: &wo,
+        };
+        let g = gqa(&x, (batch, seq), d, &w, &rope, &dy);
+        let all = [f64s(&wq), f64s(&wk), f64s(&wv), f64s(&wo)];
+        let x64 = f64s(&x);
+        let f = |x: &[f64], ws: [&[f64]; 4]| forward64(x, (batch, seq), d, ws, theta);
+        let with = |i: usize, m: &[f64]| -> Vec<f64> {
+            let mut ws: [&[f64]; 4] = [&all[0], &all[1], &all[2], &all[3]];
+            ws[i] = m;
+            f(&x64, ws)
+        };
+        close(
+            &g.dx,
+            &numeric(&x, &dy, |x| f(x, [&all[0], &all[1], &all[2], &all[3]])),
+            "dx",
+        );
+        close(&g.wq, &numeric(&wq, &dy, |m| with(0, m)), "wq");
+        close(&g.wk, &numeric(&wk, &dy, |m| with(1, m)), "wk");
+        close(&g.wv, &numeric(&wv, &dy, |m| with(2, m)), "wv");
+        close(&g.wo, &numeric(&wo, &dy, |m| with(3, m)), "wo");
+        // The f64 forward is the runtime's (parity-tested) GQA.
+        let mut cache = crate::cpu::kv::KvCache::new();
+        let layer = cache.entry(
+            crate::kv::CacheKey {
+                layer: 0,
+                iteration: None,
+            },
+            batch,
+        );
+        let inp = crate::cpu::attention::Input {
+            x: &x,
+            batch,
+            seq,
+            dim: d.dim,
+            start: 0,
+        };
+        let ours =
+            crate::cpu::attention::gqa(&inp, &w, d.heads, d.kv_heads, d.head_dim, &rope, layer);
+        let want = f(&x64, [&all[0], &all[1], &all[2], &all[3]]);
+        close(&ours, &want, "forward");
+    }
+}
