@@ -10,6 +10,7 @@
 //! a linear weight `[out, in]` (`y = x @ W^T`).
 
 pub mod attention;
+pub mod moe;
 pub mod recurrence;
 
 use super::kernels::{matmul, silu};
