@@ -29,7 +29,7 @@ pub struct GqaGrads {
 
 /// Rotates the interleaved pairs of each head's row by the angles of
 /// position `p` (`inverse`: by minus them, which is the rotation's transpose).
-fn rotate(row: &mut [f32], head_dim: usize, rope: &Rope, p: usize, inverse: bool) {
+pub(super) fn rotate(row: &mut [f32], head_dim: usize, rope: &Rope, p: usize, inverse: bool) {
     let at = (p - rope.start) * rope.half;
     for head in row.chunks_exact_mut(head_dim) {
         for i in 0..head_dim / 2 {
@@ -39,6 +39,125 @@ fn rotate(row: &mut [f32], head_dim: usize, rope: &Rope, p: usize, inverse: bool
             head[2 * i] = a * c - b * s;
             head[2 * i + 1] = a * s + b * c;
         }
+    }
+}
+
+/// The heads of causal attention after the projections: `q` `[rows,
+/// heads * qk]`, `k` `[rows, kv_heads * qk]`, `v` `[rows, kv_heads * vd]`,
+/// each query head `h` attending with KV head `h / (heads / kv_heads)`.
+pub struct Core<'a> {
+    pub q: &'a [f32],
+    pub k: &'a [f32],
+    pub v: &'a [f32],
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub qk: usize,
+    pub vd: usize,
+    pub scale: f32,
+    /// Sequences and their length (`rows = batch * seq`).
+    pub batch: usize,
+    pub seq: usize,
+}
+
+impl Core<'_> {
+    fn rows(&self) -> usize {
+        self.batch * self.seq
+    }
+
+    /// The softmax probabilities of every (sequence, head), `[seq, seq]`
+    /// each (zero above the diagonal), and the output `[rows, heads * vd]`.
+    pub fn forward(&self) -> (Vec<Vec<f32>>, Vec<f32>) {
+        let (seq, qw, kw, vw) = (
+            self.seq,
+            self.heads * self.qk,
+            self.kv_heads * self.qk,
+            self.kv_heads * self.vd,
+        );
+        let group = self.heads / self.kv_heads;
+        let mut out = vec![0.0; self.rows() * self.heads * self.vd];
+        let mut probs = Vec::with_capacity(self.batch * self.heads);
+        for b in 0..self.batch {
+            for h in 0..self.heads {
+                let j = h / group;
+                let mut p = vec![0.0f32; seq * seq];
+                for t in 0..seq {
+                    let qr = &self.q[(b * seq + t) * qw + h * self.qk..][..self.qk];
+                    let row = &mut p[t * seq..(t + 1) * seq];
+                    let mut max = f32::NEG_INFINITY;
+                    for (u, s) in row.iter_mut().enumerate().take(t + 1) {
+                        let kr = &self.k[(b * seq + u) * kw + j * self.qk..][..self.qk];
+                        *s = qr.iter().zip(kr).map(|(a, b)| a * b).sum::<f32>() * self.scale;
+                        max = max.max(*s);
+                    }
+                    let mut sum = 0.0;
+                    for s in row.iter_mut().take(t + 1) {
+                        *s = (*s - max).exp();
+                        sum += *s;
+                    }
+                    let o =
+                        &mut out[(b * seq + t) * self.heads * self.vd + h * self.vd..][..self.vd];
+                    for (u, pu) in row.iter_mut().enumerate().take(t + 1) {
+                        *pu /= sum;
+                        let vr = &self.v[(b * seq + u) * vw + j * self.vd..][..self.vd];
+                        for (o, &vv) in o.iter_mut().zip(vr) {
+                            *o += *pu * vv;
+                        }
+                    }
+                }
+                probs.push(p);
+            }
+        }
+        (probs, out)
+    }
+
+    /// `(dq, dk, dv)` from the output's gradient and [`Core::forward`]'s probabilities.
+    pub fn backward(&self, probs: &[Vec<f32>], dout: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let (seq, qw, kw, vw) = (
+            self.seq,
+            self.heads * self.qk,
+            self.kv_heads * self.qk,
+            self.kv_heads * self.vd,
+        );
+        let group = self.heads / self.kv_heads;
+        let rows = self.rows();
+        let (mut dq, mut dk, mut dv) = (
+            vec![0.0; rows * qw],
+            vec![0.0; rows * kw],
+            vec![0.0; rows * vw],
+        );
+        let mut dp = vec![0.0f32; seq];
+        for b in 0..self.batch {
+            for h in 0..self.heads {
+                let j = h / group;
+                let p = &probs[b * self.heads + h];
+                for t in 0..seq {
+                    let prow = &p[t * seq..(t + 1) * seq];
+                    let g_o =
+                        &dout[(b * seq + t) * self.heads * self.vd + h * self.vd..][..self.vd];
+                    // dP = dO v^T; dS = P * (dP - sum(P * dP)).
+                    let mut dot = 0.0;
+                    for u in 0..=t {
+                        let vr = &self.v[(b * seq + u) * vw + j * self.vd..][..self.vd];
+                        dp[u] = g_o.iter().zip(vr).map(|(a, b)| a * b).sum();
+                        dot += prow[u] * dp[u];
+                    }
+                    let qa = (b * seq + t) * qw + h * self.qk;
+                    for u in 0..=t {
+                        let g = prow[u] * (dp[u] - dot) * self.scale;
+                        let ka = (b * seq + u) * kw + j * self.qk;
+                        for i in 0..self.qk {
+                            dq[qa + i] += g * self.k[ka + i];
+                            dk[ka + i] += g * self.q[qa + i];
+                        }
+                        let va = (b * seq + u) * vw + j * self.vd;
+                        for i in 0..self.vd {
+                            dv[va + i] += prow[u] * g_o[i];
+                        }
+                    }
+                }
+            }
+        }
+        (dq, dk, dv)
     }
 }
 
@@ -54,8 +173,6 @@ pub fn gqa(
 ) -> GqaGrads {
     let rows = batch * seq;
     let (qw, kw, hd) = (d.heads * d.head_dim, d.kv_heads * d.head_dim, d.head_dim);
-    let group = d.heads / d.kv_heads;
-    let scale = 1.0 / (hd as f32).sqrt();
     let project = |w: &[f32], n: usize| {
         let mut y = vec![0.0; rows * n];
         crate::cpu::kernels::linear(x, rows, d.dim, w, n, &mut y);
@@ -66,80 +183,21 @@ pub fn gqa(
         rotate(&mut q[r * qw..(r + 1) * qw], hd, rope, r % seq, false);
         rotate(&mut k[r * kw..(r + 1) * kw], hd, rope, r % seq, false);
     }
-    let mut attn = vec![0.0; rows * qw];
-    let (mut dq, mut dk, mut dv) = (
-        vec![0.0; rows * qw],
-        vec![0.0; rows * kw],
-        vec![0.0; rows * kw],
-    );
-    // The probabilities of one head of one sequence, `[seq, seq]`.
-    let mut p = vec![0.0f32; seq * seq];
-    let mut probs = Vec::with_capacity(batch * d.heads);
-    for b in 0..batch {
-        for h in 0..d.heads {
-            let j = h / group;
-            let qrow = |t: usize| &q[(b * seq + t) * qw + h * hd..][..hd];
-            let krow = |t: usize| &k[(b * seq + t) * kw + j * hd..][..hd];
-            for t in 0..seq {
-                // Causal: keys up to t (with one token, the only key).
-                let row = &mut p[t * seq..(t + 1) * seq];
-                let mut max = f32::NEG_INFINITY;
-                for (u, s) in row.iter_mut().enumerate() {
-                    *s = if u <= t {
-                        let dot: f32 = qrow(t).iter().zip(krow(u)).map(|(a, b)| a * b).sum();
-                        dot * scale
-                    } else {
-                        f32::NEG_INFINITY
-                    };
-                    max = max.max(*s);
-                }
-                let mut sum = 0.0;
-                for s in row.iter_mut() {
-                    *s = (*s - max).exp();
-                    sum += *s;
-                }
-                for s in row.iter_mut() {
-                    *s /= sum;
-                }
-                let o = &mut attn[(b * seq + t) * qw + h * hd..][..hd];
-                for u in 0..=t {
-                    let vr = &v[(b * seq + u) * kw + j * hd..][..hd];
-                    for (o, &vv) in o.iter_mut().zip(vr) {
-                        *o += row[u] * vv;
-                    }
-                }
-            }
-            probs.push(p.clone());
-        }
-    }
+    let core = Core {
+        q: &q,
+        k: &k,
+        v: &v,
+        heads: d.heads,
+        kv_heads: d.kv_heads,
+        qk: hd,
+        vd: hd,
+        scale: 1.0 / (hd as f32).sqrt(),
+        batch,
+        seq,
+    };
+    let (probs, attn) = core.forward();
     let (dattn, dwo) = linear(&attn, rows, qw, w.wo, d.dim, dy);
-    let mut ds = vec![0.0f32; seq];
-    for b in 0..batch {
-        for h in 0..d.heads {
-            let j = h / group;
-            let p = &probs[b * d.heads + h];
-            for t in 0..seq {
-                let prow = &p[t * seq..(t + 1) * seq];
-                let dout = &dattn[(b * seq + t) * qw + h * hd..][..hd];
-                // dP = dO v^T; dS = P * (dP - sum(P * dP)).
-                let mut dot = 0.0;
-                for u in 0..=t {
-                    let vr = &v[(b * seq + u) * kw + j * hd..][..hd];
-                    ds[u] = dout.iter().zip(vr).map(|(a, b)| a * b).sum();
-                    dot += prow[u] * ds[u];
-                }
-                for u in 0..=t {
-                    let g = prow[u] * (ds[u] - dot) * scale;
-                    let (qa, ka) = ((b * seq + t) * qw + h * hd, (b * seq + u) * kw + j * hd);
-                    for i in 0..hd {
-                        dq[qa + i] += g * k[ka + i];
-                        dk[ka + i] += g * q[qa + i];
-                        dv[ka + i] += prow[u] * dout[i];
-                    }
-                }
-            }
-        }
-    }
+    let (mut dq, mut dk, dv) = core.backward(&probs, &dattn);
     for r in 0..rows {
         rotate(&mut dq[r * qw..(r + 1) * qw], hd, rope, r % seq, true);
         rotate(&mut dk[r * kw..(r + 1) * kw], hd, rope, r % seq, true);

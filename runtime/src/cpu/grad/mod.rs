@@ -10,6 +10,7 @@
 //! a linear weight `[out, in]` (`y = x @ W^T`).
 
 pub mod attention;
+pub mod mla;
 pub mod moe;
 pub mod recurrence;
 
