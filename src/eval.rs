@@ -5,13 +5,11 @@
 
 use crate::plot;
 use anyhow::{bail, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use mythos_runtime::data::{self, DataOptions, Rows, TokenWidth};
 use mythos_runtime::engine::Engine;
 use mythos_runtime::finite::{check_logits, Step};
 use mythos_runtime::loss::Score;
 use serde::Serialize;
-use std::io::IsTerminal;
 use std::path::Path;
 use std::time::Instant;
 
@@ -111,19 +109,10 @@ pub fn depth_curve(
     }
     let vocab = rt.module().vocab as usize;
     let batches = rows.len().div_ceil(batch);
-    let bar = if std::io::stderr().is_terminal() {
-        let bar = ProgressBar::new((batches * loops.len()) as u64);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} [{bar:40}] {pos}/{len} batches  {msg}  ETA {eta}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
+    let bar = crate::progress::bar(
+        (batches * loops.len()) as u64,
+        "{spinner} [{bar:40}] {pos}/{len} batches  {msg}  ETA {eta}",
+    );
     let mut points = Vec::with_capacity(loops.len());
     for &n in loops {
         bar.set_message(format!("{n} loops"));

@@ -18,6 +18,7 @@ use std::process::ExitCode;
 mod compile;
 mod eval;
 mod plot;
+mod progress;
 mod run;
 mod sweep;
 

@@ -16,6 +16,13 @@ fn mythos(args: &[&str]) -> Output {
         .expect("run mythos")
 }
 
+/// `mythos eval @tiny-gqa --seed 0 ARGS...`.
+fn eval_tiny(args: &[&str]) -> Output {
+    let mut all = vec!["eval", "@tiny-gqa", "--seed", "0"];
+    all.extend_from_slice(args);
+    mythos(&all)
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -123,11 +130,7 @@ fn eval_writes_its_files_and_refuses_bad_data() {
     let bin = d.join("val.bin");
     std::fs::write(&bin, &tokens).unwrap();
     let out_dir = d.join("out");
-    let out = mythos(&[
-        "eval",
-        "@tiny-gqa",
-        "--seed",
-        "0",
+    let out = eval_tiny(&[
         "--data",
         bin.to_str().unwrap(),
         "--seq",
@@ -175,16 +178,7 @@ fn eval_writes_its_files_and_refuses_bad_data() {
         ),
         (&bin, "100", "fewer than one row"),
     ] {
-        let out = mythos(&[
-            "eval",
-            "@tiny-gqa",
-            "--seed",
-            "0",
-            "--data",
-            data.to_str().unwrap(),
-            "--seq",
-            extra,
-        ]);
+        let out = eval_tiny(&["--data", data.to_str().unwrap(), "--seq", extra]);
         let err = text(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{err}");
         assert!(
@@ -199,17 +193,7 @@ fn eval_writes_its_files_and_refuses_bad_data() {
 #[test]
 fn eval_scores_synthetic_tasks_on_their_answers_only() {
     let run = |data: &str| {
-        let out = mythos(&[
-            "eval",
-            "@tiny-gqa",
-            "--seed",
-            "0",
-            "--data",
-            data,
-            "--loops",
-            "2",
-            "--json",
-        ]);
+        let out = eval_tiny(&["--data", data, "--loops", "2", "--json"]);
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
         let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         (
@@ -226,7 +210,7 @@ fn eval_scores_synthetic_tasks_on_their_answers_only() {
     assert_eq!((rows, seq, r["tokens"].as_u64()), (5, 10, Some(50)));
     let (rows, _, r) = run("task:add,terms=3,digits=3,rows=7");
     assert_eq!((rows, r["tokens"].as_u64()), (7, Some(28)));
-    let out = mythos(&["eval", "@tiny-gqa", "--seed", "0", "--data", "task:sort"]);
+    let out = eval_tiny(&["--data", "task:sort"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("unknown task `sort`; the tasks are parity, phop, add"));
 }

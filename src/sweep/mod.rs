@@ -21,7 +21,6 @@ pub mod spec;
 pub mod trial;
 
 use anyhow::{Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use journal::{Entry, Journal, Status};
 use mythos_compiler::analysis;
 use mythos_compiler::diag::{self, Code};
@@ -31,7 +30,6 @@ use mythos_compiler::{Diagnostic, SourceMap};
 use rayon::prelude::*;
 use spec::{Sort, SweepFile};
 use std::collections::{BTreeMap, HashMap};
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -371,19 +369,10 @@ fn run_local(p: &Prepared, args: &Args, started: Instant) -> Result<ExitCode> {
         .collect();
     let from_journal = p.planned.len() - pending.len();
 
-    let bar = if std::io::stderr().is_terminal() {
-        let bar = ProgressBar::new(pending.len() as u64);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} [{bar:40}] {pos}/{len} trials  {elapsed} elapsed  ETA {eta}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
+    let bar = crate::progress::bar(
+        pending.len() as u64,
+        "{spinner} [{bar:40}] {pos}/{len} trials  {elapsed} elapsed  ETA {eta}",
+    );
     let journal = Mutex::new(journal);
     let stop = AtomicBool::new(false);
     let first_failure: Mutex<Option<String>> = Mutex::new(None);

@@ -20,10 +20,8 @@ use super::journal::{Entry, Journal, Status};
 use super::spec::SlurmTable;
 use super::{results, Planned, Prepared};
 use anyhow::{bail, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use state::{ArrayRecord, Manifest, ManifestTrial, State};
 use std::collections::{BTreeSet, HashMap};
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -353,19 +351,10 @@ pub fn run(p: &Prepared, flags: &Flags, started: Instant) -> Result<ExitCode> {
         .count();
 
     let total = p.planned.len();
-    let bar = if std::io::stderr().is_terminal() {
-        let bar = ProgressBar::new(total as u64);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} [{bar:40}] {pos}/{len} trials  {msg}  {elapsed}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
+    let bar = crate::progress::bar(
+        total as u64,
+        "{spinner} [{bar:40}] {pos}/{len} trials  {msg}  {elapsed}",
+    );
     let grace = Duration::from_secs(table.result_grace);
     let mut missing_since: HashMap<String, Instant> = HashMap::new();
     let mut last: Option<(Counts, Instant)> = None;

@@ -64,16 +64,20 @@ impl Core<'_> {
         self.batch * self.seq
     }
 
-    /// The softmax probabilities of every (sequence, head), `[seq, seq]`
-    /// each (zero above the diagonal), and the output `[rows, heads * vd]`.
-    pub fn forward(&self) -> (Vec<Vec<f32>>, Vec<f32>) {
-        let (seq, qw, kw, vw) = (
-            self.seq,
+    /// Row widths of `q`, `k` and `v`.
+    fn widths(&self) -> (usize, usize, usize) {
+        (
             self.heads * self.qk,
             self.kv_heads * self.qk,
             self.kv_heads * self.vd,
-        );
-        let group = self.heads / self.kv_heads;
+        )
+    }
+
+    /// The softmax probabilities of every (sequence, head), `[seq, seq]`
+    /// each (zero above the diagonal), and the output `[rows, heads * vd]`.
+    pub fn forward(&self) -> (Vec<Vec<f32>>, Vec<f32>) {
+        let (seq, group) = (self.seq, self.heads / self.kv_heads);
+        let (qw, kw, vw) = self.widths();
         let mut out = vec![0.0; self.rows() * self.heads * self.vd];
         let mut probs = Vec::with_capacity(self.batch * self.heads);
         for b in 0..self.batch {
@@ -112,13 +116,8 @@ impl Core<'_> {
 
     /// `(dq, dk, dv)` from the output's gradient and [`Core::forward`]'s probabilities.
     pub fn backward(&self, probs: &[Vec<f32>], dout: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-        let (seq, qw, kw, vw) = (
-            self.seq,
-            self.heads * self.qk,
-            self.kv_heads * self.qk,
-            self.kv_heads * self.vd,
-        );
-        let group = self.heads / self.kv_heads;
+        let (seq, group) = (self.seq, self.heads / self.kv_heads);
+        let (qw, kw, vw) = self.widths();
         let rows = self.rows();
         let (mut dq, mut dk, mut dv) = (
             vec![0.0; rows * qw],
@@ -219,7 +218,7 @@ pub fn gqa(
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{close, f64s, linear64, numeric, random};
+    use super::super::tests::{close, f64s, linear64, numeric, on_fresh_layer, random};
     use super::*;
     use crate::rng::Rng;
 
@@ -327,23 +326,9 @@ mod tests {
         close(&g.wv, &numeric(&wv, &dy, |m| with(2, m)), "wv");
         close(&g.wo, &numeric(&wo, &dy, |m| with(3, m)), "wo");
         // The f64 forward is the runtime's (parity-tested) GQA.
-        let mut cache = crate::cpu::kv::KvCache::new();
-        let layer = cache.entry(
-            crate::kv::CacheKey {
-                layer: 0,
-                iteration: None,
-            },
-            batch,
-        );
-        let inp = crate::cpu::attention::Input {
-            x: &x,
-            batch,
-            seq,
-            dim: d.dim,
-            start: 0,
-        };
-        let ours =
-            crate::cpu::attention::gqa(&inp, &w, d.heads, d.kv_heads, d.head_dim, &rope, layer);
+        let ours = on_fresh_layer(&x, (batch, seq, d.dim), |inp, layer| {
+            crate::cpu::attention::gqa(inp, &w, d.heads, d.kv_heads, d.head_dim, &rope, layer)
+        });
         let want = f(&x64, [&all[0], &all[1], &all[2], &all[3]]);
         close(&ours, &want, "forward");
     }

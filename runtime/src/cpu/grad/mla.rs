@@ -164,21 +164,9 @@ pub fn mla(
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{close, f64s, linear64, numeric, random};
+    use super::super::tests::{close, f64s, linear64, numeric, on_fresh_layer, random, rmsnorm64};
     use super::*;
     use crate::rng::Rng;
-
-    fn rmsnorm64(x: &[f64], cols: usize, w: &[f64], eps: f64) -> Vec<f64> {
-        x.chunks(cols)
-            .flat_map(|row| {
-                let r = 1.0 / (row.iter().map(|v| v * v).sum::<f64>() / cols as f64 + eps).sqrt();
-                row.iter()
-                    .zip(w)
-                    .map(move |(v, g)| v * r * g)
-                    .collect::<Vec<_>>()
-            })
-            .collect()
-    }
 
     fn rot64(v: &mut [f64], pos: usize, theta: f64) {
         let n = v.len();
@@ -347,23 +335,9 @@ mod tests {
             close(ours[i], &numeric(&ws[i], &dy, |v| with(i, v)), names[i]);
         }
         // The f64 forward is the runtime's (parity-tested) MLA.
-        let mut cache = crate::cpu::kv::KvCache::new();
-        let layer = cache.entry(
-            crate::kv::CacheKey {
-                layer: 0,
-                iteration: None,
-            },
-            batch,
-        );
-        let inp = crate::cpu::attention::Input {
-            x: &x,
-            batch,
-            seq,
-            dim,
-            start: 0,
-        };
-        let runtime =
-            crate::cpu::attention::mla_with(&inp, &w, &m, 1e-6, &rope, layer, Default::default());
+        let runtime = on_fresh_layer(&x, shape, |inp, layer| {
+            crate::cpu::attention::mla_with(inp, &w, &m, 1e-6, &rope, layer, Default::default())
+        });
         close(
             &runtime,
             &forward64(&f64s(&x), shape, &m, &w64, theta),

@@ -273,7 +273,30 @@ pub(super) mod tests {
         );
     }
 
-    fn rmsnorm64(x: &[f64], cols: usize, w: &[f64], eps: f64) -> Vec<f64> {
+    /// Runs `f` on one fresh layer of a KV cache and the input `x` (`batch`
+    /// sequences of `seq` tokens from position 0): how the tests call the
+    /// runtime's attention forward.
+    pub fn on_fresh_layer<R>(
+        x: &[f32],
+        (batch, seq, dim): (usize, usize, usize),
+        f: impl FnOnce(&crate::cpu::attention::Input, &mut crate::cpu::kv::LayerCache) -> R,
+    ) -> R {
+        let mut cache = crate::cpu::kv::KvCache::new();
+        let key = crate::kv::CacheKey {
+            layer: 0,
+            iteration: None,
+        };
+        let inp = crate::cpu::attention::Input {
+            x,
+            batch,
+            seq,
+            dim,
+            start: 0,
+        };
+        f(&inp, cache.entry(key, batch))
+    }
+
+    pub fn rmsnorm64(x: &[f64], cols: usize, w: &[f64], eps: f64) -> Vec<f64> {
         x.chunks(cols)
             .flat_map(|row| {
                 let r = 1.0 / (row.iter().map(|v| v * v).sum::<f64>() / cols as f64 + eps).sqrt();
