@@ -22,12 +22,14 @@ deps: ## Install missing system packages (LLVM/MLIR 22, zstd, z3, libxml2); chec
 build: deps ## Build the release binary (target/release/mythos)
 	cargo build --release --locked
 
-run: build ## Check every preset, show and cost @openmythos-1b, generate tokens from a tiny model on the CPU
+run: build ## Check every preset, show and cost @openmythos-1b, generate tokens from a tiny model on the CPU, score it against test-time loops
 	$(MYTHOS) check models/*.mythos
 	$(MYTHOS) show @openmythos-1b
 	$(MYTHOS) inspect @openmythos-1b
 	@echo "== generating 32 tokens from @tiny-mla with random weights (seed 0), greedy, on the CPU"
 	$(MYTHOS) generate @tiny-mla --seed 0 --prompt-ids 1,2,3,4 --max-new-tokens 32 --temperature 0
+	@echo "== the same model scored on a synthetic task (p-hop induction) at 1 to 8 loops; untrained, its loss is near ln(256) = 5.55"
+	$(MYTHOS) eval @tiny-mla --seed 0 --data task:phop,len=32,hops=4,rows=64 --loops 1,2,4,8
 
 # Tests use cargo's default job count, whatever CARGO_BUILD_JOBS says; fmt and clippy
 # run when those components are installed (rustup component add rustfmt clippy).
