@@ -252,7 +252,13 @@ fn requests(module: &Module, g: &Graph, n: NodeId) -> Result<Vec<Request>, Lower
         | Op::Loop(_)
         | Op::Input
         | Op::Param(_)
-        | Op::Weight(_) => {
+        | Op::Weight(_)
+        | Op::Targets
+        | Op::Loss
+        | Op::Vjp(_)
+        | Op::LoopVjp(_)
+        | Op::Pick(_)
+        | Op::GradSum => {
             return Err(LowerError::Unsupported {
                 op: op.name().to_string(),
                 label: g.node(n).label.clone(),

@@ -367,6 +367,7 @@ fn kernel_walk(
                         crate::ir::Dim::Const(c) => *c as u128,
                         crate::ir::Dim::Seq => tokens,
                         crate::ir::Dim::Batch => 1,
+                        crate::ir::Dim::Iters => module.max_iters() as u128,
                     })
                     .product();
                 if let Op::Weight(w) = g.op(id) {

@@ -28,6 +28,31 @@ fn every_preset_lowers_to_a_valid_module() {
     }
 }
 
+/// The gradient module of every preset verifies: the loss and one gradient
+/// per parameter (none for a buffer), one `loop_vjp` per loop whose body
+/// yields what its typing rule says.
+#[test]
+fn every_preset_has_a_valid_gradient_module() {
+    for p in PRESETS {
+        let forward = lower(&preset(p.name));
+        let m = ir::grad::gradient(&forward).unwrap_or_else(|e| panic!("{}: {e}", p.name));
+        let errors = verify(&m);
+        assert!(errors.is_empty(), "{}: {errors:#?}", p.name);
+        let parameters = m.weights.iter().filter(|w| !w.buffer).count();
+        assert_eq!(m.gradients.len(), parameters, "{}: every parameter", p.name);
+        assert_eq!(m.graph.outputs.len(), 1 + parameters);
+        let loop_vjps = m
+            .graph
+            .nodes()
+            .filter(|&n| matches!(m.graph.op(n), Op::LoopVjp(_)));
+        assert_eq!(loop_vjps.count(), 1, "{}", p.name);
+        assert_eq!(
+            ir::grad::gradient(&m).unwrap_err(),
+            ir::grad::GradError::AlreadyGradient
+        );
+    }
+}
+
 #[test]
 fn tiny_models_ir_snapshots() {
     for name in ["tiny-gqa", "tiny-mla", "tiny-huginn"] {

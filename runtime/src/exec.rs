@@ -39,6 +39,8 @@ pub enum RunError {
     BadDecodeFrom { k: usize, tokens: usize },
     #[error("the KV cache holds {cached} batch rows; this call has {batch}")]
     BatchMismatch { cached: usize, batch: usize },
+    #[error("{targets} targets for {ids} token ids: a batch needs one target per token")]
+    TargetsMismatch { targets: usize, ids: usize },
 }
 
 /// Logits of one forward pass and what the loop did.
@@ -172,8 +174,10 @@ pub(crate) trait Device: Sized {
     /// `cpu`, `mlir-cpu` or `cuda` (the bench report's backend).
     fn backend(&self) -> &'static str;
 
-    /// The per-call state for these token ids.
-    fn begin<'c>(&self, ids: &'c [i64]) -> Result<Self::Local<'c>, Self::Error>;
+    /// The per-call state for these token ids (and, for a gradient
+    /// module, the targets; empty otherwise).
+    fn begin<'c>(&self, ids: &'c [i64], targets: &'c [i64])
+        -> Result<Self::Local<'c>, Self::Error>;
 
     /// Runs node `at` (any op but `Param` and `Loop`, which the executor
     /// binds and runs itself) on its operands.
@@ -197,6 +201,19 @@ pub(crate) trait Device: Sized {
 
     /// The module's output as host logits and their width.
     fn logits(&self, out: Self::Value) -> Result<(Buf<f32>, usize), Self::Error>;
+
+    /// A tuple of values (a `vjp`'s, a `loop_vjp`'s, a recording loop's).
+    /// An engine that cannot run gradient modules (CUDA, today) refuses.
+    fn tuple(&self, items: Vec<Option<Self::Value>>) -> Result<Self::Value, Self::Error>;
+
+    /// Element `k` of a tuple.
+    fn pick(&self, tuple: &Self::Value, k: usize) -> Self::Value;
+
+    /// Elements of a tuple.
+    fn tuple_len(&self, tuple: &Self::Value) -> usize;
+
+    /// `acc += v`, values of one type (gradient contributions).
+    fn add_into(&self, acc: &mut Self::Value, v: &Self::Value) -> Result<(), Self::Error>;
 }
 
 /// Most operands of one op (the verifier's op signatures stay far below).
@@ -327,7 +344,7 @@ pub(crate) fn forward<D: Device>(
         loops,
         iterations: 0,
         last_only: logits == Logits::Last,
-        local: dev.begin(ids)?,
+        local: dev.begin(ids, &[])?,
     };
     let mut outputs = run(dev, Graphs::MAIN, &[], &mut call, None)?;
     let out = outputs[0]
@@ -375,6 +392,11 @@ pub(crate) fn run<'c, D: Device>(
                     let graphs = exec.graphs.loop_graphs(gid, step.node);
                     run_loop(dev, region, graphs, args, call)?
                 }
+                Op::LoopVjp(l) => {
+                    let graphs = exec.graphs.loop_graphs(gid, step.node);
+                    crate::exec_grad::run_loop_vjp(dev, l, graphs, args, call)?
+                }
+                Op::Pick(k) => dev.pick(args[0], *k),
                 _ => dev.eval((gid, step.node), op, args, call, iteration)?,
             }
         };
@@ -410,7 +432,7 @@ pub(crate) fn run<'c, D: Device>(
 
 /// Pushes the loop header's outputs for iteration `t` onto `params`,
 /// computed once per index.
-fn push_header<'c, D: Device>(
+pub(crate) fn push_header<'c, D: Device>(
     dev: &D,
     header: GraphId,
     t: usize,
@@ -464,8 +486,15 @@ fn run_loop<'c, D: Device>(
     }
     params.extend(args[2..].iter().map(|&v| Some(v.clone())));
     let bound = params.len();
+    let mut tape = Vec::new();
     for t in 0..call.loops as usize {
         params.truncate(bound);
+        if region.record {
+            let inputs = [0]
+                .into_iter()
+                .chain((0..region.carried.len()).map(|i| region.carried_param(i)));
+            tape.push(dev.tuple(inputs.map(|p| params[p].clone()).collect())?);
+        }
         params[2] = Some(dev.step(t));
         push_header(dev, header, t, call, &mut params)?;
         let mut outs = run(dev, body, &params, call, Some(t))?;
@@ -487,6 +516,10 @@ fn run_loop<'c, D: Device>(
     let result = region.result.map_or(0, |i| region.carried_param(i));
     let out = params[result].take().expect("the loop's result is bound");
     exec.give_slots(params);
+    if region.record {
+        let tape = dev.tuple(tape.into_iter().map(Some).collect())?;
+        return dev.tuple(vec![Some(out), Some(tape)]);
+    }
     Ok(out)
 }
 

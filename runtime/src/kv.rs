@@ -102,6 +102,12 @@ impl<S: KvStream> Cache<S> {
         Cache::default()
     }
 
+    /// Drops every entry (a gradient run's backward recomputes each loop
+    /// iteration's attention from an empty cache).
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
+
     /// A cache whose entries reserve room for `positions` tokens per batch
     /// row when first filled: decoding within that many positions then
     /// never grows a buffer (generation knows prompt plus new tokens). The

@@ -8,7 +8,8 @@
 //!   CLI, benchmarks and tests drive), with prefill-then-decode written once;
 //! - `exec`: the one executor (graph walk, loop control, header memo) over a
 //!   `Device` trait the CPU and CUDA runtimes implement; `kv`: the KV cache's
-//!   bookkeeping for every engine; `launch` and `attention_host`: kernel
+//!   bookkeeping for every engine; `exec_grad`: a gradient module's run and
+//!   the recurrence's backward (`loop_vjp`) over the same `Device`; `launch` and `attention_host`: kernel
 //!   arguments, the `KernelHost` an engine that runs kernels supplies, and
 //!   the host sequences over it (a node's kernels on the generic ABI,
 //!   compiled attention), shared by the mlir-cpu kernels and CUDA;
@@ -17,7 +18,8 @@
 //!   `loss` (next-token cross-entropy and accuracy): what `mythos eval` scores;
 //!   `tasks`: seeded synthetic reasoning tasks (parity, p-hop, addition);
 //!   `optim`: AdamW, the learning-rate schedule and gradient clipping of the
-//!   reference's training script (for training, which is not built yet).
+//!   reference's training script (for `mythos train`, not built yet); the
+//!   gradient itself is `cpu::grad` (`CpuRuntime::gradient`).
 
 mod attention_host;
 pub mod cpu;
@@ -25,6 +27,7 @@ pub mod cuda;
 pub mod data;
 pub mod engine;
 mod exec;
+mod exec_grad;
 pub mod finite;
 pub mod kv;
 pub mod launch;

@@ -271,6 +271,42 @@ impl Weights {
     /// # Panics
     /// When these weights were not made for `module` (a caller bug).
     pub fn save(&self, module: &Module, path: &Path) -> Result<(), WeightsError> {
+        self.write(module, path, true, &[])
+    }
+
+    /// Zeros shaped like `module`'s weights (a gradient accumulator).
+    pub fn zeros(module: &Module) -> Weights {
+        let tensors = module
+            .weights
+            .iter()
+            .map(|w| {
+                let shape = shape_of(w);
+                let n = shape.iter().product();
+                Tensor::new(shape, vec![0.0; n])
+            })
+            .collect();
+        Weights { tensors }
+    }
+
+    /// Writes these values as the gradients of `module`'s parameters: the
+    /// names and layout of [`Weights::save`] without the buffers (which
+    /// have no gradient), plus an F32 scalar `loss`.
+    pub fn save_gradients(
+        &self,
+        module: &Module,
+        path: &Path,
+        loss: f32,
+    ) -> Result<(), WeightsError> {
+        self.write(module, path, false, &[("loss", loss)])
+    }
+
+    fn write(
+        &self,
+        module: &Module,
+        path: &Path,
+        buffers: bool,
+        scalars: &[(&str, f32)],
+    ) -> Result<(), WeightsError> {
         assert_eq!(
             self.tensors.len(),
             module.weights.len(),
@@ -284,6 +320,9 @@ impl Weights {
                 "`{}` has the wrong shape for this module",
                 w.name
             );
+            if w.buffer && !buffers {
+                continue;
+            }
             for e in file_entries(w, 0) {
                 let n: usize = e.shape.iter().product();
                 let start = e.expert.unwrap_or(0) * n;
@@ -295,6 +334,15 @@ impl Weights {
                     },
                 ));
             }
+        }
+        for (name, v) in scalars {
+            entries.push((
+                name.to_string(),
+                F32View {
+                    shape: Vec::new(),
+                    data: std::slice::from_ref(v),
+                },
+            ));
         }
         // `format: pt` is what Hugging Face loaders expect of PyTorch-named files.
         let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);

@@ -119,6 +119,7 @@ fn one_weight_module(weights: Vec<Weight>) -> Module {
         max_seq: 1,
         weights,
         graph: Graph::default(),
+        gradients: Vec::new(),
     }
 }
 

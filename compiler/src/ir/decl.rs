@@ -8,7 +8,8 @@
 
 use super::attrs::Attr;
 use super::{
-    args, op, AttentionOp, DType, Dim, Effect, Fusion, MoeOp, Op, TensorType, TypeError, Weight,
+    args, op, AttentionOp, DType, Dim, Effect, Fusion, LoopRegion, MoeOp, Op, RowOp, TensorType,
+    TypeError, Weight,
 };
 
 /// What [`Op::decl`] declares about an op.
@@ -49,6 +50,12 @@ impl Op {
             Op::LoraApply { .. } => ("lora_apply", Pure, None),
             // A fused group is row-local arithmetic on its operands.
             Op::Fused(_) => ("fused", Pure, None),
+            Op::Targets => ("targets", Source, None),
+            Op::Loss => ("loss", Pure, None),
+            Op::Vjp(_) => ("vjp", Pure, None),
+            Op::LoopVjp(_) => ("loop_vjp", Region, None),
+            Op::Pick(_) => ("pick", Pure, None),
+            Op::GradSum => ("grad_sum", Pure, None),
         };
         OpDecl {
             name,
@@ -106,9 +113,56 @@ impl Op {
         }
     }
 
+    /// Whether reverse-mode differentiation (`ir::grad`) has a backward
+    /// rule for the op: a `vjp` of it yields its operands' cotangents (the
+    /// rules are `runtime/src/cpu/grad/`'s). The loop is differentiated by
+    /// a `loop_vjp` instead; fused, hoisted and absorbed forms (what the
+    /// passes make) have none yet.
+    pub fn has_vjp(&self) -> bool {
+        match self {
+            Op::Embedding
+            | Op::Linear
+            | Op::LoopEmbedding { .. }
+            | Op::Lora { .. }
+            | Op::LtiUpdate
+            | Op::ActHalt
+            | Op::Loss => true,
+            Op::Row(r) => match r {
+                RowOp::Add | RowOp::RmsNorm { .. } | RowOp::Act(_) | RowOp::Concat => true,
+                RowOp::Scale | RowOp::AddPrefix | RowOp::LtiApply => false,
+            },
+            Op::Head(f) | Op::SwiGlu(f) => f.is_none(),
+            Op::Attention(a) => a.fusion.is_none() && !a.absorb,
+            Op::Moe(m) => m.fusion.is_none(),
+            Op::Input
+            | Op::Param(_)
+            | Op::Weight(_)
+            | Op::Targets
+            | Op::Loop(_)
+            | Op::LtiDecay
+            | Op::LoopEmbeddingVec { .. }
+            | Op::LoraScale { .. }
+            | Op::LoraApply { .. }
+            | Op::Fused(_)
+            | Op::Vjp(_)
+            | Op::LoopVjp(_)
+            | Op::Pick(_)
+            | Op::GradSum => false,
+        }
+    }
+
+    /// The loop region of a `loop` or `loop_vjp` (its header and body).
+    pub fn loop_region(&self) -> Option<&LoopRegion> {
+        match self {
+            Op::Loop(r) => Some(r),
+            Op::LoopVjp(l) => Some(&l.region),
+            _ => None,
+        }
+    }
+
     /// Ops that compute something (not inputs, params or weights).
     pub fn is_compute(&self) -> bool {
-        !matches!(self, Op::Input | Op::Param(_) | Op::Weight(_))
+        !matches!(self, Op::Input | Op::Param(_) | Op::Weight(_) | Op::Targets)
     }
 }
 
@@ -145,10 +199,24 @@ impl Op {
                     .collect();
                 vec![Attr::Text(ops.join("+"))]
             }
-            // No attributes: everything they compute is in their operands.
-            Op::Input | Op::Embedding | Op::Linear | Op::LtiUpdate | Op::ActHalt | Op::LtiDecay => {
-                Vec::new()
+            // The forward op's name, then its attributes.
+            Op::Vjp(of) => {
+                let mut a = vec![Attr::Text(of.name().into())];
+                a.extend(of.attrs());
+                a
             }
+            Op::LoopVjp(l) => l.attrs(),
+            Op::Pick(k) => vec![Attr::Index(*k)],
+            // No attributes: everything they compute is in their operands.
+            Op::Input
+            | Op::Embedding
+            | Op::Linear
+            | Op::LtiUpdate
+            | Op::ActHalt
+            | Op::LtiDecay
+            | Op::Targets
+            | Op::Loss
+            | Op::GradSum => Vec::new(),
         }
     }
 }
@@ -196,6 +264,15 @@ impl Op {
                     per_key: a.flops_per_key(),
                 }
             }
+            // A backward costs about twice its forward (the products with
+            // the input's and with the weight's cotangent).
+            Op::Vjp(of) => {
+                let f = of.flops(cx);
+                return OpFlops {
+                    per_token: 2.0 * f.per_token,
+                    per_key: 2.0 * f.per_key,
+                };
+            }
             // No matrix products: gathers, row-local arithmetic (fused
             // groups hold only such ops), per-iteration constants, and the
             // loop (its body is counted on its own).
@@ -210,7 +287,12 @@ impl Op {
             | Op::LtiDecay
             | Op::LoopEmbeddingVec { .. }
             | Op::LoraScale { .. }
-            | Op::Fused(_) => 0.0,
+            | Op::Fused(_)
+            | Op::Targets
+            | Op::Loss
+            | Op::LoopVjp(_)
+            | Op::Pick(_)
+            | Op::GradSum => 0.0,
         };
         OpFlops {
             per_token,
@@ -397,5 +479,10 @@ pub fn infer(
             Ok(operands[0].clone())
         }
         Op::Fused(f) => f.infer(&typing),
+        Op::Targets => op::grad::targets(&typing),
+        Op::Loss => op::grad::loss(&typing),
+        Op::GradSum => op::grad::grad_sum(&typing),
+        Op::Pick(_) => err("a pick's type is its tuple's element type".into()),
+        Op::Vjp(_) | Op::LoopVjp(_) => err(format!("{} is typed by its results", op.name())),
     }
 }

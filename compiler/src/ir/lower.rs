@@ -82,6 +82,7 @@ pub fn lower(model: &Model) -> Module {
         max_seq: model.max_seq,
         weights: b.weights,
         graph: g,
+        gradients: Vec::new(),
     }
 }
 
@@ -591,6 +592,7 @@ impl Builder<'_> {
             result,
             invariants: 0,
             header: Graph::default(),
+            record: false,
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod args;
 pub mod attrs;
 pub mod decl;
 pub mod effects;
+pub mod grad;
 pub mod lower;
 pub mod op;
 pub mod print;
@@ -26,6 +27,7 @@ pub use decl::{infer, CostInputs, OpDecl, OpFlops};
 pub use effects::Effect;
 pub use op::act::ActStep;
 pub use op::attention::{AttentionOp, AttnKind, KvLayout, KvSlot};
+pub use op::grad::LoopVjp;
 pub use op::moe::MoeOp;
 pub use op::region::{param_type, Carried, FusedOp, LoopRegion};
 pub use op::row::RowOp;
@@ -51,6 +53,8 @@ pub enum DType {
 pub enum Dim {
     Batch,
     Seq,
+    /// The loop iterations run (a recording loop's tape).
+    Iters,
     Const(u64),
 }
 
@@ -59,6 +63,7 @@ impl fmt::Display for Dim {
         match self {
             Dim::Batch => f.write_str("B"),
             Dim::Seq => f.write_str("T"),
+            Dim::Iters => f.write_str("N"),
             Dim::Const(n) => write!(f, "{n}"),
         }
     }
@@ -232,6 +237,20 @@ pub enum Op {
     },
     /// A fused group of row-local ops: `(inputs...)`.
     Fused(Box<FusedOp>),
+    /// The training targets `[B, T]` i64 (`-100`: not scored).
+    Targets,
+    /// Mean next-token cross-entropy over the scored targets:
+    /// `(logits, targets)` -> `[]`.
+    Loss,
+    /// The vector-Jacobian product of a forward op: `(operands..., dy)`
+    /// (the loss takes no `dy`) -> the tuple of its operands' cotangents.
+    Vjp(Box<Op>),
+    /// The backward of the recurrence (see [`LoopVjp`]): a tuple.
+    LoopVjp(Box<LoopVjp>),
+    /// Element `k` of a tuple result.
+    Pick(usize),
+    /// The sum of its operands (gradient contributions of one value).
+    GradSum,
 }
 
 /// A node handle. Stable across removals (petgraph `StableGraph`).
@@ -257,6 +276,8 @@ pub struct Graph {
     g: StableDiGraph<Node, usize>,
     pub outputs: Vec<NodeId>,
     types: HashMap<NodeId, TensorType>,
+    /// The element types of tuple-valued nodes (see [`op::grad`]).
+    tuples: HashMap<NodeId, Vec<TensorType>>,
     spans: HashMap<NodeId, Span>,
 }
 
@@ -278,6 +299,25 @@ impl Graph {
         }
         self.types.insert(id, ty);
         id
+    }
+
+    /// Adds a tuple-valued node (`vjp`, `loop_vjp`, a recording `loop`)
+    /// with its element types; only `pick` nodes read it.
+    pub fn add_tuple(
+        &mut self,
+        op: Op,
+        operands: &[NodeId],
+        results: Vec<TensorType>,
+        label: impl Into<String>,
+    ) -> NodeId {
+        let id = self.add(op, operands, op::grad::scalar(), label);
+        self.tuples.insert(id, results);
+        id
+    }
+
+    /// The element types of a tuple-valued node, `None` for one result.
+    pub fn results(&self, id: NodeId) -> Option<&[TensorType]> {
+        self.tuples.get(&id).map(|v| v.as_slice())
     }
 
     pub fn node(&self, id: NodeId) -> &Node {
@@ -366,6 +406,7 @@ impl Graph {
     /// Removes a node and its edges (callers make sure nothing uses it).
     pub fn remove(&mut self, id: NodeId) -> Option<Node> {
         self.types.remove(&id);
+        self.tuples.remove(&id);
         self.spans.remove(&id);
         self.g.remove_node(id.0)
     }
@@ -450,6 +491,10 @@ pub struct Module {
     pub max_seq: u64,
     pub weights: Vec<Weight>,
     pub graph: Graph,
+    /// Empty for a forward module (its one output is the logits). A module
+    /// made by [`grad::gradient`] outputs the loss and then the gradient of
+    /// each of these weights, in this order.
+    pub gradients: Vec<WeightId>,
 }
 
 impl Module {

@@ -66,39 +66,43 @@ fn graph_text(module: &Module, g: &Graph, header: &str, indent: usize, s: &mut S
             "{pad}  %{} = {}{attrs}{args} : {}  # {}",
             number[&n],
             node.op.name(),
-            g.ty(n),
+            type_text(g, n),
             node.label
         );
-        match &node.op {
-            Op::Loop(region) => {
-                if !region.header.is_empty() {
-                    graph_text(
-                        module,
-                        &region.header,
-                        "header(%t = param 0)",
-                        indent + 2,
-                        s,
-                    );
-                }
-                let mut params = "%h = param 0, %e = param 1, %t = param 2".to_string();
-                for (i, c) in region.carried.iter().enumerate() {
-                    let _ = write!(params, ", %{} = param {}", c.name, region.carried_param(i));
-                }
-                let first = region.first_invariant();
-                let extra = region.invariants + region.header.outputs.len();
-                if extra > 0 {
-                    let _ = write!(params, ", params {first}..{}", first + extra);
-                }
+        if let Op::Fused(f) = &node.op {
+            graph_text(module, &f.body, "group", indent + 2, s);
+        }
+        if let Some(region) = node.op.loop_region() {
+            if !region.header.is_empty() {
                 graph_text(
                     module,
-                    &region.body,
-                    &format!("body({params})"),
+                    &region.header,
+                    "header(%t = param 0)",
                     indent + 2,
                     s,
                 );
             }
-            Op::Fused(f) => graph_text(module, &f.body, "group", indent + 2, s),
-            _ => {}
+            let mut params = "%h = param 0, %e = param 1, %t = param 2".to_string();
+            for (i, c) in region.carried.iter().enumerate() {
+                let _ = write!(params, ", %{} = param {}", c.name, region.carried_param(i));
+            }
+            let first = region.first_invariant();
+            let extra = region.invariants + region.header.outputs.len();
+            if extra > 0 {
+                let _ = write!(params, ", params {first}..{}", first + extra);
+            }
+            if let Op::LoopVjp(_) = &node.op {
+                let cotangents = 1 + region.carried.len();
+                let at = first + extra;
+                let _ = write!(params, ", cotangents {at}..{}", at + cotangents);
+            }
+            graph_text(
+                module,
+                &region.body,
+                &format!("body({params})"),
+                indent + 2,
+                s,
+            );
         }
     }
     let outs: Vec<String> = g
@@ -151,9 +155,10 @@ fn dot_graph(g: &Graph, prefix: &str, counter: &mut usize, s: &mut String) {
             // Weights are listed in the node that uses them, to keep the picture readable.
             continue;
         }
-        let label = format!("{}\\n{}\\n{}", node.op.name(), node.label, g.ty(n)).replace('"', "'");
+        let label =
+            format!("{}\\n{}\\n{}", node.op.name(), node.label, type_text(g, n)).replace('"', "'");
         let _ = writeln!(s, "  {} [label=\"{label}\"];", id(n));
-        if let Op::Loop(region) = &node.op {
+        if let Some(region) = node.op.loop_region() {
             // The header's per-iteration constants are not drawn (they are listed by `--format text`).
             *counter += 1;
             let inner = format!("{prefix}_l{}", *counter);
@@ -172,6 +177,17 @@ fn dot_graph(g: &Graph, prefix: &str, counter: &mut usize, s: &mut String) {
             if !matches!(g.op(o), Op::Weight(_)) {
                 let _ = writeln!(s, "  {} -> {};", id(o), id(n));
             }
+        }
+    }
+}
+
+/// A node's type; a tuple's element types in parentheses.
+fn type_text(g: &Graph, n: NodeId) -> String {
+    match g.results(n) {
+        None => g.ty(n).to_string(),
+        Some(items) => {
+            let items: Vec<String> = items.iter().map(|t| t.to_string()).collect();
+            format!("({})", items.join(", "))
         }
     }
 }

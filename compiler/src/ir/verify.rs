@@ -22,13 +22,15 @@ pub fn verify(module: &Module) -> Vec<VerifyError> {
     let mut errors = Vec::new();
     let mut used = HashSet::new();
     verify_graph(module, &module.graph, "main", None, &mut used, &mut errors);
-    if module.graph.outputs.len() != 1 {
+    let want_outputs = 1 + module.gradients.len();
+    if module.graph.outputs.len() != want_outputs {
         errors.push(VerifyError {
             graph: "main",
             node: 0,
             label: "module".into(),
             message: format!(
-                "the module must have one output (logits), has {}",
+                "the module must have {want_outputs} outputs (logits, or the loss and {} gradients), has {}",
+                module.gradients.len(),
                 module.graph.outputs.len()
             ),
         });
@@ -118,7 +120,31 @@ fn verify_graph(
             continue;
         }
         let op = g.op(n);
+        let operand_types: Vec<&TensorType> = g.operands(n).iter().map(|&o| g.ty(o)).collect();
+        if let Some(results) = op::grad::results(op, &operand_types, &module.weights, module.dim) {
+            match results {
+                Err(e) => errors.push(at(n, e.0)),
+                Ok(r) if Some(&r[..]) != g.results(n) => errors.push(at(
+                    n,
+                    "the recorded tuple types differ from the rules'".into(),
+                )),
+                Ok(_) => {}
+            }
+        }
+        for o in g.operands(n) {
+            if g.results(o).is_some() != matches!(op, Op::Pick(_)) {
+                errors.push(at(n, "only `pick` reads a tuple, and only a tuple".into()));
+            }
+        }
         let inferred = match op {
+            _ if g.results(n).is_some() => Ok(g.ty(n).clone()),
+            Op::Pick(k) => g
+                .operands(n)
+                .first()
+                .and_then(|&t| g.results(t))
+                .and_then(|r| r.get(*k))
+                .cloned()
+                .ok_or_else(|| TypeError(format!("pick {k} of a tuple without element {k}"))),
             Op::Param(i) => match params {
                 Some(p) if *i < p.len() => Ok(p[*i].clone()),
                 Some(p) => Err(TypeError(format!(
@@ -146,8 +172,20 @@ fn verify_graph(
                 used.insert(*id);
             }
             Op::Loop(region) => {
-                let types: Vec<&TensorType> = g.operands(n).iter().map(|&o| g.ty(o)).collect();
-                nested.push((region, region.param_types(&types, module.dim)));
+                nested.push((&**region, region.param_types(&operand_types, module.dim)));
+            }
+            Op::LoopVjp(l) => {
+                // The forward body's params, then the cotangents of its outputs.
+                let forward = &operand_types[..2 + l.region.invariants];
+                let mut types = l.region.param_types(forward, module.dim);
+                types.push(forward[0].clone());
+                types.extend(
+                    l.region
+                        .carried
+                        .iter()
+                        .map(|c| TensorType::activations(c.width)),
+                );
+                nested.push((&l.region, types));
             }
             Op::Fused(f) => {
                 let types: Vec<TensorType> =

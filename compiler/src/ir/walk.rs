@@ -69,8 +69,8 @@ impl<'g> Graphs<'g> {
         nodes.sort_by_key(|n| n.index());
         for n in nodes {
             let at = format!("{path}/{}", n.index());
-            let inner = match g.op(n) {
-                Op::Loop(region) => Inner::Loop {
+            let inner = match (g.op(n), g.op(n).loop_region()) {
+                (_, Some(region)) => Inner::Loop {
                     header: self.visit(
                         &region.header,
                         format!("{at}/header"),
@@ -84,7 +84,7 @@ impl<'g> Graphs<'g> {
                         depth + 1,
                     ),
                 },
-                Op::Fused(f) => Inner::Fused {
+                (Op::Fused(f), None) => Inner::Fused {
                     body: self.visit(&f.body, format!("{at}/group"), GraphKind::FusedBody, depth),
                 },
                 _ => continue,

@@ -11,6 +11,7 @@ pub mod grad;
 pub mod kernels;
 pub mod kv;
 pub mod moe;
+mod parts;
 pub mod pool;
 
 pub use crate::exec::{Forward, Logits, RunError};
@@ -20,9 +21,10 @@ use crate::launch::{Arg, Output};
 use crate::weights::Weights;
 use kernels::{linear_new, rmsnorm, sigmoid, Rope};
 use kv::CacheKey;
-use mythos_compiler::ir::args::{AttnWeights, SwiGluArgs};
+use mythos_compiler::ir::args::SwiGluArgs;
 use mythos_compiler::ir::walk::GraphId;
-use mythos_compiler::ir::{AttnKind, Fusion, Graph, KvLayout, Module, NodeId, Op};
+use mythos_compiler::ir::{Fusion, Graph, KvLayout, Module, NodeId, Op};
+use parts::AttnParts;
 use pool::Buf;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -53,6 +55,11 @@ pub(crate) enum Value<'a> {
     /// The loop iteration index.
     Step(usize),
     Ids,
+    /// The training targets (`targets`).
+    Targets,
+    /// A tuple (`vjp`, `loop_vjp`, a recording loop and its tape): only
+    /// `pick` reads one.
+    Tuple(Arc<Vec<Option<Value<'a>>>>),
 }
 
 impl Value<'_> {
@@ -70,6 +77,9 @@ impl Value<'_> {
             Value::Weight(w) => Arg::host(w),
             Value::Ids => Arg::host(ids),
             Value::Step(t) => Arg::index(*t),
+            Value::Targets | Value::Tuple(_) => {
+                unreachable!("compiled kernels run forward ops only")
+            }
         }
     }
 
@@ -99,6 +109,15 @@ impl Value<'_> {
         }
     }
 
+    /// The floats of an activation, weight or vector.
+    fn floats(&self) -> &[f32] {
+        match self {
+            Value::Act(v, _) | Value::Vector(v) => v,
+            Value::Weight(w) => w,
+            _ => unreachable!("the verifier guarantees an f32 value here"),
+        }
+    }
+
     fn step(&self) -> usize {
         match self {
             Value::Step(t) => *t,
@@ -110,10 +129,12 @@ impl Value<'_> {
 /// What the CPU runtime keeps per call: the token ids.
 pub(crate) struct Local<'c> {
     pub(crate) ids: &'c [i64],
+    /// The training targets of a gradient call (empty otherwise).
+    pub(crate) targets: &'c [i64],
 }
 
 /// Per-call state (see [`exec::Call`]).
-type Ctx<'k, 'c> = Call<'k, Vec<f32>, Local<'c>>;
+pub(crate) type Ctx<'k, 'c> = Call<'k, Vec<f32>, Local<'c>>;
 
 impl<'a> Device for CpuRuntime<'a> {
     type Value = Value<'a>;
@@ -133,8 +154,31 @@ impl<'a> Device for CpuRuntime<'a> {
         }
     }
 
-    fn begin<'c>(&self, ids: &'c [i64]) -> Result<Local<'c>, RunError> {
-        Ok(Local { ids })
+    fn begin<'c>(&self, ids: &'c [i64], targets: &'c [i64]) -> Result<Local<'c>, RunError> {
+        Ok(Local { ids, targets })
+    }
+
+    fn tuple(&self, items: Vec<Option<Value<'a>>>) -> Result<Value<'a>, RunError> {
+        Ok(Value::Tuple(Arc::new(items)))
+    }
+
+    fn tuple_len(&self, tuple: &Value<'a>) -> usize {
+        match tuple {
+            Value::Tuple(items) => items.len(),
+            _ => unreachable!("the verifier guarantees a tuple here"),
+        }
+    }
+
+    fn pick(&self, tuple: &Value<'a>, k: usize) -> Value<'a> {
+        match tuple {
+            Value::Tuple(items) => items[k].clone().expect("the picked element exists"),
+            _ => unreachable!("the verifier guarantees a tuple here"),
+        }
+    }
+
+    fn add_into(&self, acc: &mut Value<'a>, v: &Value<'a>) -> Result<(), RunError> {
+        grad::vjp::add_into(acc, v);
+        Ok(())
     }
 
     fn eval<'c>(
@@ -383,78 +427,16 @@ impl<'a> CpuRuntime<'a> {
                 let layer = ctx
                     .cache
                     .entry(CacheKey::of(&a.cache, iteration), ctx.batch);
-                let out = match (a.kind, view.weights) {
-                    (
-                        AttnKind::Gqa {
-                            heads,
-                            kv_heads,
-                            head_dim,
-                        },
-                        AttnWeights::Gqa { wq, wk, wv, wo },
-                    ) => {
-                        let weights = attention::GqaWeights {
-                            wq: wq.weight(),
-                            wk: wk.weight(),
-                            wv: wv.weight(),
-                            wo: wo.weight(),
-                        };
-                        attention::gqa(
-                            &inp,
-                            &weights,
-                            heads as usize,
-                            kv_heads as usize,
-                            head_dim as usize,
-                            rope,
-                            layer,
-                        )
+                let out = match parts::attention(a.kind, view.weights) {
+                    AttnParts::Gqa(weights, (heads, kv_heads, head_dim)) => {
+                        attention::gqa(&inp, &weights, heads, kv_heads, head_dim, rope, layer)
                     }
-                    (
-                        AttnKind::Mla {
-                            heads,
-                            q_rank,
-                            kv_rank,
-                            rope_dim,
-                            nope_dim,
-                            v_dim,
-                        },
-                        AttnWeights::Mla {
-                            q_down,
-                            q_norm,
-                            q_up_nope,
-                            q_up_rope,
-                            kv_down,
-                            kv_norm,
-                            kv_up,
-                            wo,
-                        },
-                    ) => {
-                        let weights = attention::MlaWeights {
-                            q_down: q_down.weight(),
-                            q_norm: q_norm.weight(),
-                            q_up_nope: q_up_nope.weight(),
-                            q_up_rope: q_up_rope.weight(),
-                            kv_down: kv_down.weight(),
-                            kv_norm: kv_norm.weight(),
-                            kv_up: kv_up.weight(),
-                            wo: wo.weight(),
-                        };
-                        let dims = attention::MlaDims {
-                            heads: heads as usize,
-                            q_rank: q_rank as usize,
-                            kv_rank: kv_rank as usize,
-                            rope: rope_dim as usize,
-                            nope: nope_dim as usize,
-                            v: v_dim as usize,
-                        };
+                    AttnParts::Mla(weights, dims) => {
                         let opts = attention::MlaOptions {
                             compact: a.kv_layout == KvLayout::Compact,
                             absorb: a.absorb,
                         };
                         attention::mla_with(&inp, &weights, &dims, a.norm_eps, rope, layer, opts)
-                    }
-                    (AttnKind::Gqa { .. }, AttnWeights::Mla { .. })
-                    | (AttnKind::Mla { .. }, AttnWeights::Gqa { .. }) => {
-                        unreachable!("AttentionOp::args follows the op's kind")
                     }
                 };
                 Value::Act(out, c)
@@ -462,23 +444,7 @@ impl<'a> CpuRuntime<'a> {
             Op::Moe(m) => {
                 let a = m.args(args);
                 let (x, c) = a.x.act();
-                let weights = moe::MoeWeights {
-                    router: a.router.weight(),
-                    bias: a.bias.map(|b| b.weight()),
-                    gate: a.routed.gate.weight(),
-                    up: a.routed.up.weight(),
-                    down: a.routed.down.weight(),
-                    shared: a
-                        .shared
-                        .map(|e| (e.gate.weight(), e.up.weight(), e.down.weight())),
-                };
-                let dims = moe::MoeDims {
-                    experts: m.experts as usize,
-                    top_k: m.top_k as usize,
-                    hidden: m.expert_dim as usize,
-                    shared: m.shared as usize,
-                    shared_hidden: m.shared_dim as usize,
-                };
+                let (weights, dims) = parts::moe(m, &a);
                 let out = if m.batched {
                     moe::moe_batched(x, rows, c, &weights, &dims)
                 } else {
@@ -529,9 +495,15 @@ impl<'a> CpuRuntime<'a> {
                 );
                 Value::Act(p, 1)
             }
-            Op::Param(_) | Op::Loop(_) | Op::Fused(_) => {
-                unreachable!("the executor binds params and runs loops; `eval` runs fused groups")
+            Op::Param(_) | Op::Loop(_) | Op::Fused(_) | Op::LoopVjp(_) | Op::Pick(_) => {
+                unreachable!(
+                    "the executor binds params, runs loops and picks; `eval` runs fused groups"
+                )
             }
+            Op::Targets => Value::Targets,
+            Op::Loss => grad::vjp::loss(args, ctx.local.targets),
+            Op::Vjp(of) => self.vjp(of, args, ctx),
+            Op::GradSum => grad::vjp::grad_sum(args),
             Op::LtiDecay => Value::Vector(lti_decay(args[0].weight(), args[1].weight()[0])),
             Op::LoopEmbeddingVec { channels, theta } => {
                 Value::Vector(loop_embedding(*channels as usize, *theta, args[0].step()))

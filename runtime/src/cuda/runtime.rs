@@ -178,7 +178,7 @@ impl Device for CudaRuntime<'_> {
         "cuda"
     }
 
-    fn begin(&self, ids: &[i64]) -> Result<Local, CudaError> {
+    fn begin(&self, ids: &[i64], _targets: &[i64]) -> Result<Local, CudaError> {
         self.dev
             .ctx
             .bind_to_thread()
@@ -238,5 +238,25 @@ impl Device for CudaRuntime<'_> {
     fn logits(&self, out: Value) -> Result<(HostBuf<f32>, usize), CudaError> {
         let vocab = out.cols();
         Ok((self.to_host(out.slice())?.into(), vocab))
+    }
+
+    fn tuple(&self, _items: Vec<Option<Value>>) -> Result<Value, CudaError> {
+        Err(CudaError::Abi(
+            "gradient modules run on the CPU runtime only (--backend cpu)".into(),
+        ))
+    }
+
+    fn pick(&self, _tuple: &Value, _k: usize) -> Value {
+        unreachable!("the CUDA runtime builds no tuples")
+    }
+
+    fn tuple_len(&self, _tuple: &Value) -> usize {
+        unreachable!("the CUDA runtime builds no tuples")
+    }
+
+    fn add_into(&self, _acc: &mut Value, _v: &Value) -> Result<(), CudaError> {
+        Err(CudaError::Abi(
+            "gradient modules run on the CPU runtime only (--backend cpu)".into(),
+        ))
     }
 }

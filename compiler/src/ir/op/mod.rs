@@ -5,12 +5,14 @@
 //! to them.
 //!
 //! So far: [`act`] (the ACT rule's steps), [`attention`] (GQA and MLA),
+//! [`grad`] (the ops reverse-mode differentiation emits),
 //! [`moe`], [`region`] (the loop and the fused group) and [`row`] (the
 //! row-local ops, one `Op::Row` variant). The other ops' rules are written
 //! in `ir/decl.rs` itself.
 
 pub mod act;
 pub mod attention;
+pub mod grad;
 pub mod moe;
 pub mod region;
 pub mod row;

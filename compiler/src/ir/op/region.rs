@@ -39,6 +39,10 @@ pub struct LoopRegion {
     /// but the iteration index, so a runtime computes them once per index and
     /// reuses them for every token. Empty (no outputs) until `hoist` fills it.
     pub header: Graph,
+    /// Records each iteration's state and carried values (for its
+    /// backward, [`crate::ir::LoopVjp`]): the loop's result is then the
+    /// tuple `(result, tape)`. Only in a module made by `ir::grad`.
+    pub record: bool,
 }
 
 /// A loop-carried value: `[B, T, width]`, zero before the first iteration.
@@ -183,6 +187,9 @@ impl LoopRegion {
         }
         if self.invariants > 0 {
             a.push(Attr::Int("invariants", self.invariants as u64));
+        }
+        if self.record {
+            a.push(Attr::Text("record".into()));
         }
         a
     }

@@ -1,9 +1,9 @@
 //! Vector-Jacobian products of the dense ops on the CPU, in f32: given an
 //! op's inputs and the gradient `dy` of a loss with respect to its result,
 //! the gradients with respect to each input, as PyTorch autograd computes
-//! them for OpenMythos 0.5.0's modules. They are the CPU semantics the
-//! backward ops of the gradient transform will have (training is not built
-//! yet); each is checked against central finite differences of an f64
+//! them for OpenMythos 0.5.0's modules. They are the CPU semantics of the
+//! gradient transform's `vjp` ops ([`vjp`] maps an op's operands onto
+//! them); each is checked against central finite differences of an f64
 //! forward in the tests.
 //!
 //! Shapes follow the forward kernels: activations `[rows, width]` row-major,
@@ -13,6 +13,10 @@ pub mod attention;
 pub mod mla;
 pub mod moe;
 pub mod recurrence;
+mod run;
+pub(crate) mod vjp;
+
+pub use run::Gradient;
 
 use super::kernels::{matmul, silu};
 use crate::data::IGNORE;

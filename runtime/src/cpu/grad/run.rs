@@ -1,0 +1,60 @@
+//! Running a gradient module (`ir::grad::gradient`) on the CPU: one batch
+//! of ids and targets in, the loss and every parameter's gradient out.
+
+use super::super::CpuRuntime;
+use crate::exec::RunError;
+use crate::exec_grad;
+use mythos_compiler::ir::WeightId;
+
+/// The loss and gradients of one batch.
+#[derive(Clone, Debug)]
+pub struct Gradient {
+    /// The mean cross-entropy over the scored targets (0 when none is).
+    pub loss: f32,
+    /// The gradient of each weight in the module's `gradients` list, in
+    /// its order, shaped as the weight; weights the loss does not depend
+    /// on (buffers, experts no token reached in any call) are absent.
+    pub grads: Vec<(WeightId, Vec<f32>)>,
+    /// Loop iterations the forward pass ran.
+    pub iterations: u64,
+}
+
+impl CpuRuntime<'_> {
+    /// Runs this runtime's gradient module on `batch` rows of `ids` and
+    /// their `targets` (`-100`: not scored), with `loops` recurrent
+    /// iterations (the module's `max_loop_iters` when `None`). Without a
+    /// KV cache, so ACT stops the loop once every position has halted, as
+    /// in the reference's training.
+    pub fn gradient(
+        &self,
+        ids: &[i64],
+        targets: &[i64],
+        batch: usize,
+        loops: Option<u64>,
+    ) -> Result<Gradient, RunError> {
+        let module = self.module();
+        assert!(
+            !module.gradients.is_empty(),
+            "CpuRuntime::gradient runs a gradient module (ir::grad::gradient)"
+        );
+        self.on_pool(|| {
+            let run = exec_grad::gradient(self, ids, targets, batch, loops)?;
+            let mut outputs = run.outputs.iter();
+            let loss = outputs
+                .next()
+                .expect("a gradient module yields the loss")
+                .floats()[0];
+            let grads = module
+                .gradients
+                .iter()
+                .zip(outputs)
+                .map(|(&w, v)| (w, v.floats().to_vec()))
+                .collect();
+            Ok(Gradient {
+                loss,
+                grads,
+                iterations: run.iterations,
+            })
+        })
+    }
+}
