@@ -17,6 +17,7 @@ use std::process::ExitCode;
 
 mod compile;
 mod eval;
+mod grad;
 mod plot;
 mod progress;
 mod run;
@@ -127,8 +128,34 @@ enum Command {
         model: Option<String>,
         #[arg(long, value_enum, default_value = "text")]
         format: GraphFormat,
+        /// Print the gradient module instead (the loss and the backward IR of the
+        /// unoptimized model; docs/training.md)
+        #[arg(long, conflicts_with_all = ["opt_level", "passes"])]
+        grad: bool,
         #[command(flatten)]
         opt: OptArgs,
+    },
+    /// The loss of one batch and every parameter's gradient (CPU; docs/training.md)
+    Grad {
+        /// Spec file or @preset
+        spec: String,
+        #[arg(long)]
+        model: Option<String>,
+        #[command(flatten)]
+        weights: WeightArgs,
+        /// The batch: .safetensors with I64 input_ids [B, T] and targets [B, T]
+        /// (-100 = not scored; without targets, each position predicts the next id)
+        #[arg(long)]
+        batch: PathBuf,
+        /// Recurrent loop iterations [default: the spec's max]
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1u64 << 16))]
+        loops: Option<u64>,
+        /// Write every parameter's gradient (OpenMythos names) and the scalar `loss` here
+        #[arg(long)]
+        dump_grads: Option<PathBuf>,
+        /// Print the summary as JSON
+        #[arg(long)]
+        json: bool,
     },
     /// Compile a model to an artifact (.mythosc): plan + kernels for the CPU or CUDA (docs/compile.md)
     Compile(compile::CompileArgs),
@@ -711,6 +738,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             spec,
             model,
             format,
+            grad: backward,
             opt,
         } => {
             opt.check()?;
@@ -718,10 +746,43 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             };
             let mut module = ir::lower::lower(&m);
-            opt.optimize(&mut module, 0)?;
+            if backward {
+                module = grad::module(&module)?;
+            } else {
+                opt.optimize(&mut module, 0)?;
+            }
             match format {
                 GraphFormat::Text => print!("{}", ir::print::text(&module)),
                 GraphFormat::Dot => print!("{}", ir::print::dot(&module)),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Grad {
+            spec,
+            model,
+            weights,
+            batch,
+            loops,
+            dump_grads,
+            json,
+        } => {
+            let Some(m) = load_model(&spec, model.as_deref()) else {
+                return Ok(ExitCode::FAILURE);
+            };
+            let forward = run::module_of(&m);
+            let w = run::load_weights(&forward, &weights.source())?;
+            let module = grad::module(&forward)?;
+            let (g, report) = grad::run(&module, &w, &batch, loops)?;
+            if let Some(path) = &dump_grads {
+                grad::dump(&module, &g, path)?;
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", grad::summary(&report));
+                if let Some(path) = &dump_grads {
+                    println!("wrote {}", path.display());
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
