@@ -37,6 +37,7 @@ pub mod rng;
 pub mod sample;
 pub mod tasks;
 pub mod tensor;
+pub mod train;
 pub mod weights;
 
 /// Version of the compiled-artifact format this runtime understands.

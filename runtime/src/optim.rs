@@ -25,12 +25,15 @@ impl Default for AdamWConfig {
     }
 }
 
-/// AdamW's state: the step count and both moments of every parameter.
+/// AdamW's state: per parameter, its step count and both moments. As in
+/// torch, a parameter without a gradient in a step (an expert no token
+/// reached) is skipped: no decay, no moment update, and its own step
+/// count (its bias correction) does not advance.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AdamW {
     pub config: AdamWConfig,
-    /// Updates done so far.
-    pub step: u64,
+    /// Updates each parameter has had.
+    pub steps: Vec<u64>,
     pub exp_avg: Vec<Vec<f32>>,
     pub exp_avg_sq: Vec<Vec<f32>>,
 }
@@ -38,36 +41,39 @@ pub struct AdamW {
 impl AdamW {
     /// Zero moments for parameters of the given lengths.
     pub fn new(config: AdamWConfig, lens: impl IntoIterator<Item = usize>) -> AdamW {
-        let (exp_avg, exp_avg_sq) = lens
+        let (exp_avg, exp_avg_sq): (Vec<Vec<f32>>, Vec<Vec<f32>>) = lens
             .into_iter()
             .map(|n| (vec![0.0; n], vec![0.0; n]))
             .unzip();
+        let steps = vec![0; exp_avg.len()];
         AdamW {
             config,
-            step: 0,
+            steps,
             exp_avg,
             exp_avg_sq,
         }
     }
 
-    /// One update of every parameter by its gradient at learning rate `lr`
-    /// (torch's single-tensor AdamW: decay, moments, bias-corrected step).
-    pub fn update(&mut self, params: &mut [&mut [f32]], grads: &[&[f32]], lr: f64) {
+    /// One update of every parameter with a gradient at learning rate `lr`
+    /// (torch's single-tensor AdamW: decay, moments, bias-corrected step);
+    /// a `None` gradient leaves its parameter and state as they are.
+    pub fn update(&mut self, params: &mut [&mut [f32]], grads: &[Option<&[f32]>], lr: f64) {
         assert_eq!(params.len(), self.exp_avg.len(), "one state per parameter");
         assert_eq!(params.len(), grads.len(), "one gradient per parameter");
-        self.step += 1;
         let AdamWConfig {
             betas: (b1, b2),
             eps,
             weight_decay,
         } = self.config;
-        let t = self.step as i32;
         let decay = (1.0 - lr * weight_decay) as f32;
-        let step_size = (lr / (1.0 - b1.powi(t))) as f32;
-        let bc2_sqrt = (1.0 - b2.powi(t)).sqrt() as f32;
         let (w1, b2f, w2, eps) = ((1.0 - b1) as f32, b2 as f32, (1.0 - b2) as f32, eps as f32);
         for (i, p) in params.iter_mut().enumerate() {
-            let (m, v, g) = (&mut self.exp_avg[i], &mut self.exp_avg_sq[i], grads[i]);
+            let Some(g) = grads[i] else { continue };
+            self.steps[i] += 1;
+            let t = self.steps[i] as i32;
+            let step_size = (lr / (1.0 - b1.powi(t))) as f32;
+            let bc2_sqrt = (1.0 - b2.powi(t)).sqrt() as f32;
+            let (m, v) = (&mut self.exp_avg[i], &mut self.exp_avg_sq[i]);
             assert_eq!(
                 (p.len(), g.len()),
                 (m.len(), m.len()),
@@ -153,7 +159,7 @@ mod tests {
         // The first step by hand: decay to 0.99, then lr * m_hat / sqrt(v_hat) = 0.1 * sign(g).
         let mut opt = AdamW::new(c, [2]);
         let mut p = vec![1.0f32, -2.0];
-        opt.update(&mut [&mut p], &[&[0.5, -3.0]], 0.1);
+        opt.update(&mut [&mut p], &[Some(&[0.5, -3.0])], 0.1);
         assert!((p[0] - 0.89).abs() < 1e-6, "{}", p[0]);
         assert!((p[1] - (-2.0 * 0.99 + 0.1)).abs() < 1e-6, "{}", p[1]);
         // Several steps against the f64 oracle.
@@ -162,11 +168,26 @@ mod tests {
         let mut opt = AdamW::new(c, [1]);
         let mut p = vec![1.0f32];
         for (g, lr) in grads.iter().zip(lrs) {
-            opt.update(&mut [&mut p], &[&[*g as f32]], lr);
+            opt.update(&mut [&mut p], &[Some(&[*g as f32])], lr);
         }
         let want = oracle(1.0, &grads, &lrs, c);
         assert!((f64::from(p[0]) - want).abs() < 1e-6, "{} vs {want}", p[0]);
-        assert_eq!(opt.step, 5);
+        assert_eq!(opt.steps, [5]);
+    }
+
+    #[test]
+    fn a_parameter_without_a_gradient_is_skipped() {
+        let c = AdamWConfig::default();
+        let mut opt = AdamW::new(c, [1, 1]);
+        let (mut a, mut b) = (vec![1.0f32], vec![1.0f32]);
+        opt.update(&mut [&mut a, &mut b], &[Some(&[0.5]), None], 0.1);
+        assert_eq!(b, [1.0], "no decay without a gradient");
+        assert_eq!(opt.steps, [1, 0]);
+        // b's first update is a first step: its bias correction starts at 1.
+        opt.update(&mut [&mut a, &mut b], &[Some(&[0.5]), Some(&[0.5])], 0.1);
+        assert_eq!(opt.steps, [2, 1]);
+        let want = oracle(1.0, &[0.5], &[0.1], c);
+        assert!((f64::from(b[0]) - want).abs() < 1e-6, "{} vs {want}", b[0]);
     }
 
     #[test]

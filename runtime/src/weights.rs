@@ -373,6 +373,11 @@ impl Weights {
         &self.tensors
     }
 
+    /// All tensors, to modify values (keep the shapes).
+    pub fn tensors_mut(&mut self) -> &mut [Tensor] {
+        &mut self.tensors
+    }
+
     pub fn len(&self) -> usize {
         self.tensors.len()
     }
@@ -425,6 +430,39 @@ struct Entry {
 
 /// The file tensors of weight `w` (index `weight`): the single source of the
 /// naming rules, shared by `save` and `load`.
+/// One OpenMythos parameter (a `state_dict` entry that is not a buffer):
+/// a whole weight, or one expert of a stacked weight (`range` within its
+/// data).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Parameter {
+    pub name: String,
+    pub weight: WeightId,
+    pub range: Range<usize>,
+    /// One expert of a stacked weight.
+    pub expert: bool,
+}
+
+/// `module`'s parameters as OpenMythos has them, in file order.
+pub fn parameters(module: &Module) -> Vec<Parameter> {
+    let mut out = Vec::new();
+    for (i, w) in module.weights.iter().enumerate() {
+        if w.buffer {
+            continue;
+        }
+        for e in file_entries(w, i) {
+            let n: usize = e.shape.iter().product();
+            let start = e.expert.unwrap_or(0) * n;
+            out.push(Parameter {
+                name: e.name,
+                weight: WeightId(i as u32),
+                range: start..start + n,
+                expert: e.expert.is_some(),
+            });
+        }
+    }
+    out
+}
+
 fn file_entries(w: &Weight, weight: usize) -> Vec<Entry> {
     let shape = shape_of(w);
     match w.stacked {
