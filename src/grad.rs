@@ -4,7 +4,7 @@
 
 use anyhow::{bail, Context, Result};
 use mythos_compiler::ir::{self, Module};
-use mythos_runtime::cpu::grad::Gradient;
+use mythos_runtime::cpu::grad::{Depth, Gradient};
 use mythos_runtime::cpu::CpuRuntime;
 use mythos_runtime::data::{self, DataOptions, TokenWidth};
 use mythos_runtime::weights::Weights;
@@ -77,7 +77,12 @@ pub fn run(
     let rt = CpuRuntime::new(grad, weights);
     let start = Instant::now();
     let g = rt
-        .gradient(&rows.input_ids, &rows.targets, rows.len(), loops)
+        .gradient(
+            &rows.input_ids,
+            &rows.targets,
+            rows.len(),
+            Depth::loops(loops),
+        )
         .with_context(|| format!("--batch `{}`", batch.display()))?;
     let seconds = start.elapsed().as_secs_f64();
     if !g.loss.is_finite() {

@@ -144,6 +144,9 @@ pub(crate) struct Call<'k, S, L> {
     pub iterations: u64,
     /// Compute the head for the last position of each row only.
     pub last_only: bool,
+    /// A gradient's truncated depth: backpropagate through the last this
+    /// many loop iterations only (`None`: all).
+    pub backprop: Option<u64>,
     pub local: L,
 }
 
@@ -344,6 +347,7 @@ pub(crate) fn forward<D: Device>(
         loops,
         iterations: 0,
         last_only: logits == Logits::Last,
+        backprop: None,
         local: dev.begin(ids, &[])?,
     };
     let mut outputs = run(dev, Graphs::MAIN, &[], &mut call, None)?;

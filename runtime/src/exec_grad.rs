@@ -3,6 +3,7 @@
 //! recurrence's backward, `loop_vjp`, written once over a [`Device`] like
 //! the forward loop.
 
+use crate::cpu::grad::Depth;
 use crate::exec::{check_call, push_header, run, Call, Device, RunError, Slots};
 use crate::kv::Cache;
 use mythos_compiler::ir::walk::{GraphId, Graphs};
@@ -23,10 +24,10 @@ pub(crate) fn gradient<D: Device>(
     ids: &[i64],
     targets: &[i64],
     batch: usize,
-    loops: Option<u64>,
+    depth: Depth,
 ) -> Result<GradientRun<D::Value>, D::Error> {
     let exec = dev.exec();
-    let loops = loops.unwrap_or_else(|| exec.module.max_iters());
+    let loops = depth.loops.unwrap_or_else(|| exec.module.max_iters());
     if targets.len() != ids.len() {
         return Err(RunError::TargetsMismatch {
             targets: targets.len(),
@@ -45,6 +46,7 @@ pub(crate) fn gradient<D: Device>(
         loops,
         iterations: 0,
         last_only: false,
+        backprop: depth.backprop,
         local: dev.begin(ids, targets)?,
     };
     let mut outputs = run(dev, Graphs::MAIN, &[], &mut call, None)?;
@@ -64,7 +66,10 @@ pub(crate) fn gradient<D: Device>(
 /// Runs the backward body for the taped iterations, last first; each run
 /// recomputes that iteration's forward body (so the KV cache its attention
 /// appends to is emptied first) and passes the state's and carried values'
-/// cotangents to the iteration before.
+/// cotangents to the iteration before. With a truncated depth (`backprop`
+/// k), only the last k iterations run backward and the ones before are
+/// constants (Huginn's detached iterations): the loop's input state gets a
+/// zero cotangent.
 pub(crate) fn run_loop_vjp<'c, D: Device>(
     dev: &D,
     l: &LoopVjp,
@@ -92,7 +97,11 @@ pub(crate) fn run_loop_vjp<'c, D: Device>(
     }
     // Summed over iterations: de, the invariants', the weights'.
     let mut sums: Vec<Option<D::Value>> = vec![None; 1 + region.invariants + l.weights.len()];
-    for t in (0..dev.tuple_len(tape)).rev() {
+    let taped = dev.tuple_len(tape);
+    let first = call.backprop.map_or(0, |k| {
+        taped.saturating_sub(usize::try_from(k).unwrap_or(usize::MAX))
+    });
+    for t in (first..taped).rev() {
         call.cache.clear();
         let inputs = dev.pick(tape, t);
         let mut params: Slots<D::Value> = exec.take_slots(0);
@@ -144,6 +153,9 @@ pub(crate) fn run_loop_vjp<'c, D: Device>(
         exec.give_slots(outs);
     }
     call.cache.clear();
+    if first > 0 {
+        dh = dev.zeros(rows, dim)?;
+    }
     let mut result = vec![Some(dh), sums[0].take()];
     result.extend(sums[1..].iter_mut().map(|v| v.take()));
     dev.tuple(result)

@@ -5,6 +5,7 @@
 //! OpenMythos's parameters (one per expert of a stacked weight, so an
 //! expert no token reached is skipped as torch skips a `None` gradient).
 
+use crate::cpu::grad::Depth;
 use crate::cpu::CpuRuntime;
 use crate::exec::RunError;
 use crate::optim::{clip_grad_norm, AdamW, AdamWConfig, Schedule};
@@ -75,11 +76,7 @@ impl<'m> Trainer<'m> {
 
     /// One optimizer step over `micro` (gradient accumulation: the mean of
     /// their losses and gradients, as the reference's `loss / accum`).
-    pub fn step(
-        &mut self,
-        micro: &[MicroBatch],
-        loops: Option<u64>,
-    ) -> Result<StepReport, RunError> {
+    pub fn step(&mut self, micro: &[MicroBatch], depth: Depth) -> Result<StepReport, RunError> {
         assert!(!micro.is_empty(), "a step needs a micro-batch");
         let n = micro.len() as f32;
         // Per parameter: the summed gradient, `None` until one micro-batch reaches it.
@@ -87,7 +84,7 @@ impl<'m> Trainer<'m> {
         let (mut loss, mut iterations) = (0.0f64, 0);
         for mb in micro {
             let g = CpuRuntime::new(self.module, &self.weights)
-                .gradient(mb.ids, mb.targets, mb.rows, loops)?;
+                .gradient(mb.ids, mb.targets, mb.rows, depth)?;
             loss += f64::from(g.loss);
             iterations += g.iterations;
             for (p, acc) in self.params.iter().zip(grads.iter_mut()) {

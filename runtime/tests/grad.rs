@@ -18,6 +18,7 @@ use common::models::preset;
 use mythos_compiler::ir::grad::gradient;
 use mythos_compiler::ir::verify::verify;
 use mythos_compiler::ir::{Module, WeightId};
+use mythos_runtime::cpu::grad::Depth;
 use mythos_runtime::cpu::CpuRuntime;
 use mythos_runtime::rng::Rng;
 use mythos_runtime::weights::Weights;
@@ -43,7 +44,11 @@ fn batch(vocab: u64, rows: usize, seq: usize, seed: u64) -> (Vec<i64>, Vec<i64>)
 
 fn loss(m: &Module, w: &Weights, ids: &[i64], targets: &[i64], rows: usize, loops: u64) -> f64 {
     let rt = CpuRuntime::new(m, w);
-    f64::from(rt.gradient(ids, targets, rows, Some(loops)).unwrap().loss)
+    f64::from(
+        rt.gradient(ids, targets, rows, Depth::loops(Some(loops)))
+            .unwrap()
+            .loss,
+    )
 }
 
 /// Every weight's analytic directional derivative against the central
@@ -66,7 +71,9 @@ fn check_module(name: &str, forward: &Module, loops: u64) {
     let (rows, seq) = (2, 6);
     let (ids, targets) = batch(m.vocab, rows, seq, 11);
     let rt = CpuRuntime::new(&m, &w);
-    let g = rt.gradient(&ids, &targets, rows, Some(loops)).unwrap();
+    let g = rt
+        .gradient(&ids, &targets, rows, Depth::loops(Some(loops)))
+        .unwrap();
     println!("{name}: loss {} after {} iterations", g.loss, g.iterations);
     let mut failed = Vec::new();
     for (id, grad) in &g.grads {
@@ -165,7 +172,12 @@ fn huginn_gradient_matches_finite_differences() {
 /// whose cotangent is then zero (`loop_vjp`'s `zero` list).
 #[test]
 fn loop_without_injection_gradient_matches_finite_differences() {
-    let forward = spec(
+    check_module("tiny-ouro", &ouro(), 3);
+}
+
+/// A two-layer loop without input injection (Ouro's form).
+fn ouro() -> Module {
+    spec(
         "tiny-ouro",
         "model tiny_ouro {
   vocab = 256
@@ -181,6 +193,49 @@ fn loop_without_injection_gradient_matches_finite_differences() {
   }
 }
 ",
-    );
-    check_module("tiny-ouro", &forward, 3);
+    )
+}
+
+/// Backpropagating through the last k iterations only (Huginn's truncated
+/// depth): with k at least the iterations run it is the whole gradient;
+/// with fewer, the weights after the loop keep their gradient, the loop's
+/// change, and in a loop without injection nothing reaches the prelude
+/// (its only path is the detached first iterations).
+#[test]
+fn truncated_depth_detaches_the_first_iterations() {
+    let m = gradient(&ouro()).unwrap();
+    let mut w = Weights::init(&m, 3);
+    let halt = m
+        .weights
+        .iter()
+        .position(|w| w.name == "recurrent.act.halt.bias");
+    w.get_mut(WeightId(halt.unwrap() as u32)).data.fill(-4.0);
+    let (ids, targets) = batch(m.vocab, 2, 6, 5);
+    let rt = CpuRuntime::new(&m, &w);
+    let run = |backprop| {
+        let depth = Depth {
+            loops: Some(3),
+            backprop,
+        };
+        rt.gradient(&ids, &targets, 2, depth).unwrap()
+    };
+    let (full, all, last) = (run(None), run(Some(3)), run(Some(1)));
+    assert_eq!(full.iterations, 3, "ACT does not stop the loop early");
+    assert_eq!(full.loss, last.loss, "the forward pass is the same");
+    let of = |g: &mythos_runtime::cpu::grad::Gradient, prefix: &str| -> f64 {
+        g.grads
+            .iter()
+            .filter(|(id, _)| m.weights[id.0 as usize].name.starts_with(prefix))
+            .flat_map(|(_, v)| v.iter())
+            .map(|&x| f64::from(x).abs())
+            .sum()
+    };
+    assert_eq!(full.grads, all.grads, "k >= iterations: the whole gradient");
+    for (prefix, truncated) in [("norm", false), ("recurrent", true)] {
+        let (a, b) = (of(&full, prefix), of(&last, prefix));
+        assert!(a > 0.0, "{prefix} has a gradient");
+        assert_eq!((a - b).abs() > 1e-6 * a, truncated, "{prefix}: {a} vs {b}");
+    }
+    assert!(of(&full, "prelude") > 0.0);
+    assert_eq!(of(&last, "prelude"), 0.0, "no path to the prelude");
 }

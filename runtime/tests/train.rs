@@ -6,6 +6,7 @@
 use mythos_compiler::ir::grad::gradient;
 use mythos_compiler::ir::lower::lower;
 use mythos_compiler::sema::{self, Loader};
+use mythos_runtime::cpu::grad::Depth;
 use mythos_runtime::data::{self, DataOptions, TokenWidth};
 use mythos_runtime::optim::{AdamWConfig, Schedule};
 use mythos_runtime::train::{MicroBatch, TrainConfig, Trainer};
@@ -64,7 +65,7 @@ fn training_reproduces_the_reference_run() {
             targets: &rows.targets,
             rows: rows.len(),
         };
-        let r = trainer.step(&[batch], loops).unwrap();
+        let r = trainer.step(&[batch], Depth::loops(loops)).unwrap();
         let (loss, norm, lr) = (
             num(&want["loss"]),
             num(&want["grad_norm"]),

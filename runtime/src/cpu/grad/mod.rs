@@ -16,7 +16,7 @@ pub mod recurrence;
 mod run;
 pub(crate) mod vjp;
 
-pub use run::Gradient;
+pub use run::{Depth, Gradient};
 
 use super::kernels::{matmul, silu};
 use crate::data::IGNORE;

@@ -6,6 +6,27 @@ use crate::exec::RunError;
 use crate::exec_grad;
 use mythos_compiler::ir::WeightId;
 
+/// How deep a gradient's forward pass loops and backpropagates.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Depth {
+    /// Recurrent iterations (`None`: the module's `max_loop_iters`; ACT
+    /// may stop earlier).
+    pub loops: Option<u64>,
+    /// Backpropagate through the last this many iterations only, the ones
+    /// before being constants (Huginn's truncated depth; `None`: all).
+    pub backprop: Option<u64>,
+}
+
+impl Depth {
+    /// `loops` iterations, all backpropagated.
+    pub fn loops(loops: Option<u64>) -> Depth {
+        Depth {
+            loops,
+            backprop: None,
+        }
+    }
+}
+
 /// The loss and gradients of one batch.
 #[derive(Clone, Debug)]
 pub struct Gradient {
@@ -21,8 +42,8 @@ pub struct Gradient {
 
 impl CpuRuntime<'_> {
     /// Runs this runtime's gradient module on `batch` rows of `ids` and
-    /// their `targets` (`-100`: not scored), with `loops` recurrent
-    /// iterations (the module's `max_loop_iters` when `None`). Without a
+    /// their `targets` (`-100`: not scored), as deep as `depth` says
+    /// (`Depth::default()`: `max_loop_iters`, all backpropagated). Without a
     /// KV cache, so ACT stops the loop once every position has halted, as
     /// in the reference's training.
     pub fn gradient(
@@ -30,7 +51,7 @@ impl CpuRuntime<'_> {
         ids: &[i64],
         targets: &[i64],
         batch: usize,
-        loops: Option<u64>,
+        depth: Depth,
     ) -> Result<Gradient, RunError> {
         let module = self.module();
         assert!(
@@ -38,7 +59,7 @@ impl CpuRuntime<'_> {
             "CpuRuntime::gradient runs a gradient module (ir::grad::gradient)"
         );
         self.on_pool(|| {
-            let run = exec_grad::gradient(self, ids, targets, batch, loops)?;
+            let run = exec_grad::gradient(self, ids, targets, batch, depth)?;
             let mut outputs = run.outputs.iter();
             let loss = outputs
                 .next()
