@@ -81,7 +81,7 @@ pub fn run(rt: &impl Engine, req: &Request) -> Result<Report> {
         seq: rows.seq,
         batch: req.batch,
         max_loops,
-        results: depth_curve(rt, &rows, &loops, req.batch)?,
+        results: depth_curve(rt, &rows, &loops, req.batch, true)?,
     })
 }
 
@@ -97,22 +97,28 @@ pub fn default_loops(max_loops: u64) -> Vec<u64> {
     l
 }
 
-/// Scores `rows` in batches of `batch` rows at each loop count.
+/// Scores `rows` in batches of `batch` rows at each loop count, with a
+/// progress bar when `progress` (and stderr is a terminal).
 pub fn depth_curve(
     rt: &impl Engine,
     rows: &Rows,
     loops: &[u64],
     batch: usize,
+    progress: bool,
 ) -> Result<Vec<DepthPoint>> {
     if rows.scored() == 0 {
         bail!("the data has no scored positions (every target is -100)");
     }
     let vocab = rt.module().vocab as usize;
     let batches = rows.len().div_ceil(batch);
-    let bar = crate::progress::bar(
-        (batches * loops.len()) as u64,
-        "{spinner} [{bar:40}] {pos}/{len} batches  {msg}  ETA {eta}",
-    );
+    let bar = if progress {
+        crate::progress::bar(
+            (batches * loops.len()) as u64,
+            "{spinner} [{bar:40}] {pos}/{len} batches  {msg}  ETA {eta}",
+        )
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
     let mut points = Vec::with_capacity(loops.len());
     for &n in loops {
         bar.set_message(format!("{n} loops"));

@@ -15,6 +15,7 @@ use mythos_runtime::cuda::{CudaDevice, CudaKernels, CudaRuntime};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod checkpoint;
 mod compile;
 mod eval;
 mod grad;
@@ -22,6 +23,7 @@ mod plot;
 mod progress;
 mod run;
 mod sweep;
+mod train;
 
 #[derive(Parser)]
 #[command(
@@ -156,6 +158,76 @@ enum Command {
         /// Print the summary as JSON
         #[arg(long)]
         json: bool,
+    },
+    /// Train a model on the CPU: AdamW, warmup + cosine, clipping; checkpoints and exact resume
+    /// (docs/training.md)
+    Train {
+        /// Spec file or @preset
+        spec: String,
+        #[arg(long)]
+        model: Option<String>,
+        #[command(flatten)]
+        weights: WeightArgs,
+        /// Token rows: .safetensors (I64 input_ids, optional targets), .bin (with --seq), or a
+        /// synthetic task (task:parity, task:phop, task:add; see `mythos eval --help`)
+        #[arg(long)]
+        data: String,
+        /// Width of a .bin file's token ids
+        #[arg(long, value_enum, default_value = "u16")]
+        data_width: DataWidth,
+        /// Tokens per row (required for .bin data)
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        seq: Option<u64>,
+        /// Where metrics.jsonl, weights.safetensors, loss.svg and the checkpoint go; running
+        /// again on the same directory resumes
+        #[arg(long)]
+        out: PathBuf,
+        /// Optimizer steps
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+        steps: u64,
+        /// Rows per micro-batch
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=4096))]
+        batch: u64,
+        /// Micro-batches per optimizer step (gradient accumulation)
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=4096))]
+        accum: u64,
+        /// Peak learning rate
+        #[arg(long, default_value_t = 3e-4)]
+        lr: f64,
+        /// Final learning rate of the cosine [default: lr / 10]
+        #[arg(long)]
+        min_lr: Option<f64>,
+        /// Linear warmup steps from lr 0 [default: steps / 10]
+        #[arg(long)]
+        warmup: Option<u64>,
+        #[arg(long, default_value_t = 0.1)]
+        weight_decay: f64,
+        /// Max global gradient norm (0: no clipping)
+        #[arg(long, default_value_t = 1.0)]
+        clip: f64,
+        /// Loop iterations per step: N (fixed), A..B (uniform per step, both included) or
+        /// poisson:MEAN (Huginn's Poisson-lognormal per step) [default: the spec's max]
+        #[arg(long)]
+        loops: Option<train::LoopPolicy>,
+        /// Backpropagate through the last K loop iterations only (Huginn's truncated depth)
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        backprop: Option<u64>,
+        /// Rows held out of the data's end for validation (val_loss, val_accuracy in
+        /// metrics.jsonl) [default: a tenth of the rows, at most 256]
+        #[arg(long)]
+        val_rows: Option<u64>,
+        /// Validate every N steps (and at the end); 0: only at the end [default: --save-every]
+        #[arg(long)]
+        val_every: Option<u64>,
+        /// Seed of the data order and of the loop counts drawn
+        #[arg(long, default_value_t = 0)]
+        data_seed: u64,
+        /// Use the rows in file order (no shuffling)
+        #[arg(long)]
+        no_shuffle: bool,
+        /// Checkpoint every N steps (and at the end, and on Ctrl-C); 0: only then
+        #[arg(long, default_value_t = 50)]
+        save_every: u64,
     },
     /// Compile a model to an artifact (.mythosc): plan + kernels for the CPU or CUDA (docs/compile.md)
     Compile(compile::CompileArgs),
@@ -784,6 +856,63 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     println!("wrote {}", path.display());
                 }
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Train {
+            spec,
+            model,
+            weights,
+            data,
+            data_width,
+            seq,
+            out,
+            steps,
+            batch,
+            accum,
+            lr,
+            min_lr,
+            warmup,
+            weight_decay,
+            clip,
+            loops,
+            backprop,
+            val_rows,
+            val_every,
+            data_seed,
+            no_shuffle,
+            save_every,
+        } => {
+            let Some(m) = load_model(&spec, model.as_deref()) else {
+                return Ok(ExitCode::FAILURE);
+            };
+            let forward = run::module_of(&m);
+            let module = grad::module(&forward)?;
+            // A resumed run reads its weights from the checkpoint.
+            let w = run::load_weights(&forward, &weights.source())?;
+            let settings = train::Settings {
+                data,
+                seq: seq.map(|s| s as usize),
+                width: match data_width {
+                    DataWidth::U16 => mythos_runtime::data::TokenWidth::U16,
+                    DataWidth::U32 => mythos_runtime::data::TokenWidth::U32,
+                },
+                steps,
+                batch: batch as usize,
+                accum: accum as usize,
+                lr,
+                min_lr: min_lr.unwrap_or(lr / 10.0),
+                warmup: warmup.unwrap_or(steps / 10),
+                weight_decay,
+                clip: (clip > 0.0).then_some(clip),
+                loops: loops.unwrap_or(train::LoopPolicy::Max),
+                backprop,
+                val_rows: val_rows.map(|n| n as usize),
+                seed: data_seed,
+                shuffle: !no_shuffle,
+                save_every,
+                val_every: val_every.unwrap_or(save_every),
+            };
+            train::run(&forward, &module, w, &settings, &out)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Compile(args) => compile::command(args),

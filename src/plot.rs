@@ -1,4 +1,5 @@
-//! Hand-written SVG: the Pareto scatter and one effect plot per axis. Plain
+//! Hand-written SVG: the Pareto scatter, one effect plot per axis, a line
+//! (training loss). Plain
 //! axes, ticks at 1/2/5 steps, labels; no plotting crate.
 
 use std::fmt::Write;
@@ -287,4 +288,37 @@ fn bounds(it: impl Iterator<Item = f64>) -> (f64, f64) {
     it.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| {
         (lo.min(x), hi.max(x))
     })
+}
+
+/// A line through `points` (a training loss curve).
+pub fn line(title: &str, x_label: &str, y_label: &str, points: &[(f64, f64)]) -> String {
+    let mut out = String::new();
+    header(&mut out, title, x_label, y_label);
+    if points.is_empty() {
+        let _ = writeln!(
+            out,
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">no points</text>\n</svg>",
+            W / 2.0,
+            H / 2.0
+        );
+        return out;
+    }
+    let (xmin, xmax) = bounds(points.iter().map(|p| p.0));
+    let (ymin, ymax) = bounds(points.iter().map(|p| p.1));
+    let (x0, x1, xt) = ticks(xmin, xmax);
+    let (y0, y1, yt) = ticks(ymin, ymax);
+    let f = Frame { x0, x1, y0, y1 };
+    let x_step = if xt.len() > 1 { xt[1] - xt[0] } else { 0.0 };
+    let xt: Vec<(f64, String)> = xt.into_iter().map(|x| (x, tick_label(x, x_step))).collect();
+    axes(&mut out, &f, &yt, &xt);
+    let path: Vec<String> = points
+        .iter()
+        .map(|&(x, y)| format!("{:.1},{:.1}", f.px(x), f.py(y)))
+        .collect();
+    let _ = writeln!(
+        out,
+        "<polyline points=\"{}\" fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"1.5\"/>\n</svg>",
+        path.join(" ")
+    );
+    out
 }

@@ -1,0 +1,295 @@
+//! `mythos train` end to end: what it writes, an exact resume after
+//! `kill -9`, and its errors (a checkpoint of another model, a damaged
+//! checkpoint, other flags on the same directory, a diverged loss).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const DATA: &str = "task:phop,len=16,hops=1,rows=64";
+
+fn mythos(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mythos"))
+        .args(args)
+        .output()
+        .expect("run mythos")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mythos-train-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// `mythos train SPEC --seed 0 --data DATA --out OUT --batch 4` and `extra`,
+/// with `--lr 3e-3 --warmup 2` unless `extra` sets them.
+fn train_args<'a>(spec: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut all = vec![
+        "train", spec, "--seed", "0", "--data", DATA, "--out", out, "--batch", "4",
+    ];
+    for (flag, value) in [("--lr", "3e-3"), ("--warmup", "2")] {
+        if !extra.contains(&flag) {
+            all.extend([flag, value]);
+        }
+    }
+    all.extend_from_slice(extra);
+    all
+}
+
+/// The `step`s and `loss`es of `DIR/metrics.jsonl`.
+fn metrics(dir: &Path) -> Vec<(u64, f64)> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .expect("metrics.jsonl")
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
+            for key in ["lr", "grad_norm", "tokens_per_s", "iterations"] {
+                assert!(v[key].is_number(), "`{key}` in {l}");
+            }
+            (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn a_run_killed_with_sigkill_resumes_to_bit_identical_weights() {
+    let (a, b) = (scratch("whole"), scratch("killed"));
+    let (a_s, b_s) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let steps = ["--steps", "16", "--save-every", "2"];
+    let whole = mythos(&train_args("@tiny-gqa", a_s, &steps));
+    assert!(whole.status.success(), "{}", text(&whole.stderr));
+    assert!(
+        text(&whole.stdout).contains("step 16 loss"),
+        "{}",
+        text(&whole.stdout)
+    );
+    let m = metrics(&a);
+    assert_eq!(
+        m.iter().map(|s| s.0).collect::<Vec<_>>(),
+        (0..16).collect::<Vec<_>>()
+    );
+    assert!(
+        m[15].1 < m[0].1 - 0.5,
+        "16 steps at lr 3e-3 lower the loss: {:?}",
+        m
+    );
+    for f in ["weights.safetensors", "loss.svg", "checkpoint/state.json"] {
+        assert!(a.join(f).is_file(), "{f} is written");
+    }
+
+    // The same run, killed once it has checkpointed a few steps, then run again.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mythos"))
+        .args(train_args("@tiny-gqa", b_s, &steps))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start mythos train");
+    let start = Instant::now();
+    while std::fs::read_to_string(b.join("metrics.jsonl")).map_or(0, |t| t.lines().count()) < 7 {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the run makes progress"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "killed before the end");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().unwrap();
+    let resumed = mythos(&train_args("@tiny-gqa", b_s, &steps));
+    assert!(resumed.status.success(), "{}", text(&resumed.stderr));
+    assert!(
+        text(&resumed.stderr).contains("resuming"),
+        "{}",
+        text(&resumed.stderr)
+    );
+    assert_eq!(
+        metrics(&b),
+        m,
+        "the resumed run's metrics are the whole run's"
+    );
+    assert!(
+        std::fs::read(a.join("weights.safetensors")).unwrap()
+            == std::fs::read(b.join("weights.safetensors")).unwrap(),
+        "bit-identical final weights"
+    );
+
+    // Done: a third run trains nothing; its weights score as trained.
+    let again = mythos(&train_args("@tiny-gqa", b_s, &steps));
+    assert!(text(&again.stdout).contains("already trained for 16 steps"));
+    let weights = a.join("weights.safetensors");
+    let eval = mythos(&[
+        "eval",
+        "@tiny-gqa",
+        "--weights",
+        weights.to_str().unwrap(),
+        "--data",
+        DATA,
+        "--loops",
+        "4",
+        "--json",
+    ]);
+    assert!(eval.status.success(), "{}", text(&eval.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&eval.stdout).unwrap();
+    let loss = v["results"][0]["loss"].as_f64().unwrap();
+    assert!(loss < m[0].1 - 0.5, "trained weights score {loss}");
+    for d in [a, b] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
+
+#[test]
+fn a_directory_of_another_model_or_other_flags_or_a_damaged_checkpoint_is_refused() {
+    let dir = scratch("refused");
+    let d = dir.to_str().unwrap();
+    let ok = mythos(&train_args("@tiny-gqa", d, &["--steps", "2"]));
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+
+    let other_model = mythos(&train_args("@tiny-mla", d, &["--steps", "2"]));
+    assert_eq!(other_model.status.code(), Some(1));
+    let e = text(&other_model.stderr);
+    assert!(
+        e.contains("checkpoint of model `tiny_gqa`, not `tiny_mla`") && e.contains("--out"),
+        "{e}"
+    );
+
+    let other_flags = mythos(&train_args(
+        "@tiny-gqa",
+        d,
+        &["--steps", "2", "--lr", "1e-2"],
+    ));
+    assert_eq!(other_flags.status.code(), Some(1));
+    let e = text(&other_flags.stderr);
+    assert!(
+        e.contains("other settings") && e.contains("same flags"),
+        "{e}"
+    );
+
+    let state = dir.join("checkpoint/state.json");
+    std::fs::write(&state, "{\"schema\": ").unwrap();
+    let damaged = mythos(&train_args("@tiny-gqa", d, &["--steps", "2"]));
+    assert_eq!(damaged.status.code(), Some(1));
+    let e = text(&damaged.stderr);
+    assert!(
+        e.contains("state.json") && e.contains("damaged") && !e.contains("panicked"),
+        "{e}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_diverged_loss_stops_with_the_step_and_keeps_the_last_checkpoint() {
+    let dir = scratch("nan");
+    let d = dir.to_str().unwrap();
+    let out = mythos(&train_args(
+        "@tiny-gqa",
+        d,
+        &[
+            "--steps",
+            "8",
+            "--lr",
+            "1e30",
+            "--warmup",
+            "4",
+            "--clip",
+            "0",
+            "--save-every",
+            "1",
+        ],
+    ));
+    assert_eq!(out.status.code(), Some(1));
+    let e = text(&out.stderr);
+    assert!(e.contains("training diverged at step 1"), "{e}");
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("checkpoint/state.json")).unwrap())
+            .unwrap();
+    // Step 0 has lr 0 (the warmup starts there); step 1's update overflows.
+    assert_eq!(state["step"], 1, "the checkpoint after step 0 is kept");
+    assert_eq!(metrics(&dir).len(), 1);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn loop_policies_truncated_depth_and_validation_reach_the_metrics() {
+    let dir = scratch("policies");
+    let d = dir.to_str().unwrap();
+    let extra = [
+        "--steps",
+        "6",
+        "--loops",
+        "1..3",
+        "--backprop",
+        "1",
+        "--val-rows",
+        "8",
+        "--val-every",
+        "2",
+    ];
+    let out = mythos(&train_args("@tiny-gqa", d, &extra));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("validation loss"),
+        "{}",
+        text(&out.stdout)
+    );
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let iterations: Vec<u64> = lines
+        .iter()
+        .map(|v| v["iterations"].as_u64().unwrap())
+        .collect();
+    assert!(
+        iterations.iter().all(|n| (1..=3).contains(n)),
+        "{iterations:?}"
+    );
+    assert!(
+        iterations.iter().any(|&n| n != iterations[0]),
+        "drawn per step: {iterations:?}"
+    );
+    let validated: Vec<u64> = lines
+        .iter()
+        .filter(|v| v["val_loss"].is_number() && v["val_accuracy"].is_number())
+        .map(|v| v["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(validated, [1, 3, 5], "after every second step");
+
+    let too_many = mythos(&train_args("@tiny-gqa", d, &["--val-rows", "64"]));
+    assert_eq!(too_many.status.code(), Some(1));
+    assert!(
+        text(&too_many.stderr).contains("too few"),
+        "{}",
+        text(&too_many.stderr)
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn bad_flags_are_clear_errors() {
+    let dir = scratch("flags");
+    let d = dir.to_str().unwrap();
+    let out = mythos(&train_args("@tiny-gqa", d, &["--steps", "0"]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("--steps"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = mythos(&[
+        "train",
+        "@tiny-gqa",
+        "--seed",
+        "0",
+        "--data",
+        "task:nope",
+        "--out",
+        d,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("task"), "{}", text(&out.stderr));
+}
