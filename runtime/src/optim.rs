@@ -6,6 +6,8 @@
 //! the scalar factors are computed in f64 as Python computes them. The
 //! update follows the order of torch's single-tensor implementation.
 
+use rayon::prelude::*;
+
 /// `torch.optim.AdamW`'s hyper-parameters other than the learning rate.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamWConfig {
@@ -79,14 +81,22 @@ impl AdamW {
                 (m.len(), m.len()),
                 "parameter {i}'s length"
             );
-            for j in 0..p.len() {
-                p[j] *= decay;
-                // `exp_avg.lerp_(grad, 1 - beta1)`.
-                m[j] += w1 * (g[j] - m[j]);
-                v[j] = v[j] * b2f + w2 * g[j] * g[j];
-                let denom = v[j].sqrt() / bc2_sqrt + eps;
-                p[j] -= step_size * (m[j] / denom);
-            }
+            // Element-wise, so any split across threads gives the same bits.
+            const CHUNK: usize = 1 << 14;
+            p.par_chunks_mut(CHUNK)
+                .zip(m.par_chunks_mut(CHUNK))
+                .zip(v.par_chunks_mut(CHUNK))
+                .zip(g.par_chunks(CHUNK))
+                .for_each(|(((p, m), v), g)| {
+                    for (((p, m), v), &g) in p.iter_mut().zip(m).zip(v).zip(g) {
+                        *p *= decay;
+                        // `exp_avg.lerp_(grad, 1 - beta1)`.
+                        *m += w1 * (g - *m);
+                        *v = *v * b2f + w2 * g * g;
+                        let denom = v.sqrt() / bc2_sqrt + eps;
+                        *p -= step_size * (*m / denom);
+                    }
+                });
         }
     }
 }
