@@ -15,6 +15,7 @@ use mythos_runtime::cuda::{CudaDevice, CudaKernels, CudaRuntime};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod bench_train;
 mod checkpoint;
 mod compile;
 mod eval;
@@ -337,6 +338,13 @@ enum Command {
         /// Print the time spent in each op kind
         #[arg(long)]
         profile: bool,
+        /// Time training steps (forward, backward, clip, AdamW on --batch random rows of
+        /// --seq tokens) instead of prefill and decode
+        #[arg(long)]
+        train: bool,
+        /// Rows per training step (with --train)
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=4096))]
+        batch: u64,
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -1056,17 +1064,54 @@ fn run(cli: Cli) -> Result<ExitCode> {
             threads,
             repeats,
             profile,
+            train,
+            batch,
             json,
             opt,
             backend,
         } => {
             opt.check()?;
-            backend.compiled()?;
+            let compiled = backend.compiled()?;
             if let Some(n) = threads {
                 rayon::ThreadPoolBuilder::new()
                     .num_threads(n)
                     .build_global()
                     .context("setting --threads")?;
+            }
+            if train {
+                if compiled || backend.device == Device::Cuda || profile {
+                    anyhow::bail!(
+                        "bench --train times the CPU reference runtime (the gradient runs there only); \
+                         drop --backend, --device and --profile"
+                    );
+                }
+                let Some(m) = load_model(&spec, model.as_deref()) else {
+                    return Ok(ExitCode::FAILURE);
+                };
+                let forward = run::module_of(&m);
+                let module = grad::module(&forward)?;
+                let w = run::load_weights(&forward, &weights.source())?;
+                let r = bench_train::run(
+                    &forward,
+                    &module,
+                    w,
+                    (batch as usize, seq),
+                    loops,
+                    repeats as usize,
+                )?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&r)?);
+                } else {
+                    println!(
+                        "model {}   train step {} x {}   loops {} ({} run)   threads {}   best of {}",
+                        r.model, r.batch, r.seq, r.loops, r.iterations, r.threads, r.repeats
+                    );
+                    println!(
+                        "train step {:>9.1} ms (mean {:.1})   {:>8.0} tokens/s   {:>6.2} GFLOP/s   peak memory {:.0} MiB",
+                        r.train_step_ms, r.mean_step_ms, r.tokens_per_s, r.gflops, r.peak_memory_mib
+                    );
+                }
+                return Ok(ExitCode::SUCCESS);
             }
             let bench_opts = run::BenchOptions {
                 seq,

@@ -293,3 +293,51 @@ fn bad_flags_are_clear_errors() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("task"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn bench_train_reports_the_step_its_throughput_and_peak_memory() {
+    let out = mythos(&[
+        "bench",
+        "@tiny-gqa",
+        "--train",
+        "--seed",
+        "0",
+        "--batch",
+        "2",
+        "--seq",
+        "16",
+        "--loops",
+        "3",
+        "--repeats",
+        "2",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ms = r["train_step_ms"].as_f64().unwrap();
+    assert!(ms > 0.0 && r["mean_step_ms"].as_f64().unwrap() >= ms, "{r}");
+    let tokens_per_s = r["tokens_per_s"].as_f64().unwrap();
+    assert!(
+        (tokens_per_s * ms / 1e3 - 32.0).abs() < 1e-6,
+        "2 x 16 tokens per step: {r}"
+    );
+    assert!((1..=3).contains(&r["iterations"].as_u64().unwrap()), "{r}");
+    assert!(r["gflops"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(r["peak_memory_mib"].as_f64().unwrap() > 1.0, "{r}");
+
+    let compiled = mythos(&[
+        "bench",
+        "@tiny-gqa",
+        "--train",
+        "--seed",
+        "0",
+        "--backend",
+        "mlir-cpu",
+    ]);
+    assert_eq!(compiled.status.code(), Some(1));
+    assert!(
+        text(&compiled.stderr).contains("CPU reference runtime"),
+        "{}",
+        text(&compiled.stderr)
+    );
+}
