@@ -169,16 +169,8 @@ enum Command {
         model: Option<String>,
         #[command(flatten)]
         weights: WeightArgs,
-        /// Token rows: .safetensors (I64 input_ids, optional targets), .bin (with --seq), or a
-        /// synthetic task (task:parity, task:phop, task:add; see `mythos eval --help`)
-        #[arg(long)]
-        data: String,
-        /// Width of a .bin file's token ids
-        #[arg(long, value_enum, default_value = "u16")]
-        data_width: DataWidth,
-        /// Tokens per row (required for .bin data)
-        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
-        seq: Option<u64>,
+        #[command(flatten)]
+        data: DataArgs,
         /// Where metrics.jsonl, weights.safetensors, loss.svg and the checkpoint go; running
         /// again on the same directory resumes
         #[arg(long)]
@@ -360,18 +352,8 @@ enum Command {
         model: Option<String>,
         #[command(flatten)]
         weights: WeightArgs,
-        /// Token rows: .safetensors (I64 input_ids [rows, seq], optional targets, -100 = not
-        /// scored), .bin (flat token ids, cut into rows of --seq + 1), or a synthetic task:
-        /// task:parity[,bits=16], task:phop[,len=64,hops=8,symbols=4], task:add[,terms=4,digits=3]
-        /// (each also takes rows=256, seed=0)
-        #[arg(long)]
-        data: String,
-        /// Width of a .bin file's token ids
-        #[arg(long, value_enum, default_value = "u16")]
-        data_width: DataWidth,
-        /// Tokens per row (required for .bin data)
-        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
-        seq: Option<u64>,
+        #[command(flatten)]
+        data: DataArgs,
         /// Test-time loop counts, comma separated [default: 1, 2, 4, ... up to twice the
         /// trained depth, and the trained depth]
         #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u64).range(1..=1u64 << 16))]
@@ -541,6 +523,36 @@ enum DataWidth {
     U16,
     /// uint32 (vocabularies over 65536)
     U32,
+}
+
+/// Token rows for `train` and `eval` (docs/training.md, "Data files").
+#[derive(clap::Args)]
+struct DataArgs {
+    /// Token rows: .safetensors (I64 input_ids [rows, seq], optional targets, -100 = not
+    /// scored), .bin (flat token ids, cut into rows of --seq + 1), or a synthetic task:
+    /// task:parity[,bits=16], task:phop[,len=64,hops=8,symbols=4], task:add[,terms=4,digits=3]
+    /// (each also takes rows=256, seed=0)
+    #[arg(long)]
+    data: String,
+    /// Width of a .bin file's token ids
+    #[arg(long, value_enum, default_value = "u16")]
+    data_width: DataWidth,
+    /// Tokens per row (required for .bin data)
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    seq: Option<u64>,
+}
+
+impl DataArgs {
+    fn seq(&self) -> Option<usize> {
+        self.seq.map(|s| s as usize)
+    }
+
+    fn width(&self) -> mythos_runtime::data::TokenWidth {
+        match self.data_width {
+            DataWidth::U16 => mythos_runtime::data::TokenWidth::U16,
+            DataWidth::U32 => mythos_runtime::data::TokenWidth::U32,
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -871,8 +883,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
             model,
             weights,
             data,
-            data_width,
-            seq,
             out,
             steps,
             batch,
@@ -898,12 +908,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             // A resumed run reads its weights from the checkpoint.
             let w = run::load_weights(&forward, &weights.source())?;
             let settings = train::Settings {
-                data,
-                seq: seq.map(|s| s as usize),
-                width: match data_width {
-                    DataWidth::U16 => mythos_runtime::data::TokenWidth::U16,
-                    DataWidth::U32 => mythos_runtime::data::TokenWidth::U32,
-                },
+                seq: data.seq(),
+                width: data.width(),
+                data: data.data,
                 steps,
                 batch: batch as usize,
                 accum: accum as usize,
@@ -1170,8 +1177,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
             model,
             weights,
             data,
-            data_width,
-            seq,
             loops,
             batch,
             max_rows,
@@ -1181,12 +1186,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             backend,
         } => {
             let request = eval::Request {
-                data: &data,
-                seq: seq.map(|s| s as usize),
-                width: match data_width {
-                    DataWidth::U16 => mythos_runtime::data::TokenWidth::U16,
-                    DataWidth::U32 => mythos_runtime::data::TokenWidth::U32,
-                },
+                data: &data.data,
+                seq: data.seq(),
+                width: data.width(),
                 max_rows: max_rows.map(|n| n as usize),
                 loops: &loops,
                 batch: batch as usize,

@@ -61,6 +61,18 @@ def ours(spec, weights, seq, decode, threads, binary):
     return r["prefill_ms"], r["decode_ms_per_token"]
 
 
+def exported(spec, d, binary):
+    """`spec`'s MythosConfig (a dict) and the path of its `mythos init --seed 0`
+    weights, both written into directory `d`."""
+    cfg_path = os.path.join(d, "config.json")
+    subprocess.run([binary, "export", "openmythos", spec, "-o", cfg_path], check=True,
+                   capture_output=True)
+    weights = os.path.join(d, "weights.safetensors")
+    subprocess.run([binary, "init", spec, "--seed", "0", "-o", weights], check=True,
+                   capture_output=True)
+    return json.load(open(cfg_path)), weights
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("specs", nargs="+")
@@ -74,13 +86,7 @@ def main():
         sys.exit(f"{args.mythos} not found: run `cargo build --release` first")
     for spec in args.specs:
         with tempfile.TemporaryDirectory() as d:
-            cfg_path = os.path.join(d, "config.json")
-            subprocess.run([args.mythos, "export", "openmythos", spec, "-o", cfg_path], check=True,
-                           capture_output=True)
-            cfg = json.load(open(cfg_path))
-            weights = os.path.join(d, "weights.safetensors")
-            subprocess.run([args.mythos, "init", spec, "--seed", "0", "-o", weights], check=True,
-                           capture_output=True)
+            cfg, weights = exported(spec, d, args.mythos)
             ref_round = reference(cfg, args.seq, args.decode, args.threads)
             # Rounds alternate between the two, so that both see the same
             # machine: on a shared VM the speed drifts over minutes.

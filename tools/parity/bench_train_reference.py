@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 
-from bench_reference import ROOT
+from bench_reference import ROOT, exported
 
 
 def reference(cfg_dict, weights, batch, seq, loops, threads):
@@ -87,13 +87,7 @@ def main():
         sys.exit(f"{args.mythos} not found: run `cargo build --release` first")
     for spec in args.specs:
         with tempfile.TemporaryDirectory() as d:
-            cfg_path = os.path.join(d, "config.json")
-            subprocess.run([args.mythos, "export", "openmythos", spec, "-o", cfg_path], check=True,
-                           capture_output=True)
-            cfg = json.load(open(cfg_path))
-            weights = os.path.join(d, "weights.safetensors")
-            subprocess.run([args.mythos, "init", spec, "--seed", "0", "-o", weights], check=True,
-                           capture_output=True)
+            cfg, weights = exported(spec, d, args.mythos)
             ref_step = reference(cfg, weights, args.batch, args.seq, args.loops, args.threads)
             refs, uss = [], []
             for _ in range(args.repeats):
