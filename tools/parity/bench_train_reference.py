@@ -9,9 +9,11 @@ training step as `training/3b_fine_web_edu.py` does it: forward at --loops itera
 KV cache (so ACT may stop earlier), mean cross-entropy, backward, `clip_grad_norm_(1.0)`,
 AdamW (lr 3e-4, betas 0.9/0.95, weight decay 0.1), `zero_grad`. Against it, `mythos bench
 --train` (release build) on the same shape and weights. Rounds of the two alternate (a shared
-machine's speed drifts over minutes); each side reports its fastest step. It also prints the
-loop iterations each side ran (counted on the torch side by a hook on the recurrent block), so
-a ratio is only read where they agree.
+machine's speed drifts over minutes); each side reports its fastest step. ACT's halting bias
+is set to --halt-bias (default -20: p ~ 0, so neither side halts early and both run --loops
+iterations; `--halt-bias keep` leaves the init's). It also prints the loop iterations each side
+ran (counted on the torch side by a hook on the recurrent block), so a ratio is only read where
+they agree.
 """
 import argparse
 import json
@@ -39,7 +41,7 @@ def reference(cfg_dict, weights, batch, seq, loops, threads):
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected:
         sys.exit(f"{weights}: keys OpenMythos does not have: {unexpected[:5]}")
-    if any(not (k == "head.weight" or "router_bias" in k or k.endswith("freqs_cis")) for k in missing):
+    if any(not (k == "head.weight" or "router_bias" in k or k.startswith("freqs_cis")) for k in missing):
         sys.exit(f"{weights}: OpenMythos parameters missing from the file: {missing[:5]}")
     calls = [0]
     model.recurrent.block.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
@@ -73,6 +75,21 @@ def ours(spec, weights, batch, seq, loops, threads, binary):
     return r["train_step_ms"] / 1e3, r["iterations"], r["peak_memory_mib"]
 
 
+def with_halt_bias(weights, bias):
+    """A copy of `weights` whose ACT halting bias is `bias` everywhere."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(weights)
+    key = "recurrent.act.halt.bias"
+    if key not in state:
+        sys.exit(f"{weights}: no `{key}`; use --halt-bias keep for a model without ACT")
+    state[key] = torch.full_like(state[key], bias)
+    out = weights.replace(".safetensors", ".halt.safetensors")
+    save_file(state, out)
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("specs", nargs="+")
@@ -81,6 +98,8 @@ def main():
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--loops", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3, help="alternating rounds; best of them on each side")
+    ap.add_argument("--halt-bias", default="-20",
+                    help="ACT halting bias for both sides, or `keep` (the init's: ACT may stop early)")
     ap.add_argument("--mythos", default=os.path.join(ROOT, "target", "release", "mythos"))
     args = ap.parse_args()
     if not os.path.exists(args.mythos):
@@ -88,6 +107,8 @@ def main():
     for spec in args.specs:
         with tempfile.TemporaryDirectory() as d:
             cfg, weights = exported(spec, d, args.mythos)
+            if args.halt_bias != "keep":
+                weights = with_halt_bias(weights, float(args.halt_bias))
             ref_step = reference(cfg, weights, args.batch, args.seq, args.loops, args.threads)
             refs, uss = [], []
             for _ in range(args.repeats):

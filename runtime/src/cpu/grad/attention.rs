@@ -8,6 +8,7 @@
 use super::linear;
 use crate::cpu::attention::GqaWeights;
 use crate::cpu::kernels::Rope;
+use rayon::prelude::*;
 
 /// GQA's sizes.
 #[derive(Clone, Copy, Debug)]
@@ -75,15 +76,18 @@ impl Core<'_> {
 
     /// The softmax probabilities of every (sequence, head), `[seq, seq]`
     /// each (zero above the diagonal), and the output `[rows, heads * vd]`.
+    /// The (sequence, head) pairs run in parallel; each is computed as a
+    /// whole by one thread, so the numbers do not depend on the threads.
     pub fn forward(&self) -> (Vec<Vec<f32>>, Vec<f32>) {
         let (seq, group) = (self.seq, self.heads / self.kv_heads);
         let (qw, kw, vw) = self.widths();
-        let mut out = vec![0.0; self.rows() * self.heads * self.vd];
-        let mut probs = Vec::with_capacity(self.batch * self.heads);
-        for b in 0..self.batch {
-            for h in 0..self.heads {
+        let parts: Vec<(Vec<f32>, Vec<f32>)> = (0..self.batch * self.heads)
+            .into_par_iter()
+            .map(|bh| {
+                let (b, h) = (bh / self.heads, bh % self.heads);
                 let j = h / group;
                 let mut p = vec![0.0f32; seq * seq];
+                let mut out = vec![0.0f32; seq * self.vd];
                 for t in 0..seq {
                     let qr = &self.q[(b * seq + t) * qw + h * self.qk..][..self.qk];
                     let row = &mut p[t * seq..(t + 1) * seq];
@@ -98,8 +102,7 @@ impl Core<'_> {
                         *s = (*s - max).exp();
                         sum += *s;
                     }
-                    let o =
-                        &mut out[(b * seq + t) * self.heads * self.vd + h * self.vd..][..self.vd];
+                    let o = &mut out[t * self.vd..][..self.vd];
                     for (u, pu) in row.iter_mut().enumerate().take(t + 1) {
                         *pu /= sum;
                         let vr = &self.v[(b * seq + u) * vw + j * self.vd..][..self.vd];
@@ -108,52 +111,86 @@ impl Core<'_> {
                         }
                     }
                 }
-                probs.push(p);
+                (p, out)
+            })
+            .collect();
+        let mut out = vec![0.0; self.rows() * self.heads * self.vd];
+        let mut probs = Vec::with_capacity(self.batch * self.heads);
+        for (bh, (p, o)) in parts.into_iter().enumerate() {
+            let (b, h) = (bh / self.heads, bh % self.heads);
+            for (t, o) in o.chunks_exact(self.vd).enumerate() {
+                out[(b * seq + t) * self.heads * self.vd + h * self.vd..][..self.vd]
+                    .copy_from_slice(o);
             }
+            probs.push(p);
         }
         (probs, out)
     }
 
-    /// `(dq, dk, dv)` from the output's gradient and [`Core::forward`]'s probabilities.
+    /// `(dq, dk, dv)` from the output's gradient and [`Core::forward`]'s
+    /// probabilities. The (sequence, KV head) pairs run in parallel: each
+    /// owns its query heads' `dq` and its `dk`, `dv`, and sums into them in
+    /// the order of one thread, so the numbers do not depend on the threads.
     pub fn backward(&self, probs: &[Vec<f32>], dout: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         let (seq, group) = (self.seq, self.heads / self.kv_heads);
         let (qw, kw, vw) = self.widths();
+        let (qk, vd) = (self.qk, self.vd);
+        // Per (sequence, KV head): dq of its query heads `[group, seq, qk]`,
+        // dk `[seq, qk]` and dv `[seq, vd]`.
+        let parts: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = (0..self.batch * self.kv_heads)
+            .into_par_iter()
+            .map(|bj| {
+                let (b, j) = (bj / self.kv_heads, bj % self.kv_heads);
+                let mut dq = vec![0.0f32; group * seq * qk];
+                let (mut dk, mut dv) = (vec![0.0f32; seq * qk], vec![0.0f32; seq * vd]);
+                let mut dp = vec![0.0f32; seq];
+                for g in 0..group {
+                    let h = j * group + g;
+                    let p = &probs[b * self.heads + h];
+                    for t in 0..seq {
+                        let prow = &p[t * seq..(t + 1) * seq];
+                        let g_o = &dout[(b * seq + t) * self.heads * vd + h * vd..][..vd];
+                        // dP = dO v^T; dS = P * (dP - sum(P * dP)).
+                        let mut dot = 0.0;
+                        for u in 0..=t {
+                            let vr = &self.v[(b * seq + u) * vw + j * vd..][..vd];
+                            dp[u] = g_o.iter().zip(vr).map(|(a, b)| a * b).sum();
+                            dot += prow[u] * dp[u];
+                        }
+                        let qa = (b * seq + t) * qw + h * qk;
+                        let dqa = (g * seq + t) * qk;
+                        for u in 0..=t {
+                            let gs = prow[u] * (dp[u] - dot) * self.scale;
+                            let ka = (b * seq + u) * kw + j * qk;
+                            for i in 0..qk {
+                                dq[dqa + i] += gs * self.k[ka + i];
+                                dk[u * qk + i] += gs * self.q[qa + i];
+                            }
+                            for i in 0..vd {
+                                dv[u * vd + i] += prow[u] * g_o[i];
+                            }
+                        }
+                    }
+                }
+                (dq, dk, dv)
+            })
+            .collect();
         let rows = self.rows();
         let (mut dq, mut dk, mut dv) = (
             vec![0.0; rows * qw],
             vec![0.0; rows * kw],
             vec![0.0; rows * vw],
         );
-        let mut dp = vec![0.0f32; seq];
-        for b in 0..self.batch {
-            for h in 0..self.heads {
-                let j = h / group;
-                let p = &probs[b * self.heads + h];
-                for t in 0..seq {
-                    let prow = &p[t * seq..(t + 1) * seq];
-                    let g_o =
-                        &dout[(b * seq + t) * self.heads * self.vd + h * self.vd..][..self.vd];
-                    // dP = dO v^T; dS = P * (dP - sum(P * dP)).
-                    let mut dot = 0.0;
-                    for u in 0..=t {
-                        let vr = &self.v[(b * seq + u) * vw + j * self.vd..][..self.vd];
-                        dp[u] = g_o.iter().zip(vr).map(|(a, b)| a * b).sum();
-                        dot += prow[u] * dp[u];
-                    }
-                    let qa = (b * seq + t) * qw + h * self.qk;
-                    for u in 0..=t {
-                        let g = prow[u] * (dp[u] - dot) * self.scale;
-                        let ka = (b * seq + u) * kw + j * self.qk;
-                        for i in 0..self.qk {
-                            dq[qa + i] += g * self.k[ka + i];
-                            dk[ka + i] += g * self.q[qa + i];
-                        }
-                        let va = (b * seq + u) * vw + j * self.vd;
-                        for i in 0..self.vd {
-                            dv[va + i] += prow[u] * g_o[i];
-                        }
-                    }
+        for (bj, (pq, pk, pv)) in parts.into_iter().enumerate() {
+            let (b, j) = (bj / self.kv_heads, bj % self.kv_heads);
+            for t in 0..seq {
+                let r = b * seq + t;
+                for g in 0..group {
+                    let h = j * group + g;
+                    dq[r * qw + h * qk..][..qk].copy_from_slice(&pq[(g * seq + t) * qk..][..qk]);
                 }
+                dk[r * kw + j * qk..][..qk].copy_from_slice(&pk[t * qk..][..qk]);
+                dv[r * vw + j * vd..][..vd].copy_from_slice(&pv[t * vd..][..vd]);
             }
         }
         (dq, dk, dv)
