@@ -396,15 +396,16 @@ pub fn run(
                 }
             )));
         }
+        cursor = next;
+        // The step's own speed, before any validation.
+        let tokens = (s.batch * s.accum * rows.seq) as f64;
+        let tokens_per_s = tokens / start.elapsed().as_secs_f64();
         let done = trainer.step == s.steps;
         let validated = (val_rows > 0
             && (done || (s.val_every > 0 && trainer.step % s.val_every == 0)))
             .then(|| validate(forward, &trainer.weights, &val, s))
             .transpose()
             .map_err(|e| diverged(format!("on the validation rows, {e}")))?;
-        cursor = next;
-        let tokens = (s.batch * s.accum * rows.seq) as f64;
-        let tokens_per_s = tokens / start.elapsed().as_secs_f64();
         let m = Metrics {
             step: r.step,
             loss: r.loss,
