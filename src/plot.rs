@@ -169,24 +169,15 @@ fn axes(out: &mut String, f: &Frame, yt: &[f64], xt: &[(f64, String)]) {
 /// The first two objectives of every analyzed trial; the front in red, joined.
 pub fn pareto(title: &str, x_label: &str, y_label: &str, points: &[(f64, f64, bool)]) -> String {
     let mut out = String::new();
-    header(&mut out, title, x_label, y_label);
-    if points.is_empty() {
-        let _ = writeln!(
-            out,
-            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">no analyzed trials</text>\n</svg>",
-            W / 2.0,
-            H / 2.0
-        );
+    let xy = points.iter().map(|p| (p.0, p.1));
+    let Some(f) = xy_frame(
+        &mut out,
+        (title, x_label, y_label),
+        xy,
+        "no analyzed trials",
+    ) else {
         return out;
-    }
-    let (xmin, xmax) = bounds(points.iter().map(|p| p.0));
-    let (ymin, ymax) = bounds(points.iter().map(|p| p.1));
-    let (x0, x1, xt) = ticks(xmin, xmax);
-    let (y0, y1, yt) = ticks(ymin, ymax);
-    let f = Frame { x0, x1, y0, y1 };
-    let x_step = if xt.len() > 1 { xt[1] - xt[0] } else { 0.0 };
-    let xt: Vec<(f64, String)> = xt.into_iter().map(|x| (x, tick_label(x, x_step))).collect();
-    axes(&mut out, &f, &yt, &xt);
+    };
     for &(x, y, _) in points.iter().filter(|p| !p.2) {
         let _ = writeln!(
             out,
@@ -290,27 +281,43 @@ fn bounds(it: impl Iterator<Item = f64>) -> (f64, f64) {
     })
 }
 
-/// A line through `points` (a training loss curve).
-pub fn line(title: &str, x_label: &str, y_label: &str, points: &[(f64, f64)]) -> String {
-    let mut out = String::new();
-    header(&mut out, title, x_label, y_label);
-    if points.is_empty() {
+/// The header, and numeric axes spanning the points `xy`; without points,
+/// `empty` in the middle, the SVG closed, and `None`.
+fn xy_frame(
+    out: &mut String,
+    (title, x_label, y_label): (&str, &str, &str),
+    xy: impl Iterator<Item = (f64, f64)> + Clone,
+    empty: &str,
+) -> Option<Frame> {
+    header(out, title, x_label, y_label);
+    if xy.clone().next().is_none() {
         let _ = writeln!(
             out,
-            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">no points</text>\n</svg>",
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n</svg>",
             W / 2.0,
-            H / 2.0
+            H / 2.0,
+            esc(empty)
         );
-        return out;
+        return None;
     }
-    let (xmin, xmax) = bounds(points.iter().map(|p| p.0));
-    let (ymin, ymax) = bounds(points.iter().map(|p| p.1));
+    let (xmin, xmax) = bounds(xy.clone().map(|p| p.0));
+    let (ymin, ymax) = bounds(xy.map(|p| p.1));
     let (x0, x1, xt) = ticks(xmin, xmax);
     let (y0, y1, yt) = ticks(ymin, ymax);
     let f = Frame { x0, x1, y0, y1 };
     let x_step = if xt.len() > 1 { xt[1] - xt[0] } else { 0.0 };
     let xt: Vec<(f64, String)> = xt.into_iter().map(|x| (x, tick_label(x, x_step))).collect();
-    axes(&mut out, &f, &yt, &xt);
+    axes(out, &f, &yt, &xt);
+    Some(f)
+}
+
+/// A line through `points` (a training loss curve).
+pub fn line(title: &str, x_label: &str, y_label: &str, points: &[(f64, f64)]) -> String {
+    let mut out = String::new();
+    let xy = points.iter().copied();
+    let Some(f) = xy_frame(&mut out, (title, x_label, y_label), xy, "no points") else {
+        return out;
+    };
     let path: Vec<String> = points
         .iter()
         .map(|&(x, y)| format!("{:.1},{:.1}", f.px(x), f.py(y)))
