@@ -609,6 +609,23 @@ type Runnable = (
 /// (the cache or artifact line printed to stderr). Weights are loaded
 /// before compiling so that a wrong file fails fast. `None` when the spec
 /// has errors (printed).
+/// The unoptimized forward module of `spec`, its gradient module and the
+/// weights, for `grad`, `train` and `bench --train`; `None` after the
+/// checker's diagnostics.
+fn prepare_gradient(
+    spec: &str,
+    model: Option<&str>,
+    weights: &WeightArgs,
+) -> Result<Option<(ir::Module, ir::Module, mythos_runtime::weights::Weights)>> {
+    let Some(m) = load_model(spec, model) else {
+        return Ok(None);
+    };
+    let forward = run::module_of(&m);
+    let module = grad::module(&forward)?;
+    let w = run::load_weights(&forward, &weights.source())?;
+    Ok(Some((forward, module, w)))
+}
+
 fn prepare_run(
     spec: &str,
     model: Option<&str>,
@@ -858,12 +875,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             dump_grads,
             json,
         } => {
-            let Some(m) = load_model(&spec, model.as_deref()) else {
+            let Some((_, module, w)) = prepare_gradient(&spec, model.as_deref(), &weights)? else {
                 return Ok(ExitCode::FAILURE);
             };
-            let forward = run::module_of(&m);
-            let w = run::load_weights(&forward, &weights.source())?;
-            let module = grad::module(&forward)?;
             let (g, report) = grad::run(&module, &w, &batch, loops)?;
             if let Some(path) = &dump_grads {
                 grad::dump(&module, &g, path)?;
@@ -900,13 +914,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             no_shuffle,
             save_every,
         } => {
-            let Some(m) = load_model(&spec, model.as_deref()) else {
+            // A resumed run reads its weights from the checkpoint.
+            let Some((forward, module, w)) = prepare_gradient(&spec, model.as_deref(), &weights)?
+            else {
                 return Ok(ExitCode::FAILURE);
             };
-            let forward = run::module_of(&m);
-            let module = grad::module(&forward)?;
-            // A resumed run reads its weights from the checkpoint.
-            let w = run::load_weights(&forward, &weights.source())?;
             let settings = train::Settings {
                 seq: data.seq(),
                 width: data.width(),
@@ -1092,12 +1104,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                          drop --backend, --device and --profile"
                     );
                 }
-                let Some(m) = load_model(&spec, model.as_deref()) else {
+                let Some((forward, module, w)) =
+                    prepare_gradient(&spec, model.as_deref(), &weights)?
+                else {
                     return Ok(ExitCode::FAILURE);
                 };
-                let forward = run::module_of(&m);
-                let module = grad::module(&forward)?;
-                let w = run::load_weights(&forward, &weights.source())?;
                 let r = bench_train::run(
                     &forward,
                     &module,
