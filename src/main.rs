@@ -221,6 +221,8 @@ enum Command {
         /// Checkpoint every N steps (and at the end, and on Ctrl-C); 0: only then
         #[arg(long, default_value_t = 50)]
         save_every: u64,
+        #[command(flatten)]
+        act: ActArgs,
     },
     /// Compile a model to an artifact (.mythosc): plan + kernels for the CPU or CUDA (docs/compile.md)
     Compile(compile::CompileArgs),
@@ -370,6 +372,8 @@ enum Command {
         /// Print eval.json's document instead of the table
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        act: ActArgs,
         #[command(flatten)]
         opt: OptArgs,
         #[command(flatten)]
@@ -555,6 +559,14 @@ impl DataArgs {
     }
 }
 
+#[derive(clap::Args)]
+struct ActArgs {
+    /// Run the loop without ACT halting (OpenMythos PR #58's disable_act): every iteration
+    /// runs and the loop yields its last state; the halting weights stay as they are
+    #[arg(long)]
+    no_act: bool,
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Device {
     /// This machine's CPU
@@ -612,18 +624,20 @@ type Runnable = (
 /// The unoptimized forward module of `spec`, its gradient module and the
 /// weights, for `grad`, `train` and `bench --train`; `None` after the
 /// checker's diagnostics.
+/// The forward module and its weights (without ACT under `no_act`), and
+/// the gradient module of the forward one.
 fn prepare_gradient(
     spec: &str,
     model: Option<&str>,
     weights: &WeightArgs,
-) -> Result<Option<(ir::Module, ir::Module, mythos_runtime::weights::Weights)>> {
+    no_act: bool,
+) -> Result<Option<(run::Prepared, ir::Module)>> {
     let Some(m) = load_model(spec, model) else {
         return Ok(None);
     };
-    let forward = run::module_of(&m);
-    let module = grad::module(&forward)?;
-    let w = run::load_weights(&forward, &weights.source())?;
-    Ok(Some((forward, module, w)))
+    let prepared = run::Prepared::new(&m, &weights.source(), no_act)?;
+    let module = grad::module(&prepared.module)?;
+    Ok(Some((prepared, module)))
 }
 
 fn prepare_run(
@@ -632,16 +646,23 @@ fn prepare_run(
     opt: &OptArgs,
     backend: &BackendArgs,
     weights: &WeightArgs,
+    no_act: bool,
 ) -> Result<Option<Runnable>> {
     opt.check()?;
     if !backend.compiled()? {
         let Some(m) = load_model(spec, model) else {
             return Ok(None);
         };
-        let mut module = run::module_of(&m);
-        let w = run::load_weights(&module, &weights.source())?;
+        let run::Prepared {
+            mut module,
+            weights,
+            ..
+        } = run::Prepared::new(&m, &weights.source(), no_act)?;
         opt.optimize(&mut module, 2)?;
-        return Ok(Some((module, w, None)));
+        return Ok(Some((module, weights, None)));
+    }
+    if no_act {
+        anyhow::bail!("--no-act runs on the CPU reference runtime: drop --backend");
     }
     let Some(c) = compile::for_run(
         spec,
@@ -875,10 +896,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             dump_grads,
             json,
         } => {
-            let Some((_, module, w)) = prepare_gradient(&spec, model.as_deref(), &weights)? else {
+            let Some((prepared, module)) =
+                prepare_gradient(&spec, model.as_deref(), &weights, false)?
+            else {
                 return Ok(ExitCode::FAILURE);
             };
-            let (g, report) = grad::run(&module, &w, &batch, loops)?;
+            let (g, report) = grad::run(&module, &prepared.weights, &batch, loops)?;
             if let Some(path) = &dump_grads {
                 grad::dump(&module, &g, path)?;
             }
@@ -913,9 +936,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             data_seed,
             no_shuffle,
             save_every,
+            act: ActArgs { no_act },
         } => {
             // A resumed run reads its weights from the checkpoint.
-            let Some((forward, module, w)) = prepare_gradient(&spec, model.as_deref(), &weights)?
+            let Some((prepared, module)) =
+                prepare_gradient(&spec, model.as_deref(), &weights, no_act)?
             else {
                 return Ok(ExitCode::FAILURE);
             };
@@ -938,8 +963,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 shuffle: !no_shuffle,
                 save_every,
                 val_every: val_every.unwrap_or(save_every),
+                no_act,
             };
-            train::run(&forward, &module, w, &settings, &out)?;
+            train::run(prepared, &module, &settings, &out)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Compile(args) => compile::command(args),
@@ -976,7 +1002,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             let Some((module, w, kernels)) =
-                prepare_run(&spec, model.as_deref(), &opt, &backend, &weights)?
+                prepare_run(&spec, model.as_deref(), &opt, &backend, &weights, false)?
             else {
                 return Ok(ExitCode::FAILURE);
             };
@@ -1065,7 +1091,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             let Some((module, w, kernels)) =
-                prepare_run(&spec, model.as_deref(), &opt, &backend, &weights)?
+                prepare_run(&spec, model.as_deref(), &opt, &backend, &weights, false)?
             else {
                 return Ok(ExitCode::FAILURE);
             };
@@ -1104,15 +1130,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
                          drop --backend, --device and --profile"
                     );
                 }
-                let Some((forward, module, w)) =
-                    prepare_gradient(&spec, model.as_deref(), &weights)?
+                let Some((prepared, module)) =
+                    prepare_gradient(&spec, model.as_deref(), &weights, false)?
                 else {
                     return Ok(ExitCode::FAILURE);
                 };
                 let r = bench_train::run(
-                    &forward,
+                    &prepared.module,
                     &module,
-                    w,
+                    prepared.weights,
                     (batch as usize, seq),
                     loops,
                     repeats as usize,
@@ -1154,7 +1180,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 run::bench_on(&c.module, &c.runtime()?, &opts)?
             } else {
                 let Some((module, w, kernels)) =
-                    prepare_run(&spec, model.as_deref(), &opt, &backend, &weights)?
+                    prepare_run(&spec, model.as_deref(), &opt, &backend, &weights, false)?
                 else {
                     return Ok(ExitCode::FAILURE);
                 };
@@ -1193,6 +1219,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             max_rows,
             out,
             json,
+            act: ActArgs { no_act },
             opt,
             backend,
         } => {
@@ -1205,6 +1232,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 batch: batch as usize,
             };
             let report = if backend.device == Device::Cuda {
+                if no_act {
+                    anyhow::bail!("--no-act runs on the CPU reference runtime: drop --device cuda");
+                }
                 let Some(c) = prepare_cuda(&spec, model.as_deref(), &opt, &backend, &weights)?
                 else {
                     return Ok(ExitCode::FAILURE);
@@ -1212,7 +1242,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 eval::run(&c.runtime()?, &request)?
             } else {
                 let Some((module, w, kernels)) =
-                    prepare_run(&spec, model.as_deref(), &opt, &backend, &weights)?
+                    prepare_run(&spec, model.as_deref(), &opt, &backend, &weights, no_act)?
                 else {
                     return Ok(ExitCode::FAILURE);
                 };

@@ -5,6 +5,7 @@
 use anyhow::{bail, Context, Result};
 use mythos_compiler::analysis;
 use mythos_compiler::ir::{self, Module};
+use mythos_compiler::model::{Halting, Model};
 use mythos_runtime::cpu::{compiled::CompiledKernels, CpuRuntime, Logits};
 use mythos_runtime::engine::Engine;
 use mythos_runtime::finite::{check_logits, Step};
@@ -39,6 +40,56 @@ pub fn load_weights(module: &Module, source: &WeightSource) -> Result<Weights> {
     match source {
         WeightSource::File(path) => Ok(Weights::load(module, path)?),
         WeightSource::Seed(seed) => Ok(Weights::init(module, *seed)),
+    }
+}
+
+/// A model's forward module and its weights, as `--no-act` asks: with ACT
+/// halting off (OpenMythos PR #58's `disable_act`), the module is the one
+/// without halting and `full` keeps the model as written with its weights
+/// (so a file written for the full model loads, and trained weights are
+/// written back into it with the halting weights as they were).
+pub struct Prepared {
+    pub module: Module,
+    pub weights: Weights,
+    pub full: Option<(Module, Weights)>,
+}
+
+impl Prepared {
+    pub fn new(m: &Model, source: &WeightSource, no_act: bool) -> Result<Prepared> {
+        let module = module_of(m);
+        let weights = load_weights(&module, source)?;
+        if !no_act || m.recurrence.halt == Halting::None {
+            return Ok(Prepared {
+                module,
+                weights,
+                full: None,
+            });
+        }
+        let ablated = module_of(&m.without_act());
+        let mut own = Weights::zeros(&ablated);
+        let missing = own.copy_shared(&ablated, &weights, &module);
+        assert!(
+            missing.is_empty(),
+            "dropping ACT only removes weights: {missing:?}"
+        );
+        Ok(Prepared {
+            module: ablated,
+            weights: own,
+            full: Some((module, weights)),
+        })
+    }
+
+    /// Writes `trained` (weights of this module) as the model's weights file.
+    pub fn save(&self, trained: &Weights, path: &Path) -> Result<()> {
+        match &self.full {
+            None => trained.save(&self.module, path)?,
+            Some((module, base)) => {
+                let mut all = base.clone();
+                all.copy_shared(module, trained, &self.module);
+                all.save(module, path)?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -5,6 +5,7 @@
 //! resume (docs/training.md).
 
 use crate::checkpoint::{self, State};
+use crate::run::Prepared;
 use anyhow::{bail, Context, Result};
 use mythos_compiler::ir::Module;
 use mythos_runtime::cpu::grad::Depth;
@@ -50,6 +51,10 @@ pub struct Settings {
     /// Validate every this many steps (and at the end); 0: only at the end.
     #[serde(skip)]
     pub val_every: u64,
+    /// ACT halting off (`--no-act`); not written when false, so runs from
+    /// before the flag resume.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub no_act: bool,
 }
 
 /// How many loop iterations each training step runs.
@@ -257,15 +262,12 @@ fn hold_out(rows: &mut Rows, n: usize) -> Rows {
     val
 }
 
-/// Trains `grad` (the gradient module of `forward`) from `weights` as `s`
-/// says, in `out`; resumes from `out`'s checkpoint when there is one.
-pub fn run(
-    forward: &Module,
-    grad: &Module,
-    weights: Weights,
-    s: &Settings,
-    out: &Path,
-) -> Result<()> {
+/// Trains `grad` (the gradient module of `model`'s forward module) from
+/// `model`'s weights as `s` says, in `out`; resumes from `out`'s checkpoint
+/// when there is one.
+pub fn run(mut model: Prepared, grad: &Module, s: &Settings, out: &Path) -> Result<()> {
+    let weights = std::mem::take(&mut model.weights);
+    let forward = &model.module;
     if s.steps == 0 || s.batch == 0 || s.accum == 0 {
         bail!("--steps, --batch and --accum must be at least 1");
     }
@@ -423,9 +425,7 @@ pub fn run(
         let interrupted = stop.load(Ordering::Relaxed);
         if done || interrupted || (s.save_every > 0 && trainer.step % s.save_every == 0) {
             checkpoint::save(out, &trainer, &state_of(&trainer, cursor))?;
-            trainer
-                .weights
-                .save(grad, &out.join("weights.safetensors"))?;
+            model.save(&trainer.weights, &out.join("weights.safetensors"))?;
             plot(out, &grad.name)?;
         }
         last = Some((r, validated));

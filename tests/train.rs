@@ -341,3 +341,135 @@ fn bench_train_reports_the_step_its_throughput_and_peak_memory() {
         text(&compiled.stderr)
     );
 }
+
+/// The tensors of a safetensors file by name, as raw bytes.
+fn tensors(path: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let bytes = std::fs::read(path).expect("a weights file");
+    let file = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
+    file.iter()
+        .map(|(name, view)| (name.to_string(), view.data().to_vec()))
+        .collect()
+}
+
+#[test]
+fn no_act_trains_the_loop_without_halting_and_keeps_the_halting_weights() {
+    let dir = scratch("no-act");
+    std::fs::create_dir_all(&dir).unwrap();
+    let spec = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/models/tiny-gqa.mythos"
+    ))
+    .unwrap();
+    assert!(spec.contains("halt act"), "tiny-gqa halts by ACT");
+    // The same model written without ACT: the weights `--seed` draws for
+    // it are the full model's minus the halting ones (one stream per name).
+    let plain: String = spec
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("halt act"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let (full_spec, plain_spec) = (dir.join("full.mythos"), dir.join("plain.mythos"));
+    std::fs::write(&full_spec, &spec).unwrap();
+    std::fs::write(&plain_spec, plain).unwrap();
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    let steps = ["--steps", "3", "--loops", "3"];
+    let mut args = train_args(full_spec.to_str().unwrap(), a.to_str().unwrap(), &steps);
+    args.push("--no-act");
+    let off = mythos(&args);
+    assert!(off.status.success(), "{}", text(&off.stderr));
+    let plain = mythos(&train_args(
+        plain_spec.to_str().unwrap(),
+        b.to_str().unwrap(),
+        &steps,
+    ));
+    assert!(plain.status.success(), "{}", text(&plain.stderr));
+    let iterations: Vec<u64> = std::fs::read_to_string(a.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["iterations"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(iterations, [3, 3, 3], "no halting: every iteration runs");
+    let (with_act, without) = (
+        tensors(&a.join("weights.safetensors")),
+        tensors(&b.join("weights.safetensors")),
+    );
+    let init = dir.join("init.safetensors");
+    let made = mythos(&[
+        "init",
+        full_spec.to_str().unwrap(),
+        "--seed",
+        "0",
+        "-o",
+        init.to_str().unwrap(),
+    ]);
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    let init = tensors(&init);
+    let halting: Vec<&String> = with_act
+        .keys()
+        .filter(|k| !without.contains_key(*k))
+        .collect();
+    assert_eq!(
+        halting,
+        ["recurrent.act.halt.bias", "recurrent.act.halt.weight"]
+    );
+    for name in halting {
+        assert_eq!(
+            with_act[name], init[name],
+            "`{name}` is not trained under --no-act"
+        );
+    }
+    for (name, bytes) in &without {
+        assert_eq!(
+            &with_act[name], bytes,
+            "`{name}`: --no-act trains the model without ACT"
+        );
+    }
+    assert_ne!(
+        with_act["embed.weight"], init["embed.weight"],
+        "training moved the weights"
+    );
+    // eval --no-act reads the full model's file and runs the loop without ACT.
+    let eval = mythos(&[
+        "eval",
+        full_spec.to_str().unwrap(),
+        "--weights",
+        a.join("weights.safetensors").to_str().unwrap(),
+        "--data",
+        DATA,
+        "--loops",
+        "2,6",
+        "--no-act",
+        "--json",
+    ]);
+    assert!(eval.status.success(), "{}", text(&eval.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&eval.stdout).unwrap();
+    let mean: Vec<f64> = report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["mean_iterations"].as_f64().unwrap())
+        .collect();
+    assert_eq!(mean, [2.0, 6.0]);
+    let refused = mythos(&[
+        "eval",
+        full_spec.to_str().unwrap(),
+        "--seed",
+        "0",
+        "--data",
+        DATA,
+        "--no-act",
+        "--backend",
+        "mlir-cpu",
+    ]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        text(&refused.stderr).contains("--no-act runs on the CPU reference runtime"),
+        "{}",
+        text(&refused.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

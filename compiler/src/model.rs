@@ -35,6 +35,18 @@ pub struct Model {
     pub coda: Vec<Block>,
 }
 
+impl Model {
+    /// This model with its ACT halting off (OpenMythos PR #58's
+    /// `disable_act`): the loop runs every iteration it is given and yields
+    /// its last state. The halting weights are not part of the result; a
+    /// model without ACT is returned as it is.
+    pub fn without_act(&self) -> Model {
+        let mut m = self.clone();
+        m.recurrence.halt = Halting::None;
+        m
+    }
+}
+
 /// A pre-norm transformer block: `x += attn(norm(x)); x += ffn(norm(x))`.
 /// Equality ignores the span (two specs can describe the same model).
 #[derive(Clone, Debug, Serialize)]

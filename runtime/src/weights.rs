@@ -136,7 +136,7 @@ fn mismatch_text(path: &Path, problems: &[String]) -> String {
 }
 
 /// The values of a module's weights, indexed like `module.weights`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Weights {
     tensors: Vec<Tensor>,
 }
@@ -272,6 +272,28 @@ impl Weights {
     /// When these weights were not made for `module` (a caller bug).
     pub fn save(&self, module: &Module, path: &Path) -> Result<(), WeightsError> {
         self.write(module, path, true, &[])
+    }
+
+    /// Copies into these weights (of `to`) each weight of `from` that has
+    /// the same name and shape in `to`, from `source`; returns the names of
+    /// `to`'s weights that got nothing. Moves weights between a model and
+    /// its ablation (`--no-act`: the ablated model lacks the halting
+    /// weights, which the full model's file keeps as they were).
+    pub fn copy_shared(&mut self, to: &Module, source: &Weights, from: &Module) -> Vec<String> {
+        let mut missing = Vec::new();
+        for (i, w) in to.weights.iter().enumerate() {
+            let found = from
+                .weights
+                .iter()
+                .position(|f| f.name == w.name && f.shape == w.shape);
+            match found {
+                Some(j) => self.tensors[i]
+                    .data
+                    .copy_from_slice(&source.tensors[j].data),
+                None => missing.push(w.name.clone()),
+            }
+        }
+        missing
     }
 
     /// Zeros shaped like `module`'s weights (a gradient accumulator).
