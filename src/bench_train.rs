@@ -65,6 +65,7 @@ pub fn run(
             total: repeats as u64 + 1,
         },
         clip: Some(1.0),
+        router_bias_rate: None,
     };
     let mut trainer = Trainer::new(grad, weights, config);
     let micro = [MicroBatch {

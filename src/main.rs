@@ -223,6 +223,11 @@ enum Command {
         save_every: u64,
         #[command(flatten)]
         act: ActArgs,
+        /// Balance the experts as DeepSeek-V3 does without an auxiliary loss: after each step
+        /// every router_bias entry moves by this rate towards the mean load (the reference
+        /// never updates router_bias; DeepSeek-V3 used 0.001)
+        #[arg(long)]
+        router_bias_rate: Option<f64>,
     },
     /// Compile a model to an artifact (.mythosc): plan + kernels for the CPU or CUDA (docs/compile.md)
     Compile(compile::CompileArgs),
@@ -937,7 +942,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             no_shuffle,
             save_every,
             act: ActArgs { no_act },
+            router_bias_rate,
         } => {
+            if let Some(rate) = router_bias_rate {
+                if !(rate.is_finite() && rate > 0.0) {
+                    anyhow::bail!("--router-bias-rate {rate}: the rate is a positive number (DeepSeek-V3: 0.001)");
+                }
+            }
             // A resumed run reads its weights from the checkpoint.
             let Some((prepared, module)) =
                 prepare_gradient(&spec, model.as_deref(), &weights, no_act)?
@@ -964,6 +975,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 save_every,
                 val_every: val_every.unwrap_or(save_every),
                 no_act,
+                router_bias_rate,
             };
             train::run(prepared, &module, &settings, &out)?;
             Ok(ExitCode::SUCCESS)

@@ -55,6 +55,9 @@ pub struct Settings {
     /// before the flag resume.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub no_act: bool,
+    /// DeepSeek-V3's router-bias update rate (`--router-bias-rate`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub router_bias_rate: Option<f64>,
 }
 
 /// How many loop iterations each training step runs.
@@ -165,6 +168,9 @@ struct Metrics {
     grad_norm: f64,
     tokens_per_s: f64,
     iterations: u64,
+    /// The busiest expert's load over the mean (MoEs with a router bias).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    load_imbalance: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     val_loss: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -271,6 +277,17 @@ pub fn run(mut model: Prepared, grad: &Module, s: &Settings, out: &Path) -> Resu
     if s.steps == 0 || s.batch == 0 || s.accum == 0 {
         bail!("--steps, --batch and --accum must be at least 1");
     }
+    if s.router_bias_rate.is_some()
+        && !grad
+            .weights
+            .iter()
+            .any(|w| w.name.ends_with(".router_bias"))
+    {
+        bail!(
+            "--router-bias-rate: {} has no MoE with a router_bias to update (drop the flag)",
+            grad.name
+        );
+    }
     let opts = DataOptions {
         seq: s.seq,
         width: s.width,
@@ -314,6 +331,7 @@ pub fn run(mut model: Prepared, grad: &Module, s: &Settings, out: &Path) -> Resu
             total: s.steps,
         },
         clip: s.clip,
+        router_bias_rate: s.router_bias_rate,
     };
     let settings = serde_json::to_value(s)?;
     let mut trainer = Trainer::new(grad, weights, config);
@@ -415,6 +433,7 @@ pub fn run(mut model: Prepared, grad: &Module, s: &Settings, out: &Path) -> Resu
             grad_norm: r.grad_norm,
             tokens_per_s,
             iterations: r.iterations,
+            load_imbalance: r.load_imbalance,
             val_loss: validated.map(|v| v.0),
             val_accuracy: validated.map(|v| v.1),
         };

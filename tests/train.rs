@@ -473,3 +473,53 @@ fn no_act_trains_the_loop_without_halting_and_keeps_the_halting_weights() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_router_bias_update_moves_each_bias_by_the_rate_per_step() {
+    let (a, b) = (scratch("bias-on"), scratch("bias-off"));
+    let steps = ["--steps", "3", "--router-bias-rate", "0.125"];
+    let on = mythos(&train_args("@tiny-gqa", a.to_str().unwrap(), &steps));
+    assert!(on.status.success(), "{}", text(&on.stderr));
+    let off = mythos(&train_args("@tiny-gqa", b.to_str().unwrap(), &steps[..2]));
+    assert!(off.status.success(), "{}", text(&off.stderr));
+    let bias = |dir: &Path| -> Vec<f32> {
+        tensors(&dir.join("weights.safetensors"))
+            .iter()
+            .filter(|(name, _)| name.ends_with("router_bias"))
+            .flat_map(|(_, bytes)| {
+                bytes
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let (moved, kept) = (bias(&a), bias(&b));
+    assert!(
+        !kept.is_empty() && kept.iter().all(|&x| x == 0.0),
+        "the reference never moves it: {kept:?}"
+    );
+    // Three steps of +-0.125 (or 0 at the mean load) from 0.
+    for &x in &moved {
+        assert!(x.abs() <= 0.375 && (x * 8.0).fract() == 0.0, "{moved:?}");
+    }
+    assert!(moved.iter().any(|&x| x != 0.0), "{moved:?}");
+    let line = std::fs::read_to_string(a.join("metrics.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
+    let imbalance = first["load_imbalance"].as_f64().unwrap();
+    assert!((1.0..=4.0).contains(&imbalance), "{first}");
+    let bad = mythos(&train_args(
+        "@tiny-gqa",
+        a.to_str().unwrap(),
+        &["--router-bias-rate", "0"],
+    ));
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        text(&bad.stderr).contains("the rate is a positive number"),
+        "{}",
+        text(&bad.stderr)
+    );
+    for d in [a, b] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}

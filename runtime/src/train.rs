@@ -10,7 +10,7 @@ use crate::cpu::CpuRuntime;
 use crate::exec::RunError;
 use crate::optim::{clip_grad_norm, AdamW, AdamWConfig, Schedule};
 use crate::weights::{parameters, Parameter, Weights};
-use mythos_compiler::ir::Module;
+use mythos_compiler::ir::{Module, WeightId};
 
 /// The optimizer's settings.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -19,6 +19,11 @@ pub struct TrainConfig {
     pub schedule: Schedule,
     /// `clip_grad_norm_`'s max norm (`None`: no clipping).
     pub clip: Option<f64>,
+    /// DeepSeek-V3's auxiliary-loss-free balancing (`None`: off, as the
+    /// reference, whose `router_bias` never changes): after each step, each
+    /// expert's `router_bias` moves by this rate towards balance,
+    /// `b_i += rate * sign(mean load - load_i)`.
+    pub router_bias_rate: Option<f64>,
 }
 
 /// What one optimizer step did.
@@ -33,6 +38,9 @@ pub struct StepReport {
     pub grad_norm: f64,
     /// Loop iterations run, summed over the micro-batches.
     pub iterations: u64,
+    /// The busiest expert's load over the mean load, the largest over the
+    /// MoEs with a `router_bias` (1: balanced; `None`: no such MoE).
+    pub load_imbalance: Option<f64>,
 }
 
 /// One micro-batch: `rows` rows of ids and their targets.
@@ -82,11 +90,18 @@ impl<'m> Trainer<'m> {
         // Per parameter: the summed gradient, `None` until one micro-batch reaches it.
         let mut grads: Vec<Option<Vec<f32>>> = vec![None; self.params.len()];
         let (mut loss, mut iterations) = (0.0f64, 0);
+        let mut loads: Vec<(WeightId, Vec<u64>)> = Vec::new();
         for mb in micro {
             let g = CpuRuntime::new(self.module, &self.weights)
                 .gradient(mb.ids, mb.targets, mb.rows, depth)?;
             loss += f64::from(g.loss);
             iterations += g.iterations;
+            for (bias, load) in g.expert_load {
+                match loads.iter_mut().find(|(b, _)| *b == bias) {
+                    Some((_, sum)) => sum.iter_mut().zip(&load).for_each(|(s, l)| *s += l),
+                    None => loads.push((bias, load)),
+                }
+            }
             for (p, acc) in self.params.iter().zip(grads.iter_mut()) {
                 let Some((_, values)) = g.grads.iter().find(|(w, _)| *w == p.weight) else {
                     continue;
@@ -134,14 +149,59 @@ impl<'m> Trainer<'m> {
             (*data, *at) = (after, p.range.end);
         }
         self.optimizer.update(&mut views, &grads, lr);
+        if let Some(rate) = self.config.router_bias_rate {
+            for (bias, load) in &loads {
+                balance(&mut self.weights.get_mut(*bias).data, load, rate);
+            }
+        }
         let report = StepReport {
             step: self.step,
             loss: loss / micro.len() as f64,
             lr,
             grad_norm,
             iterations,
+            load_imbalance: loads.iter().map(|(_, l)| imbalance(l)).reduce(f64::max),
         };
         self.step += 1;
         Ok(report)
+    }
+}
+
+/// DeepSeek-V3's bias update: `b_i += rate * sign(mean - load_i)` (an
+/// expert at the mean load keeps its bias).
+fn balance(bias: &mut [f32], load: &[u64], rate: f64) {
+    let mean = load.iter().sum::<u64>() as f64 / load.len() as f64;
+    for (b, &l) in bias.iter_mut().zip(load) {
+        let step = match (l as f64).partial_cmp(&mean) {
+            Some(std::cmp::Ordering::Less) => rate,
+            Some(std::cmp::Ordering::Greater) => -rate,
+            _ => 0.0,
+        };
+        *b = (f64::from(*b) + step) as f32;
+    }
+}
+
+/// The busiest expert's load over the mean (1 when nothing was routed).
+fn imbalance(load: &[u64]) -> f64 {
+    let total = load.iter().sum::<u64>();
+    if total == 0 {
+        return 1.0;
+    }
+    let max = *load.iter().max().expect("an MoE has experts") as f64;
+    max * load.len() as f64 / total as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{balance, imbalance};
+
+    #[test]
+    fn the_bias_moves_towards_balance_by_the_rate() {
+        let mut bias = [0.5f32, 0.0, -0.25, 0.0];
+        // Loads 6, 2, 4, 4: mean 4.
+        balance(&mut bias, &[6, 2, 4, 4], 0.001);
+        assert_eq!(bias, [0.499, 0.001, -0.25, 0.0]);
+        assert_eq!(imbalance(&[6, 2, 4, 4]), 1.5);
+        assert_eq!(imbalance(&[0, 0]), 1.0);
     }
 }

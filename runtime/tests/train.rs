@@ -56,6 +56,7 @@ fn training_reproduces_the_reference_run() {
             total: s["total"].as_u64().unwrap(),
         },
         clip: Some(num(&f["clip_grad_norm"])),
+        router_bias_rate: None,
     };
     let mut trainer = Trainer::new(&module, weights, config);
     let loops = f["loops"].as_u64();

@@ -41,6 +41,9 @@ pub struct CpuRuntime<'a> {
     /// RoPE tables by (rotated dims, theta) for positions `[0, n)`, grown
     /// (doubling) when a call reaches past them.
     ropes: Mutex<HashMap<(usize, u64), Arc<Rope>>>,
+    /// The tokens each expert got in the MoE backward passes run, by the
+    /// address of the MoE's `router_bias` (see [`grad::Gradient::expert_load`]).
+    loads: Mutex<Vec<(usize, Vec<u64>)>>,
 }
 
 /// A value flowing through the graph. Activations and vectors live in
@@ -228,6 +231,7 @@ impl<'a> CpuRuntime<'a> {
             exec: Exec::new(module),
             kernels: None,
             ropes: Mutex::new(HashMap::new()),
+            loads: Mutex::new(Vec::new()),
         }
     }
 

@@ -18,6 +18,8 @@ pub struct MoeGrads {
     pub down: Vec<f32>,
     /// The shared experts' `(gate, up, down)`, when there are any.
     pub shared: Option<(Vec<f32>, Vec<f32>, Vec<f32>)>,
+    /// The tokens routed to each expert (DeepSeek-V3's load).
+    pub load: Vec<u64>,
 }
 
 /// `x` `[rows, dim]`, `dy` the gradient of the MoE's output.
@@ -39,6 +41,7 @@ pub fn moe(
         up: vec![0.0; w.up.len()],
         down: vec![0.0; w.down.len()],
         shared: None,
+        load: vec![0; experts],
     };
     // d out / d gate of each (token, slot): dy . y_expert(x).
     let mut dgates = vec![0.0f32; rows * k];
@@ -50,6 +53,7 @@ pub fn moe(
             continue;
         }
         let n = slots.len();
+        g.load[e] = n as u64;
         let mut xs = Vec::with_capacity(n * dim);
         let mut dys = Vec::with_capacity(n * dim);
         for &i in &slots {

@@ -38,9 +38,38 @@ pub struct Gradient {
     pub grads: Vec<(WeightId, Vec<f32>)>,
     /// Loop iterations the forward pass ran.
     pub iterations: u64,
+    /// Per MoE with a `router_bias` (named by that buffer): the tokens
+    /// routed to each expert, summed over the calls that backpropagated
+    /// (every loop iteration unless the depth is truncated).
+    pub expert_load: Vec<(WeightId, Vec<u64>)>,
 }
 
 impl CpuRuntime<'_> {
+    /// Adds `load` to the expert load of the MoE whose `router_bias` is `bias`.
+    pub(crate) fn record_load(&self, bias: &[f32], load: &[u64]) {
+        let key = bias.as_ptr() as usize;
+        let mut loads = self.loads.lock().expect("the loads lock");
+        match loads.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, sum)) => sum.iter_mut().zip(load).for_each(|(s, l)| *s += l),
+            None => loads.push((key, load.to_vec())),
+        }
+    }
+
+    /// The loads recorded since the last call, by `router_bias` weight.
+    fn take_loads(&self) -> Vec<(WeightId, Vec<u64>)> {
+        let loads = std::mem::take(&mut *self.loads.lock().expect("the loads lock"));
+        loads
+            .into_iter()
+            .map(|(key, load)| {
+                let id = (0..self.module.weights.len())
+                    .map(|i| WeightId(i as u32))
+                    .find(|&id| self.weights.get(id).data.as_ptr() as usize == key)
+                    .expect("a router_bias is one of the module's weights");
+                (id, load)
+            })
+            .collect()
+    }
+
     /// Runs this runtime's gradient module on `batch` rows of `ids` and
     /// their `targets` (`-100`: not scored), as deep as `depth` says
     /// (`Depth::default()`: `max_loop_iters`, all backpropagated). Without a
@@ -75,6 +104,7 @@ impl CpuRuntime<'_> {
                 loss,
                 grads,
                 iterations: run.iterations,
+                expert_load: self.take_loads(),
             })
         })
     }

@@ -197,6 +197,9 @@ impl<'a> CpuRuntime<'a> {
                 let (x, c) = a.x.act();
                 let (weights, dims) = parts::moe(m, &a);
                 let g = moe_vjp::moe(x, rows, c, &weights, &dims, dy);
+                if let Some(bias) = weights.bias {
+                    self.record_load(bias, &g.load);
+                }
                 let at = m.args(&positions(fwd.len()));
                 out[at.x] = act(g.dx, c);
                 out[at.router] = vector(g.router);
