@@ -539,7 +539,8 @@ enum DataWidth {
 struct DataArgs {
     /// Token rows: .safetensors (I64 input_ids [rows, seq], optional targets, -100 = not
     /// scored), .bin (flat token ids, cut into rows of --seq + 1), or a synthetic task:
-    /// task:parity[,bits=16], task:phop[,len=64,hops=8,symbols=4], task:add[,terms=4,digits=3]
+    /// task:parity[,bits=16], task:phop[,len=64,hops=8,symbols=4], task:add[,terms=4,digits=3],
+    /// task:khop[,symbols=8,hops=4]
     /// (each also takes rows=256, seed=0)
     #[arg(long)]
     data: String,

@@ -15,6 +15,12 @@
 //! - `add` (`terms` 4, `digits` 3): `a_1+a_2+...+a_n=` then the sum, digits
 //!   least significant first, zero-padded (tokens: digits 0-9, `+` 10, `=`
 //!   11); the targets are the sum's digits (scored where the next token is one).
+//! - `khop` (`symbols` 8, `hops` 4): k-hop composition: a random
+//!   permutation `f` of the symbols `0..symbols` written as its pairs `x
+//!   f(x)` in a random order, then a query `q` and `hops - 1` tokens `?`
+//!   (id `symbols`); the target at the query is `f(q)`, at the `i`-th `?`
+//!   `f^(i+1)(q)`: each hop is one more lookup in the table (every hop is
+//!   scored).
 //!
 //! Every task also takes `rows` (256) and `seed` (0).
 
@@ -26,6 +32,7 @@ enum Task {
     Parity,
     Phop,
     Add,
+    Khop,
 }
 
 /// A task's name, what it takes and its defaults.
@@ -56,6 +63,11 @@ const TASKS: &[TaskDef] = &[
         task: Task::Add,
         name: "add",
         keys: &[("terms", 4), ("digits", 3), ("rows", 256), ("seed", 0)],
+    },
+    TaskDef {
+        task: Task::Khop,
+        name: "khop",
+        keys: &[("symbols", 8), ("hops", 4), ("rows", 256), ("seed", 0)],
     },
 ];
 
@@ -98,28 +110,34 @@ pub fn generate(source: &str, vocab: u64) -> Result<Rows, String> {
         Task::Parity => 2,
         Task::Phop => get("symbols"),
         Task::Add => 12,
+        Task::Khop => get("symbols").saturating_add(1),
     };
     if needed > vocab {
         return Err(format!(
             "task {name} uses {needed} token ids, more than the model's vocabulary of {vocab}"
         ));
     }
-    match name {
-        "parity" => parity(get("bits") as usize, rows, &mut rng),
-        "phop" => phop(
+    match def.task {
+        Task::Parity => parity(get("bits") as usize, rows, &mut rng),
+        Task::Phop => phop(
             get("len") as usize,
             get("hops") as usize,
             get("symbols"),
             rows,
             &mut rng,
         ),
-        "add" => add(
+        Task::Add => add(
             get("terms") as usize,
             get("digits") as usize,
             rows,
             &mut rng,
         ),
-        _ => unreachable!("TASKS lists every generator"),
+        Task::Khop => khop(
+            get("symbols") as usize,
+            get("hops") as usize,
+            rows,
+            &mut rng,
+        ),
     }
 }
 
@@ -228,6 +246,44 @@ fn add(terms: usize, digits: usize, rows: usize, rng: &mut Rng) -> Result<Rows, 
     })
 }
 
+fn khop(symbols: usize, hops: usize, rows: usize, rng: &mut Rng) -> Result<Rows, String> {
+    if !(2..=65_536).contains(&symbols) || hops == 0 {
+        return Err("task khop: needs symbols in 2..=65536 and hops >= 1".into());
+    }
+    let query_mark = symbols as i64;
+    let seq = 2 * symbols + hops;
+    let (mut input_ids, mut targets) = (Vec::new(), Vec::new());
+    let mut f: Vec<usize> = (0..symbols).collect();
+    let mut listed: Vec<usize> = (0..symbols).collect();
+    for _ in 0..rows {
+        shuffle(&mut f, rng);
+        shuffle(&mut listed, rng);
+        for &x in &listed {
+            input_ids.extend([x as i64, f[x] as i64]);
+        }
+        targets.extend(std::iter::repeat_n(IGNORE, 2 * symbols));
+        let mut at = below(rng, symbols as u64) as usize;
+        input_ids.push(at as i64);
+        input_ids.extend(std::iter::repeat_n(query_mark, hops - 1));
+        for _ in 0..hops {
+            at = f[at];
+            targets.push(at as i64);
+        }
+    }
+    Ok(Rows {
+        seq,
+        input_ids,
+        targets,
+    })
+}
+
+/// A Fisher-Yates shuffle.
+fn shuffle(v: &mut [usize], rng: &mut Rng) {
+    for i in (1..v.len()).rev() {
+        v.swap(i, below(rng, i as u64 + 1) as usize);
+    }
+}
+
 /// `n`'s `width` decimal digits, least significant first.
 fn digits_of(mut n: u64, width: usize) -> Vec<i64> {
     (0..width)
@@ -297,10 +353,36 @@ mod tests {
     }
 
     #[test]
+    fn khop_targets_compose_the_listed_permutation() {
+        let r = generate("task:khop,symbols=5,hops=3,rows=40,seed=2", 6).unwrap();
+        assert_eq!(r.seq, 2 * 5 + 3);
+        for row in 0..40 {
+            let (x, t) = r.slice(row, 1);
+            let mut f = [usize::MAX; 5];
+            for pair in x[..10].chunks_exact(2) {
+                f[pair[0] as usize] = pair[1] as usize;
+            }
+            let mut image = f.to_vec();
+            image.sort_unstable();
+            assert_eq!(image, [0, 1, 2, 3, 4], "row {row} lists a permutation");
+            assert!(t[..10].iter().all(|&v| v == IGNORE));
+            assert_eq!(&x[11..], &[5, 5], "the hop marks");
+            let mut at = x[10] as usize;
+            for hop in 0..3 {
+                at = f[at];
+                assert_eq!(t[10 + hop], at as i64, "row {row} hop {}", hop + 1);
+            }
+        }
+        assert!(generate("task:khop,symbols=8", 8)
+            .unwrap_err()
+            .contains("9 token ids"));
+    }
+
+    #[test]
     fn bad_task_names_say_what_exists() {
         assert!(generate("task:nope", 10)
             .unwrap_err()
-            .contains("parity, phop, add"));
+            .contains("parity, phop, add, khop"));
         assert!(generate("task:parity,depth=3", 10)
             .unwrap_err()
             .contains("takes bits, rows, seed"));
