@@ -5,7 +5,7 @@
 
 use crate::plot;
 use anyhow::{bail, Context, Result};
-use mythos_runtime::data::{self, DataOptions, Rows, TokenWidth};
+use mythos_runtime::data::{DataOptions, Rows, TokenWidth};
 use mythos_runtime::engine::Engine;
 use mythos_runtime::finite::{check_logits, Step};
 use mythos_runtime::loss::Score;
@@ -44,8 +44,10 @@ pub struct Report {
 
 /// What `mythos eval` was asked for.
 pub struct Request<'a> {
-    /// A data file or a task (`task:parity,bits=32`).
+    /// A data file, text, or a task (`task:parity,bits=32`).
     pub data: &'a str,
+    /// How text data is tokenized (`None`: bytes).
+    pub tokenizer: Option<&'a crate::text::TokenizerChoice>,
     pub seq: Option<usize>,
     pub width: TokenWidth,
     pub max_rows: Option<usize>,
@@ -58,15 +60,13 @@ pub struct Request<'a> {
 /// Loads the data for `rt`'s model and scores it at each loop count.
 pub fn run(rt: &impl Engine, req: &Request) -> Result<Report> {
     let module = rt.module();
-    let rows = data::open(
-        req.data,
-        &DataOptions {
-            seq: req.seq,
-            width: req.width,
-            vocab: module.vocab,
-            max_rows: req.max_rows,
-        },
-    )?;
+    let opts = DataOptions {
+        seq: req.seq,
+        width: req.width,
+        vocab: module.vocab,
+        max_rows: req.max_rows,
+    };
+    let rows = crate::text::open(req.data, &opts, req.tokenizer, None)?;
     let max_loops = module.max_iters();
     let loops = if req.loops.is_empty() {
         default_loops(max_loops)

@@ -24,6 +24,7 @@ mod plot;
 mod progress;
 mod run;
 mod sweep;
+mod text;
 mod train;
 
 #[derive(Parser)]
@@ -538,7 +539,8 @@ enum DataWidth {
 #[derive(clap::Args)]
 struct DataArgs {
     /// Token rows: .safetensors (I64 input_ids [rows, seq], optional targets, -100 = not
-    /// scored), .bin (flat token ids, cut into rows of --seq + 1), or a synthetic task:
+    /// scored), .bin (flat token ids, cut into rows of --seq + 1), text (.txt or a directory
+    /// of them, read with --tokenizer and cut like .bin), or a synthetic task:
     /// task:parity[,bits=16], task:phop[,len=64,hops=8,symbols=4], task:add[,terms=4,digits=3],
     /// task:khop[,symbols=8,hops=4]
     /// (each also takes rows=256, seed=0)
@@ -547,9 +549,14 @@ struct DataArgs {
     /// Width of a .bin file's token ids
     #[arg(long, value_enum, default_value = "u16")]
     data_width: DataWidth,
-    /// Tokens per row (required for .bin data)
+    /// Tokens per row (required for .bin and text data)
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     seq: Option<u64>,
+    /// How text data (.txt, or a directory of .txt files) becomes ids: bytes (UTF-8 bytes,
+    /// ids 0-255), a Hugging Face tokenizer.json, or bpe:N (train writes a BPE of N tokens
+    /// trained on the text as OUT/tokenizer.json) [default: bytes]
+    #[arg(long)]
+    tokenizer: Option<text::TokenizerChoice>,
 }
 
 impl DataArgs {
@@ -958,6 +965,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             let settings = train::Settings {
                 seq: data.seq(),
+                tokenizer: data.tokenizer.clone(),
                 width: data.width(),
                 data: data.data,
                 steps,
@@ -1067,14 +1075,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 eos,
             };
             let prompt = match (prompt, tokenizer) {
-                (Some(text), Some(path)) => Some((run::Tokenizer::load(&path)?, text, path)),
+                (Some(text), Some(path)) => Some((text::Tokenizer::load(&path)?, text, path)),
                 _ => None,
             };
             // Generation on either engine, with the prompt as ids or text.
             fn go(
                 module: &ir::Module,
                 rt: &impl mythos_runtime::engine::Engine,
-                prompt: Option<(run::Tokenizer, String, PathBuf)>,
+                prompt: Option<(text::Tokenizer, String, PathBuf)>,
                 prompt_ids: &[i64],
                 opts: &run::GenerateOptions,
             ) -> Result<()> {
@@ -1238,6 +1246,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let request = eval::Request {
                 data: &data.data,
+                tokenizer: data.tokenizer.as_ref(),
                 seq: data.seq(),
                 width: data.width(),
                 max_rows: max_rows.map(|n| n as usize),

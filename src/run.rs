@@ -244,7 +244,7 @@ pub fn generate_text(
     rt: &impl Engine,
     prompt: &[i64],
     opts: &GenerateOptions,
-    tok: &Tokenizer,
+    tok: &crate::text::Tokenizer,
 ) -> Result<Vec<i64>> {
     let stdout = std::io::stdout();
     let mut lock = stdout.lock();
@@ -321,39 +321,6 @@ fn generate_with<E: Engine>(
         decode * 1e3 / steps as f64
     );
     Ok((out, stats))
-}
-
-/// A Hugging Face `tokenizer.json`.
-pub struct Tokenizer {
-    inner: tokenizers::Tokenizer,
-    path: String,
-}
-
-impl Tokenizer {
-    pub fn load(path: &Path) -> Result<Tokenizer> {
-        let name = path.display().to_string();
-        let inner = tokenizers::Tokenizer::from_file(path).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot load tokenizer {name}: {e} (expected a Hugging Face tokenizer.json)"
-            )
-        })?;
-        Ok(Tokenizer { inner, path: name })
-    }
-
-    pub fn encode(&self, text: &str) -> Result<Vec<i64>> {
-        let enc = self
-            .inner
-            .encode(text, false)
-            .map_err(|e| anyhow::anyhow!("{}: cannot encode the prompt: {e}", self.path))?;
-        Ok(enc.get_ids().iter().map(|&i| i as i64).collect())
-    }
-
-    pub fn decode(&self, ids: &[i64]) -> Result<String> {
-        let ids: Vec<u32> = ids.iter().map(|&i| i as u32).collect();
-        self.inner
-            .decode(&ids, true)
-            .map_err(|e| anyhow::anyhow!("{}: cannot decode: {e}", self.path))
-    }
 }
 
 /// Figures of `mythos bench`.

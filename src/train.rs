@@ -6,11 +6,12 @@
 
 use crate::checkpoint::{self, State};
 use crate::run::Prepared;
+use crate::text::TokenizerChoice;
 use anyhow::{bail, Context, Result};
 use mythos_compiler::ir::Module;
 use mythos_runtime::cpu::grad::Depth;
 use mythos_runtime::cpu::CpuRuntime;
-use mythos_runtime::data::{self, DataOptions, Rows, TokenWidth};
+use mythos_runtime::data::{DataOptions, Rows, TokenWidth};
 use mythos_runtime::optim::{AdamWConfig, Schedule};
 use mythos_runtime::rng::{fnv1a64, Rng};
 use mythos_runtime::train::{MicroBatch, StepReport, TrainConfig, Trainer};
@@ -27,6 +28,10 @@ use std::time::Instant;
 pub struct Settings {
     pub data: String,
     pub seq: Option<usize>,
+    /// How text data is tokenized (`None`: bytes, or not text); not
+    /// written when `None`, so runs from before the flag resume.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<TokenizerChoice>,
     #[serde(skip)]
     pub width: TokenWidth,
     pub steps: u64,
@@ -294,7 +299,7 @@ pub fn run(mut model: Prepared, grad: &Module, s: &Settings, out: &Path) -> Resu
         vocab: grad.vocab,
         max_rows: None,
     };
-    let mut rows = data::open(&s.data, &opts)?;
+    let mut rows = crate::text::open(&s.data, &opts, s.tokenizer.as_ref(), Some(out))?;
     let val_rows = s.val_rows.unwrap_or((rows.len() / 10).min(256));
     if rows.len() <= val_rows {
         bail!(

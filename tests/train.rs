@@ -523,3 +523,171 @@ fn the_router_bias_update_moves_each_bias_by_the_rate_per_step() {
         let _ = std::fs::remove_dir_all(d);
     }
 }
+
+#[test]
+fn text_trains_through_bytes_or_a_bpe_trained_on_it_which_eval_reuses() {
+    let dir = scratch("text");
+    let corpus = dir.join("corpus");
+    std::fs::create_dir_all(&corpus).unwrap();
+    let line = |i: usize| format!("The loop runs {i} times; the state stays bounded by A.\n");
+    let corpus_text: String = (0..400).map(line).collect();
+    std::fs::write(corpus.join("a.txt"), &corpus_text[..corpus_text.len() / 2]).unwrap();
+    std::fs::write(corpus.join("b.txt"), &corpus_text[corpus_text.len() / 2..]).unwrap();
+    let spec = dir.join("v512.mythos");
+    let tiny = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/models/tiny-gqa.mythos"
+    ))
+    .unwrap();
+    std::fs::write(&spec, tiny.replace("vocab = 256", "vocab = 300")).unwrap();
+    let (spec, corpus_s) = (spec.to_str().unwrap(), corpus.to_str().unwrap());
+    let out = dir.join("bpe");
+    let run = |tokenizer: &str, out: &Path| {
+        mythos(&[
+            "train",
+            spec,
+            "--seed",
+            "0",
+            "--data",
+            corpus_s,
+            "--tokenizer",
+            tokenizer,
+            "--seq",
+            "32",
+            "--out",
+            out.to_str().unwrap(),
+            "--steps",
+            "2",
+            "--batch",
+            "4",
+        ])
+    };
+    let bpe = run("bpe:300", &out);
+    assert!(bpe.status.success(), "{}", text(&bpe.stderr));
+    let tokenizer = out.join("tokenizer.json");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&tokenizer).unwrap()).unwrap();
+    let vocab = json["model"]["vocab"].as_object().unwrap().len();
+    assert!(
+        (257..=300).contains(&vocab),
+        "a BPE of at most 300 tokens: {vocab}"
+    );
+    // The same text in bytes is longer than in BPE tokens: fewer rows.
+    let eval = |tokenizer: &str| {
+        let o = mythos(&[
+            "eval",
+            spec,
+            "--weights",
+            out.join("weights.safetensors").to_str().unwrap(),
+            "--data",
+            corpus_s,
+            "--tokenizer",
+            tokenizer,
+            "--seq",
+            "32",
+            "--loops",
+            "2",
+            "--json",
+        ]);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["rows"]
+            .as_u64()
+            .unwrap()
+    };
+    let (bpe_rows, byte_rows) = (eval(tokenizer.to_str().unwrap()), eval("bytes"));
+    assert_eq!(byte_rows, (corpus_text.len() / 33) as u64);
+    assert!(
+        bpe_rows * 2 < byte_rows,
+        "BPE {bpe_rows} rows, bytes {byte_rows}"
+    );
+    let bytes = run("bytes", &dir.join("bytes"));
+    assert!(bytes.status.success(), "{}", text(&bytes.stderr));
+    // Errors: eval cannot train a BPE, --tokenizer on non-text data, a
+    // tokenizer larger than the model's vocabulary, text that is not UTF-8.
+    let refused = |args: &[&str], says: &str| {
+        let o = mythos(args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        assert!(
+            text(&o.stderr).contains(says),
+            "{args:?}: {}",
+            text(&o.stderr)
+        );
+    };
+    refused(
+        &[
+            "eval",
+            spec,
+            "--seed",
+            "0",
+            "--data",
+            corpus_s,
+            "--tokenizer",
+            "bpe:300",
+            "--seq",
+            "32",
+        ],
+        "only `mythos train` does",
+    );
+    refused(
+        &[
+            "eval",
+            spec,
+            "--seed",
+            "0",
+            "--data",
+            DATA,
+            "--tokenizer",
+            "bytes",
+        ],
+        "--tokenizer reads text data",
+    );
+    refused(
+        &[
+            "eval",
+            spec,
+            "--seed",
+            "0",
+            "--data",
+            corpus_s,
+            "--tokenizer",
+            "bpe:301",
+            "--seq",
+            "32",
+        ],
+        "more than the model's vocabulary of 300",
+    );
+    let big = dir.join("big");
+    refused(
+        &[
+            "train",
+            spec,
+            "--seed",
+            "0",
+            "--data",
+            corpus_s,
+            "--tokenizer",
+            "bpe:400",
+            "--seq",
+            "32",
+            "--out",
+            big.to_str().unwrap(),
+        ],
+        "more than the model's vocabulary of 300",
+    );
+    let latin1 = dir.join("latin1.txt");
+    std::fs::write(&latin1, b"caf\xe9\n").unwrap();
+    refused(
+        &[
+            "eval",
+            spec,
+            "--seed",
+            "0",
+            "--data",
+            latin1.to_str().unwrap(),
+            "--seq",
+            "2",
+        ],
+        "not UTF-8 text (byte 3",
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

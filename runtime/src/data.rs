@@ -119,6 +119,24 @@ pub fn open(source: &str, opts: &DataOptions) -> Result<Rows, DataError> {
     Ok(rows)
 }
 
+/// Rows cut from a stream of token ids (`seq + 1` per row, as a `.bin`
+/// file) read from `path` (tokenized text), checked against the vocabulary.
+pub fn from_stream(path: &Path, tokens: &[i64], opts: &DataOptions) -> Result<Rows, DataError> {
+    let err = |message: String| DataError {
+        path: path.to_path_buf(),
+        message,
+    };
+    let Some(seq) = opts.seq else {
+        return Err(err("text data needs --seq (tokens per row)".into()));
+    };
+    let mut rows = cut(tokens, seq).map_err(err)?;
+    if let Some(max) = opts.max_rows {
+        rows.truncate(max);
+    }
+    check_vocab(&rows, opts.vocab).map_err(err)?;
+    Ok(rows)
+}
+
 /// Reads a data file (see the module's documentation for the formats).
 pub fn load(path: &Path, opts: &DataOptions) -> Result<Rows, DataError> {
     let err = |message: String| DataError {
@@ -133,8 +151,8 @@ pub fn load(path: &Path, opts: &DataOptions) -> Result<Rows, DataError> {
         _ => {
             return Err(err(format!(
                 "unknown format `.{ext}`: give a .safetensors file (I64 input_ids [rows, seq], \
-                 optional targets) or a .bin file of token ids (uint16, or uint32 with \
-                 --data-width u32)"
+                 optional targets), a .bin file of token ids (uint16, or uint32 with \
+                 --data-width u32) or text (.txt, read with --tokenizer)"
             )))
         }
     };
@@ -225,6 +243,12 @@ fn from_tokens(bytes: &[u8], opts: &DataOptions) -> Result<Rows, String> {
             .map(|c| i64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]])))
             .collect(),
     };
+    cut(&tokens, seq)
+}
+
+/// A stream of token ids cut into rows of `seq + 1`: a row's input is its
+/// first `seq` tokens and its targets its last `seq`.
+fn cut(tokens: &[i64], seq: usize) -> Result<Rows, String> {
     let rows = tokens.len() / (seq + 1);
     if rows == 0 {
         return Err(format!(
