@@ -609,49 +609,34 @@ fn text_trains_through_bytes_or_a_bpe_trained_on_it_which_eval_reuses() {
     assert!(bytes.status.success(), "{}", text(&bytes.stderr));
     // Errors: eval cannot train a BPE, --tokenizer on non-text data, a
     // tokenizer larger than the model's vocabulary, text that is not UTF-8.
-    refused(
-        &[
+    let eval_args = |data: &str, tokenizer: &str| -> Vec<String> {
+        let args = [
             "eval",
             spec,
             "--seed",
             "0",
             "--data",
+            data,
+            "--tokenizer",
+            tokenizer,
+        ];
+        args.iter()
+            .chain(&["--seq", "32"])
+            .map(|a| a.to_string())
+            .collect()
+    };
+    for (data, tokenizer, says) in [
+        (corpus_s, "bpe:300", "only `mythos train` does"),
+        (DATA, "bytes", "--tokenizer reads text data"),
+        (
             corpus_s,
-            "--tokenizer",
-            "bpe:300",
-            "--seq",
-            "32",
-        ],
-        "only `mythos train` does",
-    );
-    refused(
-        &[
-            "eval",
-            spec,
-            "--seed",
-            "0",
-            "--data",
-            DATA,
-            "--tokenizer",
-            "bytes",
-        ],
-        "--tokenizer reads text data",
-    );
-    refused(
-        &[
-            "eval",
-            spec,
-            "--seed",
-            "0",
-            "--data",
-            corpus_s,
-            "--tokenizer",
             "bpe:301",
-            "--seq",
-            "32",
-        ],
-        "more than the model's vocabulary of 300",
-    );
+            "more than the model's vocabulary of 300",
+        ),
+    ] {
+        let args = eval_args(data, tokenizer);
+        refused(&args.iter().map(String::as_str).collect::<Vec<_>>(), says);
+    }
     let big = dir.join("big");
     refused(
         &[
