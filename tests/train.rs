@@ -19,6 +19,13 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// Runs `mythos args`, which must succeed, and parses what it prints (`--json`).
+fn json_of(args: &[&str]) -> serde_json::Value {
+    let o = mythos(args);
+    assert!(o.status.success(), "{args:?}: {}", text(&o.stderr));
+    serde_json::from_slice(&o.stdout).expect("a JSON document on stdout")
+}
+
 /// Runs `mythos args`, which must fail with exit code 1 saying `says`.
 fn refused(args: &[&str], says: &str) {
     let o = mythos(args);
@@ -132,7 +139,7 @@ fn a_run_killed_with_sigkill_resumes_to_bit_identical_weights() {
     let again = mythos(&train_args("@tiny-gqa", b_s, &steps));
     assert!(text(&again.stdout).contains("already trained for 16 steps"));
     let weights = a.join("weights.safetensors");
-    let eval = mythos(&[
+    let v = json_of(&[
         "eval",
         "@tiny-gqa",
         "--weights",
@@ -143,8 +150,6 @@ fn a_run_killed_with_sigkill_resumes_to_bit_identical_weights() {
         "4",
         "--json",
     ]);
-    assert!(eval.status.success(), "{}", text(&eval.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&eval.stdout).unwrap();
     let loss = v["results"][0]["loss"].as_f64().unwrap();
     assert!(loss < m[0].1 - 0.5, "trained weights score {loss}");
     for d in [a, b] {
@@ -302,7 +307,7 @@ fn bad_flags_are_clear_errors() {
 
 #[test]
 fn bench_train_reports_the_step_its_throughput_and_peak_memory() {
-    let out = mythos(&[
+    let r = json_of(&[
         "bench",
         "@tiny-gqa",
         "--train",
@@ -318,8 +323,6 @@ fn bench_train_reports_the_step_its_throughput_and_peak_memory() {
         "2",
         "--json",
     ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let ms = r["train_step_ms"].as_f64().unwrap();
     assert!(ms > 0.0 && r["mean_step_ms"].as_f64().unwrap() >= ms, "{r}");
     let tokens_per_s = r["tokens_per_s"].as_f64().unwrap();
@@ -436,7 +439,7 @@ fn no_act_trains_the_loop_without_halting_and_keeps_the_halting_weights() {
         "training moved the weights"
     );
     // eval --no-act reads the full model's file and runs the loop without ACT.
-    let eval = mythos(&[
+    let report = json_of(&[
         "eval",
         full_spec.to_str().unwrap(),
         "--weights",
@@ -448,8 +451,6 @@ fn no_act_trains_the_loop_without_halting_and_keeps_the_halting_weights() {
         "--no-act",
         "--json",
     ]);
-    assert!(eval.status.success(), "{}", text(&eval.stderr));
-    let report: serde_json::Value = serde_json::from_slice(&eval.stdout).unwrap();
     let mean: Vec<f64> = report["results"]
         .as_array()
         .unwrap()
@@ -579,7 +580,7 @@ fn text_trains_through_bytes_or_a_bpe_trained_on_it_which_eval_reuses() {
     );
     // The same text in bytes is longer than in BPE tokens: fewer rows.
     let eval = |tokenizer: &str| {
-        let o = mythos(&[
+        json_of(&[
             "eval",
             spec,
             "--weights",
@@ -593,9 +594,7 @@ fn text_trains_through_bytes_or_a_bpe_trained_on_it_which_eval_reuses() {
             "--loops",
             "2",
             "--json",
-        ]);
-        assert!(o.status.success(), "{}", text(&o.stderr));
-        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["rows"]
+        ])["rows"]
             .as_u64()
             .unwrap()
     };
