@@ -172,6 +172,8 @@ struct Metrics {
     lr: f64,
     grad_norm: f64,
     tokens_per_s: f64,
+    /// The step's own time (before any validation).
+    seconds: f64,
     iterations: u64,
     /// The busiest expert's load over the mean (MoEs with a router bias).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -273,30 +275,34 @@ fn hold_out(rows: &mut Rows, n: usize) -> Rows {
     val
 }
 
-/// Trains `grad` (the gradient module of `model`'s forward module) from
-/// `model`'s weights as `s` says, in `out`; resumes from `out`'s checkpoint
-/// when there is one.
-pub fn run(mut model: Prepared, grad: &Module, s: &Settings, out: &Path) -> Result<()> {
-    let weights = std::mem::take(&mut model.weights);
-    let forward = &model.module;
-    if s.steps == 0 || s.batch == 0 || s.accum == 0 {
-        bail!("--steps, --batch and --accum must be at least 1");
-    }
-    if s.router_bias_rate.is_some()
-        && !grad
-            .weights
-            .iter()
-            .any(|w| w.name.ends_with(".router_bias"))
-    {
-        bail!(
-            "--router-bias-rate: {} has no MoE with a router_bias to update (drop the flag)",
-            grad.name
-        );
-    }
+/// How a caller steers a run beyond its [`Settings`].
+pub struct Control {
+    /// Stop after this step (with a checkpoint there) though the schedule
+    /// spans `--steps`: a sweep's budget rung. `None`: run to the end.
+    pub until: Option<u64>,
+    /// No progress bar (a sweep draws its own).
+    pub quiet: bool,
+    /// Set by Ctrl-C: save a checkpoint and return.
+    pub stop: Arc<AtomicBool>,
+}
+
+/// How a run ended.
+pub struct Finished {
+    /// Optimizer steps done (the checkpoint's step).
+    pub step: u64,
+    /// Stopped by [`Control::stop`] before its end.
+    pub interrupted: bool,
+    /// The last step this call ran and its validation, if it ran any.
+    pub last: Option<(StepReport, Option<(f64, f64)>)>,
+}
+
+/// The data of `s`, tokenized for `vocab`, split into training rows and
+/// the validation rows held out of its end.
+pub fn split(s: &Settings, vocab: u64, out: &Path) -> Result<(Rows, Rows)> {
     let opts = DataOptions {
         seq: s.seq,
         width: s.width,
-        vocab: grad.vocab,
+        vocab,
         max_rows: None,
     };
     let mut rows = crate::text::open(&s.data, &opts, s.tokenizer.as_ref(), Some(out))?;
@@ -323,7 +329,81 @@ pub fn run(mut model: Prepared, grad: &Module, s: &Settings, out: &Path) -> Resu
             s.data
         );
     }
+    Ok((rows, val))
+}
+
+/// `mythos train`: trains as `s` says in `out` (resuming from its
+/// checkpoint), registers Ctrl-C, prints the summary line.
+pub fn run(model: Prepared, grad: &Module, s: &Settings, out: &Path) -> Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
+    let control = Control {
+        until: None,
+        quiet: false,
+        stop,
+    };
+    let f = train(model, grad, s, out, &control)?;
+    if f.interrupted {
+        eprintln!(
+            "interrupted: checkpoint at step {} saved in {}; run the same command to resume",
+            f.step,
+            out.display()
+        );
+        return Ok(());
+    }
+    if let Some((r, validated)) = f.last {
+        let val = validated.map_or(String::new(), |(loss, acc)| {
+            format!(", validation loss {loss:.4} accuracy {:.2}%", 100.0 * acc)
+        });
+        println!(
+            "{}: step {} loss {:.4} (lr {:.2e}, grad norm {:.3}){val}; wrote {}/weights.safetensors, metrics.jsonl, loss.svg",
+            grad.name,
+            r.step + 1,
+            r.loss,
+            r.lr,
+            r.grad_norm,
+            out.display()
+        );
+    } else {
+        println!(
+            "{}: already trained for {} steps in {}",
+            grad.name,
+            s.steps,
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+/// Trains `grad` (the gradient module of `model`'s forward module) from
+/// `model`'s weights as `s` says, in `out`, up to `control.until`; resumes
+/// from `out`'s checkpoint when there is one.
+pub fn train(
+    mut model: Prepared,
+    grad: &Module,
+    s: &Settings,
+    out: &Path,
+    control: &Control,
+) -> Result<Finished> {
+    let weights = std::mem::take(&mut model.weights);
+    let forward = &model.module;
+    if s.steps == 0 || s.batch == 0 || s.accum == 0 {
+        bail!("--steps, --batch and --accum must be at least 1");
+    }
+    if s.router_bias_rate.is_some()
+        && !grad
+            .weights
+            .iter()
+            .any(|w| w.name.ends_with(".router_bias"))
+    {
+        bail!(
+            "--router-bias-rate: {} has no MoE with a router_bias to update (drop the flag)",
+            grad.name
+        );
+    }
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let (rows, val) = split(s, grad.vocab, out)?;
+    let end = control.until.unwrap_or(s.steps).min(s.steps);
     let config = TrainConfig {
         adamw: AdamWConfig {
             weight_decay: s.weight_decay,
@@ -351,7 +431,9 @@ pub fn run(mut model: Prepared, grad: &Module, s: &Settings, out: &Path) -> Resu
             );
         }
         cursor = state.cursor;
-        eprintln!("resuming {} from step {}", out.display(), state.step);
+        if !control.quiet {
+            eprintln!("resuming {} from step {}", out.display(), state.step);
+        }
     }
     let metrics_path = out.join("metrics.jsonl");
     truncate_metrics(&metrics_path, trainer.step)?;
@@ -360,8 +442,6 @@ pub fn run(mut model: Prepared, grad: &Module, s: &Settings, out: &Path) -> Resu
         .append(true)
         .open(&metrics_path)
         .with_context(|| format!("cannot open {}", metrics_path.display()))?;
-    let stop = Arc::new(AtomicBool::new(false));
-    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
     let state_of = |trainer: &Trainer, cursor: u64| State {
         schema: checkpoint::SCHEMA.into(),
         model: grad.name.clone(),
@@ -370,13 +450,17 @@ pub fn run(mut model: Prepared, grad: &Module, s: &Settings, out: &Path) -> Resu
         adam_steps: trainer.optimizer.steps.clone(),
         settings: settings.clone(),
     };
-    let bar = crate::progress::bar(
-        s.steps,
-        "{spinner} [{bar:40}] {pos}/{len} steps  {msg}  ETA {eta}",
-    );
+    let bar = if control.quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        crate::progress::bar(
+            s.steps,
+            "{spinner} [{bar:40}] {pos}/{len} steps  {msg}  ETA {eta}",
+        )
+    };
     bar.set_position(trainer.step);
     let mut last: Option<(StepReport, Option<(f64, f64)>)> = None;
-    while trainer.step < s.steps {
+    while trainer.step < end {
         let start = Instant::now();
         let mut next = cursor;
         let micro: Vec<(Vec<i64>, Vec<i64>)> = (0..s.accum)
@@ -424,9 +508,10 @@ pub fn run(mut model: Prepared, grad: &Module, s: &Settings, out: &Path) -> Resu
         cursor = next;
         // The step's own speed, before any validation.
         let tokens = (s.batch * s.accum * rows.seq) as f64;
-        let tokens_per_s = tokens / start.elapsed().as_secs_f64();
-        let done = trainer.step == s.steps;
-        let validated = (val_rows > 0
+        let seconds = start.elapsed().as_secs_f64();
+        let tokens_per_s = tokens / seconds;
+        let done = trainer.step == end;
+        let validated = (!val.is_empty()
             && (done || (s.val_every > 0 && trainer.step % s.val_every == 0)))
             .then(|| validate(forward, &trainer.weights, &val, s))
             .transpose()
@@ -437,6 +522,7 @@ pub fn run(mut model: Prepared, grad: &Module, s: &Settings, out: &Path) -> Resu
             lr: r.lr,
             grad_norm: r.grad_norm,
             tokens_per_s,
+            seconds,
             iterations: r.iterations,
             load_imbalance: r.load_imbalance,
             val_loss: validated.map(|v| v.0),
@@ -446,7 +532,7 @@ pub fn run(mut model: Prepared, grad: &Module, s: &Settings, out: &Path) -> Resu
         metrics.flush()?;
         bar.set_position(trainer.step);
         bar.set_message(format!("loss {:.4}  {:.0} tok/s", m.loss, m.tokens_per_s));
-        let interrupted = stop.load(Ordering::Relaxed);
+        let interrupted = control.stop.load(Ordering::Relaxed);
         if done || interrupted || (s.save_every > 0 && trainer.step % s.save_every == 0) {
             checkpoint::save(out, &trainer, &state_of(&trainer, cursor))?;
             model.save(&trainer.weights, &out.join("weights.safetensors"))?;
@@ -455,37 +541,19 @@ pub fn run(mut model: Prepared, grad: &Module, s: &Settings, out: &Path) -> Resu
         last = Some((r, validated));
         if interrupted && !done {
             bar.finish_and_clear();
-            eprintln!(
-                "interrupted: checkpoint at step {} saved in {}; run the same command to resume",
-                trainer.step,
-                out.display()
-            );
-            return Ok(());
+            return Ok(Finished {
+                step: trainer.step,
+                interrupted: true,
+                last,
+            });
         }
     }
     bar.finish_and_clear();
-    if let Some((r, validated)) = last {
-        let val = validated.map_or(String::new(), |(loss, acc)| {
-            format!(", validation loss {loss:.4} accuracy {:.2}%", 100.0 * acc)
-        });
-        println!(
-            "{}: step {} loss {:.4} (lr {:.2e}, grad norm {:.3}){val}; wrote {}/weights.safetensors, metrics.jsonl, loss.svg",
-            grad.name,
-            r.step + 1,
-            r.loss,
-            r.lr,
-            r.grad_norm,
-            out.display()
-        );
-    } else {
-        println!(
-            "{}: already trained for {} steps in {}",
-            grad.name,
-            s.steps,
-            out.display()
-        );
-    }
-    Ok(())
+    Ok(Finished {
+        step: trainer.step,
+        interrupted: false,
+        last,
+    })
 }
 
 #[cfg(test)]

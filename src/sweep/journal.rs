@@ -17,8 +17,11 @@ pub enum Status {
     Ok,
     /// Checked and analyzed; violates a constraint.
     Rejected,
-    /// The variant spec does not check.
+    /// The variant spec does not check, or its measurement or training failed.
     Failed,
+    /// Trained, then stopped early by `[early_stop]` (its metrics are those
+    /// at the budget it reached).
+    Pruned,
 }
 
 impl Status {
@@ -27,6 +30,7 @@ impl Status {
             Status::Ok => "ok",
             Status::Rejected => "rejected",
             Status::Failed => "failed",
+            Status::Pruned => "pruned",
         }
     }
 }
@@ -54,6 +58,13 @@ pub struct Entry {
     /// Seconds the evaluation took.
     #[serde(default)]
     pub seconds: f64,
+    /// Trained trials: the standard deviation over seeds of each metric
+    /// (two or more seeds); `metrics` holds the means.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub spread: BTreeMap<String, f64>,
+    /// Trained trials: each seed's metrics.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runs: Vec<BTreeMap<String, f64>>,
 }
 
 /// The journal opened for appending.

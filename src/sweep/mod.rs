@@ -12,12 +12,14 @@
 //! the backends: [`run_local`] evaluates trials in this process, [`slurm`]
 //! submits them as a Slurm job array whose tasks run `mythos sweep-worker`.
 
+mod halving;
 pub mod journal;
 pub mod pareto;
 mod report;
 pub mod results;
 pub mod slurm;
 pub mod spec;
+mod training;
 pub mod trial;
 
 use anyhow::{Context, Result};
@@ -97,7 +99,14 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     let Some(prepared) = prepare(&args.file, args.out.as_deref()) else {
         return Ok(ExitCode::FAILURE);
     };
+    if args.backend == Backend::Slurm && prepared.sweep.early_stop.is_some() {
+        eprintln!("error: [early_stop] decides between trials as they train, which runs with the local backend; drop --backend slurm or the [early_stop] table");
+        return Ok(ExitCode::FAILURE);
+    }
     match args.backend {
+        Backend::Local if prepared.sweep.options.measure_train => {
+            halving::run(&prepared, args, started)
+        }
         Backend::Local => run_local(&prepared, args, started),
         Backend::Slurm => slurm::run(&prepared, &args.slurm, started),
     }
@@ -224,7 +233,11 @@ pub fn prepare(file: &Path, out: Option<&Path>) -> Option<Prepared> {
         dtype: sweep.options.dtype,
         bandwidth: sweep.options.bandwidth,
     };
-    let base_metrics = trial::metrics(&analysis::analyze(&ir::lower::lower(&base_model), &opts));
+    let base_module = ir::lower::lower(&base_model);
+    let base_metrics = trial::metrics(&analysis::analyze(&base_module, &opts));
+    if sweep.options.measure_train && sweep.eval.loops.is_empty() {
+        sweep.eval.loops = crate::eval::default_loops(base_module.max_iters());
+    }
     let diags = spec::resolve(&mut sweep, &def_kinds, &base_metrics);
     if !diags.is_empty() {
         render(&sources, &diags);
@@ -239,7 +252,11 @@ pub fn prepare(file: &Path, out: Option<&Path>) -> Option<Prepared> {
         .into_iter()
         .filter_map(|point| {
             let text = trial::variant_text(&sweep, &base, &point);
-            let hash = trial::trial_hash(&base, &text, &options_key);
+            let mut key = options_key.clone();
+            if sweep.options.measure_train {
+                key.push_str(&training::key(&sweep, file, &point.choice));
+            }
+            let hash = trial::trial_hash(&base, &text, &key);
             seen.insert(hash.clone())
                 .then_some(Planned { point, text, hash })
         })
@@ -282,8 +299,35 @@ pub fn open_journal(p: &Prepared) -> Result<(Journal, HashMap<String, Entry>)> {
 }
 
 /// Evaluates one trial: checks and costs its variant, applies the static
-/// constraints, then (with `measure = ["cpu"]`) times it and applies the rest.
+/// constraints, then (with `measure = ["cpu"]`) times it, (with `measure =
+/// ["train"]`) trains every seed to the whole budget, and applies the rest.
 pub fn evaluate(p: &Prepared, planned: &Planned) -> Entry {
+    let t0 = Instant::now();
+    let sweep = &p.sweep;
+    let mut entry = evaluate_static(p, planned);
+    if sweep.options.measure_train && entry.status == Status::Ok {
+        // The whole budget at once (a Slurm task; a local sweep goes by rungs).
+        let steps = training::steps(p, planned);
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        match training::train_to(p, planned, steps, &stop) {
+            Ok(Some(r)) => {
+                r.record(&mut entry);
+                classify(sweep, &mut entry, true);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                entry.status = Status::Failed;
+                entry.error = Some(format!("training failed: {e:#}"));
+            }
+        }
+    }
+    entry.seconds = t0.elapsed().as_secs_f64();
+    entry
+}
+
+/// [`evaluate`] without the training: the cost analysis, the CPU timing
+/// and the constraints on what they give.
+pub fn evaluate_static(p: &Prepared, planned: &Planned) -> Entry {
     let t0 = Instant::now();
     let delay = std::env::var(DELAY_ENV)
         .ok()
@@ -303,6 +347,8 @@ pub fn evaluate(p: &Prepared, planned: &Planned) -> Entry {
         metrics: BTreeMap::new(),
         spec: planned.text.clone(),
         seconds: 0.0,
+        spread: BTreeMap::new(),
+        runs: Vec::new(),
     };
     match trial::evaluate(&p.base, &planned.text, &p.opts) {
         Outcome::Ok(m) => {
@@ -320,7 +366,7 @@ pub fn evaluate(p: &Prepared, planned: &Planned) -> Entry {
                 ) {
                     Ok(m) => {
                         entry.metrics.extend(m);
-                        classify(sweep, &mut entry, true);
+                        classify(sweep, &mut entry, !sweep.options.measure_train);
                     }
                     Err(e) => {
                         entry.status = Status::Failed;
@@ -460,13 +506,15 @@ pub(crate) fn axes_json(
         .collect()
 }
 
-/// Sets `ok` or `rejected` from the constraints; before a trial is measured
-/// (`measured == false`) the constraints on measured metrics wait.
-pub(crate) fn classify(sweep: &SweepFile, entry: &mut Entry, measured: bool) {
+/// Sets `ok` or `rejected` from the constraints. Until a trial is measured
+/// in full (`last == false`), a constraint on a measured metric (`cpu.*`,
+/// `train.*`, `eval.*`) that the trial does not have yet waits.
+pub(crate) fn classify(sweep: &SweepFile, entry: &mut Entry, last: bool) {
+    let metrics = &entry.metrics;
     entry.violated = sweep
         .constraints
         .iter()
-        .filter(|c| measured || !c.metric.starts_with("cpu."))
+        .filter(|c| last || !spec::is_measured(&c.metric) || metrics.contains_key(&c.metric))
         .find_map(|c| c.violation(&entry.metrics));
     entry.status = if entry.violated.is_some() {
         Status::Rejected

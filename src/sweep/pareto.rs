@@ -52,3 +52,28 @@ pub fn front(points: &[Vec<f64>], maximize: &[bool]) -> Vec<bool> {
     }
     on
 }
+
+/// The non-dominated rank of each point: 0 for the front, 1 for the front
+/// of the rest, and so on; `usize::MAX` for points with a NaN objective.
+pub fn ranks(points: &[Vec<f64>], maximize: &[bool]) -> Vec<usize> {
+    let mut rank = vec![usize::MAX; points.len()];
+    let mut left: Vec<usize> = (0..points.len())
+        .filter(|&i| !points[i].iter().any(|x| x.is_nan()))
+        .collect();
+    let mut r = 0;
+    while !left.is_empty() {
+        let sub: Vec<Vec<f64>> = left.iter().map(|&i| points[i].clone()).collect();
+        let on = front(&sub, maximize);
+        let mut rest = Vec::new();
+        for (k, &i) in left.iter().enumerate() {
+            if on[k] {
+                rank[i] = r;
+            } else {
+                rest.push(i);
+            }
+        }
+        left = rest;
+        r += 1;
+    }
+    rank
+}

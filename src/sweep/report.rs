@@ -37,9 +37,10 @@ pub fn write(p: &Prepared, mut entries: HashMap<String, Entry>) -> Result<Counts
             let mut entry = entries.remove(&planned.hash)?;
             entry.index = planned.point.index;
             entry.axes = super::axes_json(sweep, &planned.point);
-            if entry.status != Status::Failed {
+            if matches!(entry.status, Status::Ok | Status::Rejected) {
                 // Constraints may have changed since the trial ran.
-                super::classify(sweep, &mut entry, sweep.options.measure_cpu);
+                let o = &sweep.options;
+                super::classify(sweep, &mut entry, o.measure_cpu || o.measure_train);
             }
             let objectives = sweep
                 .objectives
@@ -98,8 +99,9 @@ fn ranked<'r, 'p>(sweep: &SweepFile, rows: &'r [Row<'p>]) -> Vec<&'r Row<'p>> {
     let group = |r: &Row| match (r.pareto, r.entry.status) {
         (true, _) => 0,
         (false, Status::Ok) => 1,
-        (false, Status::Rejected) => 2,
-        (false, Status::Failed) => 3,
+        (false, Status::Pruned) => 2,
+        (false, Status::Rejected) => 3,
+        (false, Status::Failed) => 4,
     };
     v.sort_by(|a, b| {
         group(a)
@@ -324,6 +326,10 @@ fn print_table(sweep: &SweepFile, rows: &[Row]) {
         line.push(match r.entry.status {
             Status::Ok => "ok".into(),
             Status::Rejected => format!("rejected: {}", r.entry.violated.as_deref().unwrap_or("")),
+            Status::Pruned => format!(
+                "pruned at {} steps",
+                r.entry.metrics.get("train.steps").copied().unwrap_or(0.0)
+            ),
             Status::Failed => format!(
                 "failed: {}",
                 first_line(r.entry.error.as_deref().unwrap_or(""))

@@ -326,6 +326,17 @@ pub fn evaluate(base: &Base, text: &str, opts: &analysis::Options) -> Outcome {
     Outcome::Ok(metrics(&analysis::analyze(&module, opts)))
 }
 
+/// The checked model of a trial's variant spec (already known to check),
+/// or the rendered diagnostic.
+pub fn load(base: &Base, text: &str) -> Result<mythos_compiler::model::Model, String> {
+    let mut loader = Loader::new();
+    loader.add_virtual(&base.virtual_name, text.as_bytes().to_vec());
+    let checked = sema::check_file(&mut loader, &base.virtual_name);
+    sema::select(&checked, Some(&base.trial_model), &base.virtual_name)
+        .cloned()
+        .map_err(|d| diag::render(&loader.sources, &[d]))
+}
+
 /// Times a trial on the CPU runtime with random weights (seed 0): a prefill
 /// of `seq` tokens and `decode` single-token steps. The metrics are
 /// [`spec::CPU_METRICS`](super::spec::CPU_METRICS).
@@ -336,12 +347,7 @@ pub fn measure_cpu(
     seq: usize,
     decode: usize,
 ) -> Result<BTreeMap<String, f64>, String> {
-    let mut loader = Loader::new();
-    loader.add_virtual(&base.virtual_name, text.as_bytes().to_vec());
-    let checked = sema::check_file(&mut loader, &base.virtual_name);
-    let model = sema::select(&checked, Some(&base.trial_model), &base.virtual_name)
-        .map_err(|d| diag::render(&loader.sources, &[d]))?;
-    let module = ir::lower::lower(model);
+    let module = ir::lower::lower(&load(base, text)?);
     if (seq + decode) as u64 > module.max_seq {
         return Err(format!(
             "measure_seq + measure_decode ({}) exceeds the model's max_seq ({})",

@@ -543,6 +543,8 @@ pub fn run(p: &Prepared, flags: &Flags, started: Instant) -> Result<ExitCode> {
                 metrics: Default::default(),
                 spec: t.text.clone(),
                 seconds: 0.0,
+                spread: Default::default(),
+                runs: Vec::new(),
             });
         }
     }
@@ -602,7 +604,8 @@ pub fn status(dir: &Path) -> Result<ExitCode> {
             c.done += 1;
             match e.status {
                 Status::Ok => ok += 1,
-                Status::Rejected => rejected += 1,
+                // A Slurm sweep never prunes ([early_stop] runs locally).
+                Status::Rejected | Status::Pruned => rejected += 1,
                 Status::Failed => failed += 1,
             }
             continue;

@@ -68,6 +68,20 @@ pub(super) fn parse_axes(p: &mut Parser, prefix: &str, t: &Table, out: &mut Vec<
                 if let Some(vals) = range_values(p, &target, &path, v, r) {
                     values = vals;
                 }
+                if let Target::Train(key) = target {
+                    if let Some(why) = values
+                        .iter()
+                        .find_map(|x| super::train::check_value(key, x).err())
+                    {
+                        p.error(
+                            Code::BadAxisValue,
+                            format!("axis `{path}`: a value of the range {why}"),
+                            v.span(),
+                            "not a valid value",
+                            "start the range at a valid value",
+                        );
+                    }
+                }
             }
             _ => {
                 if let Some(x) = axis_value(p, &target, &path, v) {
@@ -286,6 +300,15 @@ fn resolve_path(path: &str) -> Result<Target, String> {
                 })
         }
         ["loop", "max"] => Ok(Target::LoopMax),
+        ["train", key] => super::train::train_key(key)
+            .map(|(k, _)| Target::Train(k))
+            .ok_or_else(|| {
+                suggest::help_for(
+                    key,
+                    "training axes",
+                    super::train::TRAIN_KEYS.iter().map(|(_, s)| s.name),
+                )
+            }),
         ["loop", feature, rest @ ..] if rest.len() <= 1 => {
             let Some(&(keyword, kinds)) = schema::LOOP_FEATURES.iter().find(|(f, _)| f == feature)
             else {
@@ -397,7 +420,7 @@ fn ty_name(ty: Ty) -> &'static str {
 }
 
 /// A literal of the field's type, or a diagnostic.
-fn typed_lit(p: &mut Parser, spec: &FieldSpec, what: &str, v: &Val) -> Option<Lit> {
+pub(super) fn typed_lit(p: &mut Parser, spec: &FieldSpec, what: &str, v: &Val) -> Option<Lit> {
     let lit = p.lit(v);
     let ok = match (spec.ty, lit) {
         (Ty::Int, Some(Lit::Int(_))) | (Ty::Bool, Some(Lit::Bool(_))) => true,
@@ -531,6 +554,10 @@ fn axis_value(p: &mut Parser, target: &Target, path: &str, v: &Val) -> Option<Ax
         } => field_value(p, spec, &what, v),
         Target::Feature { kinds, .. } => kind_value(p, &what, kinds, v),
         Target::Def { sort, .. } => kind_value(p, &what, sort.kinds(), v),
+        Target::Train(key) => {
+            let (_, spec) = super::train::train_key(train_name(*key))?;
+            super::train::train_value(p, *key, spec, &what, v)
+        }
     }
 }
 
@@ -542,3 +569,11 @@ const LOOP_MAX: FieldSpec = FieldSpec {
     max: 1 << 20,
     doc: "loop iterations",
 };
+
+/// The name of a training key (`lr`).
+pub(super) fn train_name(key: super::TrainKey) -> &'static str {
+    super::train::TRAIN_KEYS
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map_or("", |(_, s)| s.name)
+}

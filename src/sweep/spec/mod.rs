@@ -71,6 +71,9 @@ pub enum AxisValue {
         kind: String,
         fields: Vec<(String, Lit)>,
     },
+    /// A training option written as text (`"1..8"` for `train.loops`);
+    /// never part of the variant spec.
+    Text(String),
 }
 
 impl AxisValue {
@@ -79,7 +82,7 @@ impl AxisValue {
         match self {
             AxisValue::Lit(Lit::Float(f)) => f.to_string(),
             AxisValue::Lit(l) => l.spec_text(),
-            AxisValue::Expr(e) => e.clone(),
+            AxisValue::Expr(e) | AxisValue::Text(e) => e.clone(),
             AxisValue::Kind { kind, fields } if fields.is_empty() => kind.clone(),
             AxisValue::Kind { kind, fields } => {
                 let f: Vec<String> = fields
@@ -98,7 +101,7 @@ impl AxisValue {
     pub fn json(&self) -> serde_json::Value {
         match self {
             AxisValue::Lit(l) => l.json(),
-            AxisValue::Expr(e) => e.clone().into(),
+            AxisValue::Expr(e) | AxisValue::Text(e) => e.clone().into(),
             AxisValue::Kind { kind, fields } if fields.is_empty() => kind.clone().into(),
             AxisValue::Kind { kind, fields } => {
                 let mut m = serde_json::Map::new();
@@ -117,7 +120,7 @@ impl AxisValue {
         match self {
             AxisValue::Lit(l) => Some(l.spec_text()),
             AxisValue::Expr(e) => Some(format!("({e})")),
-            AxisValue::Kind { .. } => None,
+            AxisValue::Kind { .. } | AxisValue::Text(_) => None,
         }
     }
 }
@@ -168,6 +171,9 @@ pub enum Target {
         /// The base model's kind of this definition (set by [`resolve`]).
         base_kind: Option<String>,
     },
+    /// A training setting of `measure = ["train"]` (`train.lr`): not part
+    /// of the variant spec, part of the trial's identity.
+    Train(TrainKey),
 }
 
 #[derive(Clone)]
@@ -263,6 +269,8 @@ pub struct TrialOptions {
     pub bandwidth: f64,
     /// `measure = ["cpu"]`: time each trial on the CPU runtime (random weights).
     pub measure_cpu: bool,
+    /// `measure = ["train"]`: train each trial as `[train]` says and score it as `[eval]` says.
+    pub measure_train: bool,
     /// Prompt length and decode steps of the measurement.
     pub measure_seq: usize,
     pub measure_decode: usize,
@@ -309,6 +317,11 @@ pub struct SweepFile {
     pub objectives: Vec<Objective>,
     /// `[slurm]`: how `--backend slurm` submits (not part of a trial's hash).
     pub slurm: SlurmTable,
+    /// `[train]` (with `measure = ["train"]`).
+    pub train: Option<TrainTable>,
+    pub eval: EvalTable,
+    /// `[early_stop]`: successive halving over the training budget.
+    pub early_stop: Option<EarlyStop>,
 }
 
 /// `[slurm]`: settings of `--backend slurm` (docs/sweeps.md, "On a cluster").
@@ -353,6 +366,18 @@ impl Default for SlurmTable {
 }
 
 impl SweepFile {
+    /// The `train.*` axis values of `point`.
+    pub fn train_overrides(&self, choice: &[usize]) -> Vec<(TrainKey, &AxisValue)> {
+        self.axes
+            .iter()
+            .zip(choice)
+            .filter_map(|(a, &c)| match a.target {
+                Target::Train(k) => Some((k, &a.values[c])),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Values per group of axes (a tied group counts once).
     pub fn group_sizes(&self) -> Vec<usize> {
         let mut sizes = Vec::new();
@@ -370,6 +395,7 @@ mod parse;
 mod ranges;
 mod resolve;
 mod slurm;
+mod train;
 
 use axes::{find_spec, parse_axes};
 use parse::{Parser, Table, Val};
@@ -377,3 +403,4 @@ use ranges::range_values;
 
 pub use parse::parse;
 pub use resolve::resolve;
+pub use train::{is_measured, EarlyStop, EvalTable, TrainKey, TrainTable, TRAIN_METRICS};

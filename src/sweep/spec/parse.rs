@@ -14,6 +14,9 @@ const TOP_KEYS: &[&str] = &[
     "budget",
     "objectives",
     "slurm",
+    "train",
+    "eval",
+    "early_stop",
 ];
 const OPTION_KEYS: &[&str] = &[
     "seq",
@@ -221,6 +224,7 @@ pub fn parse(file: FileId, text: &str) -> Result<SweepFile, Vec<Diagnostic>> {
             dtype: StorageType::Bf16,
             bandwidth: 3.35e12,
             measure_cpu: false,
+            measure_train: false,
             measure_seq: 64,
             measure_decode: 8,
         },
@@ -228,7 +232,14 @@ pub fn parse(file: FileId, text: &str) -> Result<SweepFile, Vec<Diagnostic>> {
         strategy: Strategy::Grid,
         objectives: Vec::new(),
         slurm: SlurmTable::default(),
+        train: None,
+        eval: EvalTable {
+            batch: 64,
+            ..EvalTable::default()
+        },
+        early_stop: None,
     };
+    let mut train_span = None;
     let mut strategy: Option<(String, Range<usize>)> = None;
     let mut seed: Option<u64> = None;
     let mut budget: Option<(u64, Range<usize>)> = None;
@@ -337,6 +348,12 @@ pub fn parse(file: FileId, text: &str) -> Result<SweepFile, Vec<Diagnostic>> {
                     );
                 }
             },
+            "train" => {
+                train_span = Some(v.span());
+                sweep.train = super::train::parse_train(&mut p, v);
+            }
+            "eval" => super::train::parse_eval(&mut p, v, &mut sweep.eval),
+            "early_stop" => sweep.early_stop = super::train::parse_early_stop(&mut p, v),
             "strategy" => {
                 if let Some(s) = p.string("strategy", v) {
                     strategy = Some((s, v.span()));
@@ -391,6 +408,7 @@ pub fn parse(file: FileId, text: &str) -> Result<SweepFile, Vec<Diagnostic>> {
             suggest::help_for(&s, "strategies", ["grid", "random"]),
         ),
     }
+    check_training(&mut p, &sweep, train_span);
     if sweep.strategy == Strategy::Grid {
         let size = sweep
             .group_sizes()
@@ -456,13 +474,14 @@ fn parse_options(p: &mut Parser, t: &Table, o: &mut TrialOptions) {
                         "`measure` must be a list of devices",
                         v.span(),
                         "expected a list",
-                        "write measure = [\"cpu\"]",
+                        "write measure = [\"cpu\"] or measure = [\"train\"]",
                     );
                     continue;
                 };
                 for item in list {
                     match item.get_ref().as_str() {
                         Some("cpu") => o.measure_cpu = true,
+                        Some("train") => o.measure_train = true,
                         Some("cuda") => p.error(
                             Code::InvalidSweep,
                             "measuring on CUDA needs the CUDA runtime, which Mythos does not have yet",
@@ -475,7 +494,7 @@ fn parse_options(p: &mut Parser, t: &Table, o: &mut TrialOptions) {
                             "unknown device in `measure`",
                             item.span(),
                             "unknown device",
-                            "the devices are \"cpu\" (and \"cuda\" once the CUDA runtime exists)",
+                            "measure takes \"cpu\" (time each trial) and \"train\" (train and score each trial)",
                         ),
                     }
                 }
@@ -627,4 +646,54 @@ fn parse_objective(p: &mut Parser, v: &Val) -> Option<Objective> {
         maximize,
         span: p.span(r),
     })
+}
+
+/// `measure = ["train"]`, `[train]`, the `train.*` axes and `[early_stop]`
+/// go together.
+fn check_training(p: &mut Parser, sweep: &SweepFile, train_span: Option<Range<usize>>) {
+    let training = sweep.options.measure_train;
+    match (training, &train_span) {
+        (false, Some(at)) => p.error(
+            Code::InvalidSweep,
+            "`[train]` is given but the trials are not trained",
+            at.clone(),
+            "unused",
+            "add measure = [\"train\"] under [options], or remove [train]",
+        ),
+        (true, None) => p.error(
+            Code::InvalidSweep,
+            "`measure = [\"train\"]` needs a `[train]` table",
+            0..0,
+            "[train] missing",
+            "add [train] with at least data = \"task:...\" or a data file, and steps",
+        ),
+        _ => {}
+    }
+    if !training {
+        if let Some(a) = sweep
+            .axes
+            .iter()
+            .find(|a| matches!(a.target, Target::Train(_)))
+        {
+            let d = Diagnostic::error(
+                Code::UnknownAxis,
+                format!(
+                    "axis `{}` varies the training, but the trials are not trained",
+                    a.path
+                ),
+            )
+            .label(a.span, "a training axis")
+            .help("add measure = [\"train\"] under [options] and a [train] table");
+            p.diags.push(d);
+        }
+        if sweep.early_stop.is_some() {
+            p.error(
+                Code::InvalidSweep,
+                "`[early_stop]` stops trainings early, but the trials are not trained",
+                0..0,
+                "nothing to stop",
+                "add measure = [\"train\"] under [options] and a [train] table",
+            );
+        }
+    }
 }

@@ -14,7 +14,11 @@ pub(super) fn range_values(
         Target::Setting(s) => s.ty,
         Target::LoopMax => Ty::Int,
         Target::Feature { field: Some(s), .. } | Target::Def { field: Some(s), .. } => s.ty,
-        _ => {
+        Target::Train(key) => match super::train::train_key(super::axes::train_name(*key)) {
+            Some((_, s)) => s.ty,
+            None => return None,
+        },
+        Target::Feature { field: None, .. } | Target::Def { field: None, .. } => {
             p.error(
                 Code::BadAxisValue,
                 format!("axis `{path}` takes kinds, not a range"),

@@ -86,6 +86,21 @@ pub fn resolve(
     if sweep.options.measure_cpu {
         names.extend(CPU_METRICS);
     }
+    let per_loop: Vec<String> = sweep
+        .eval
+        .loops
+        .iter()
+        .flat_map(|n| {
+            [
+                format!("eval.loss@loops={n}"),
+                format!("eval.acc@loops={n}"),
+            ]
+        })
+        .collect();
+    if sweep.options.measure_train {
+        names.extend(TRAIN_METRICS);
+        names.extend(per_loop.iter().map(String::as_str));
+    }
     let mut check = |metric: &str, span: Span, what: &str| {
         if !names.contains(&metric) {
             diags.push(
@@ -115,5 +130,68 @@ pub fn resolve(
     for o in &sweep.objectives {
         check(&o.metric, o.span, "the objective");
     }
+    if let Some(es) = &sweep.early_stop {
+        check_early_stop(sweep, es, &mut diags);
+    }
     diags
+}
+
+/// `[early_stop]` ranks by the objectives, over one budget for all trials.
+fn check_early_stop(sweep: &SweepFile, es: &EarlyStop, diags: &mut Vec<Diagnostic>) {
+    if sweep.objectives.is_empty() {
+        diags.push(
+            Diagnostic::error(
+                Code::InvalidSweep,
+                "`[early_stop]` keeps the best trials by the objectives, and there are none",
+            )
+            .help("add objectives = [{ minimize = \"eval.loss\" }] (or more)"),
+        );
+    }
+    if let (Some(m), Some(span)) = (&es.primary, es.primary_span) {
+        if !sweep.objectives.iter().any(|o| &o.metric == m) {
+            diags.push(
+                Diagnostic::error(
+                    Code::BadConstraint,
+                    format!("`primary = \"{m}\"` is not one of the objectives"),
+                )
+                .label(span, "not an objective")
+                .help("name the metric of an objective; its direction decides what is best"),
+            );
+        }
+    }
+    if let Some(a) = sweep
+        .axes
+        .iter()
+        .find(|a| matches!(a.target, Target::Train(TrainKey::Steps)))
+    {
+        diags.push(
+            Diagnostic::error(
+                Code::UnknownAxis,
+                "`train.steps` as an axis and `[early_stop]` both set the training budget",
+            )
+            .label(a.span, "a budget axis")
+            .help("set steps in [train] and let [early_stop] cut trainings short, or drop [early_stop]"),
+        );
+    }
+    let steps = sweep
+        .train
+        .as_ref()
+        .and_then(|t| t.values.iter().find(|(k, _)| *k == TrainKey::Steps))
+        .and_then(|(_, v)| match v {
+            AxisValue::Lit(l) => Some(l.as_f64() as u64),
+            _ => None,
+        })
+        .unwrap_or(100);
+    if es.min_steps >= steps {
+        diags.push(
+            Diagnostic::error(
+                Code::InvalidSweep,
+                format!(
+                    "`[early_stop] min_steps = {}` is not below the training's {steps} steps: nothing would stop early",
+                    es.min_steps
+                ),
+            )
+            .help("lower min_steps (say a tenth of steps), or drop [early_stop]"),
+        );
+    }
 }
