@@ -22,7 +22,7 @@ deps: ## Install missing system packages (LLVM/MLIR 22, zstd, z3, libxml2); chec
 build: deps ## Build the release binary (target/release/mythos)
 	cargo build --release --locked
 
-run: build ## Check every preset, show and cost @openmythos-1b, generate tokens from a tiny model on the CPU, train a tiny looped model, score it against test-time loops
+run: build ## Check every preset, show and cost @openmythos-1b, generate tokens from a tiny model on the CPU, score it on a task, end with a short training sweep (quality beside cost)
 	$(MYTHOS) check models/*.mythos
 	$(MYTHOS) show @openmythos-1b
 	$(MYTHOS) inspect @openmythos-1b
@@ -30,10 +30,8 @@ run: build ## Check every preset, show and cost @openmythos-1b, generate tokens 
 	$(MYTHOS) generate @tiny-mla --seed 0 --prompt-ids 1,2,3,4 --max-new-tokens 32 --temperature 0
 	@echo "== the same model scored on a synthetic task (p-hop induction) at 1 to 8 loops; untrained, its loss is near ln(256) = 5.55"
 	$(MYTHOS) eval @tiny-mla --seed 0 --data task:phop,len=32,hops=4,rows=64 --loops 1,2,4,8
-	@echo "== training a tiny looped model on 3-digit addition (1500 steps, about 2 minutes; run again: it resumes or says it is done)"
-	$(MYTHOS) train examples/looped-add.mythos --seed 0 --data task:add,terms=2,digits=3,rows=16384 --out target/looped-add --steps 1500 --batch 32 --lr 2e-3 --warmup 100 --save-every 500
-	@echo "== its accuracy against test-time loops on fresh problems (trained at 4: a V shape)"
-	$(MYTHOS) eval examples/looped-add.mythos --weights target/looped-add/weights.safetensors --data task:add,terms=2,digits=3,rows=1024,seed=7 --loops 1,2,4,8,16
+	@echo "== a short training sweep: a tiny looped adder at 1, 2 and 4 loops, each trained (800 steps) and scored at 1 to 8 test-time loops; quality beside cost (about 1.5 minutes; run again: it resumes or reuses the results)"
+	$(MYTHOS) sweep examples/sweeps/train-quick.toml --out target/train-quick
 
 # Tests use cargo's default job count, whatever CARGO_BUILD_JOBS says; fmt and clippy
 # run when those components are installed (rustup component add rustfmt clippy).

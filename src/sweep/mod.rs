@@ -12,6 +12,7 @@
 //! the backends: [`run_local`] evaluates trials in this process, [`slurm`]
 //! submits them as a Slurm job array whose tasks run `mythos sweep-worker`.
 
+mod curves;
 mod halving;
 pub mod journal;
 pub mod pareto;
@@ -394,9 +395,14 @@ pub fn finish(
 ) -> Result<()> {
     let c = report::write(p, entries)?;
     eprintln!(
-        "sweep: {} trials: {} ok, {} rejected, {} failed ({how}) in {:.2}s; results in {}",
+        "sweep: {} trials: {} ok, {}{} rejected, {} failed ({how}) in {:.2}s; results in {}",
         c.trials,
         c.ok,
+        if c.pruned > 0 {
+            format!("{} pruned, ", c.pruned)
+        } else {
+            String::new()
+        },
         c.rejected,
         c.failed,
         started.elapsed().as_secs_f64(),

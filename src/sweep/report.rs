@@ -11,11 +11,11 @@ use std::collections::HashMap;
 use std::path::Path;
 
 /// A trial in the results.
-struct Row<'p> {
-    planned: &'p Planned,
-    entry: Entry,
-    pareto: bool,
-    objectives: Vec<f64>,
+pub(super) struct Row<'p> {
+    pub planned: &'p Planned,
+    pub entry: Entry,
+    pub pareto: bool,
+    pub objectives: Vec<f64>,
 }
 
 /// Counts of a finished sweep, for its summary line.
@@ -24,6 +24,7 @@ pub struct Counts {
     pub ok: usize,
     pub rejected: usize,
     pub failed: usize,
+    pub pruned: usize,
 }
 
 /// Ranks every planned trial found in `entries`, marks the Pareto front,
@@ -65,24 +66,45 @@ pub fn write(p: &Prepared, mut entries: HashMap<String, Entry>) -> Result<Counts
             rows[ok[k]].pareto = on;
         }
     }
-    write_outputs(sweep, &p.name, &p.out_dir, &rows)?;
+    let title = title_of(&p.file);
+    let mut extra = serde_json::Map::new();
+    if sweep.options.measure_train {
+        extra = super::curves::summary(p, &rows);
+    }
+    write_outputs(sweep, &title, &p.out_dir, &rows, extra)?;
+    if sweep.options.measure_train {
+        super::curves::write(p, &title, &rows)?;
+    }
     print_table(sweep, &rows);
+    if sweep.options.measure_train {
+        super::curves::print_noise(sweep, &ranked(sweep, &rows));
+        super::curves::print_importance(sweep, &rows);
+    }
     let count = |s: Status| rows.iter().filter(|r| r.entry.status == s).count();
     Ok(Counts {
         trials: rows.len(),
         ok: count(Status::Ok),
         rejected: count(Status::Rejected),
         failed: count(Status::Failed),
+        pruned: count(Status::Pruned),
     })
 }
 
-fn label(sweep: &SweepFile, row: &Row, axis: usize) -> String {
+/// A plot title's name for the sweep: its file name, not its path.
+fn title_of(file: &Path) -> String {
+    file.file_name().map_or_else(
+        || file.display().to_string(),
+        |f| f.to_string_lossy().into_owned(),
+    )
+}
+
+pub(super) fn label(sweep: &SweepFile, row: &Row, axis: usize) -> String {
     sweep.axes[axis].values[row.planned.point.choice[axis]].label()
 }
 
 /// Pareto trials first, then the other analyzed ones, each by the first
 /// objective (best first); rejected, then failed, last.
-fn ranked<'r, 'p>(sweep: &SweepFile, rows: &'r [Row<'p>]) -> Vec<&'r Row<'p>> {
+pub(super) fn ranked<'r, 'p>(sweep: &SweepFile, rows: &'r [Row<'p>]) -> Vec<&'r Row<'p>> {
     let mut v: Vec<&Row> = rows.iter().collect();
     let key = |r: &Row| -> f64 {
         match (sweep.objectives.first(), r.objectives.first()) {
@@ -127,7 +149,13 @@ fn first_line(s: &str) -> &str {
         .trim()
 }
 
-fn write_outputs(sweep: &SweepFile, name: &str, out: &Path, rows: &[Row]) -> Result<()> {
+fn write_outputs(
+    sweep: &SweepFile,
+    name: &str,
+    out: &Path,
+    rows: &[Row],
+    extra: serde_json::Map<String, serde_json::Value>,
+) -> Result<()> {
     let write = |file: &str, text: String| -> Result<()> {
         let path = out.join(file);
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
@@ -146,6 +174,10 @@ fn write_outputs(sweep: &SweepFile, name: &str, out: &Path, rows: &[Row]) -> Res
     ];
     header.extend(sweep.axes.iter().map(|a| a.path.clone()));
     header.extend(metric_names.iter().map(|m| m.to_string()));
+    let mut spread_names: Vec<&String> = rows.iter().flat_map(|r| r.entry.spread.keys()).collect();
+    spread_names.sort();
+    spread_names.dedup();
+    header.extend(spread_names.iter().map(|m| format!("{m} std")));
     header.extend(["violated".to_string(), "error".into()]);
     csv.push_str(
         &header
@@ -166,6 +198,12 @@ fn write_outputs(sweep: &SweepFile, name: &str, out: &Path, rows: &[Row]) -> Res
         f.extend(metric_names.iter().map(|m| {
             r.entry
                 .metrics
+                .get(*m)
+                .map_or(String::new(), |v| v.to_string())
+        }));
+        f.extend(spread_names.iter().map(|m| {
+            r.entry
+                .spread
                 .get(*m)
                 .map_or(String::new(), |v| v.to_string())
         }));
@@ -194,11 +232,13 @@ fn write_outputs(sweep: &SweepFile, name: &str, out: &Path, rows: &[Row]) -> Res
                 "violated": r.entry.violated,
                 "error": r.entry.error,
                 "metrics": r.entry.metrics,
+                "spread": r.entry.spread,
+                "runs": r.entry.runs,
                 "spec": r.entry.spec,
             })
         })
         .collect();
-    let doc = serde_json::json!({
+    let mut doc = serde_json::json!({
         "schema": "mythos.sweep/1",
         "sweep": name,
         "base": sweep.base,
@@ -223,6 +263,9 @@ fn write_outputs(sweep: &SweepFile, name: &str, out: &Path, rows: &[Row]) -> Res
         })).collect::<Vec<_>>(),
         "trials": trials,
     });
+    if let Some(m) = doc.as_object_mut() {
+        m.extend(extra);
+    }
     write("results.json", serde_json::to_string_pretty(&doc)? + "\n")?;
 
     // Plots.
@@ -318,11 +361,13 @@ fn print_table(sweep: &SweepFile, rows: &[Row]) {
             if r.pareto { "*".into() } else { String::new() },
         ];
         line.extend((0..sweep.axes.len()).map(|a| label(sweep, r, a)));
-        line.extend(
-            r.objectives
-                .iter()
-                .map(|&x| if x.is_nan() { "-".into() } else { plot::si(x) }),
-        );
+        line.extend(sweep.objectives.iter().zip(&r.objectives).map(|(o, &x)| {
+            match (x.is_nan(), r.entry.spread.get(&o.metric)) {
+                (true, _) => "-".into(),
+                (false, Some(sd)) => format!("{} ± {}", plot::si(x), plot::si(*sd)),
+                (false, None) => plot::si(x),
+            }
+        }));
         line.push(match r.entry.status {
             Status::Ok => "ok".into(),
             Status::Rejected => format!("rejected: {}", r.entry.violated.as_deref().unwrap_or("")),

@@ -1,7 +1,11 @@
 //! Hand-written SVG: the Pareto scatter, one effect plot per axis, a line
-//! (training loss). Plain
-//! axes, ticks at 1/2/5 steps, labels; no plotting crate.
+//! (training loss); several lines with a legend and parallel coordinates
+//! in [`multi`]. Plain axes, ticks at 1/2/5 steps, labels; no plotting
+//! crate.
 
+mod multi;
+
+pub use multi::{lines, parallel, ParallelAxis, Series};
 use std::fmt::Write;
 
 const W: f64 = 720.0;
@@ -115,9 +119,15 @@ impl Frame {
 }
 
 fn header(out: &mut String, title: &str, x_label: &str, y_label: &str) {
+    header_sized(out, title, x_label, y_label, H);
+}
+
+/// The header of a plot `height` tall (the frame is always `H` tall; a
+/// taller plot has room for a legend under it).
+fn header_sized(out: &mut String, title: &str, x_label: &str, y_label: &str, height: f64) {
     let _ = write!(
         out,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" viewBox=\"0 0 {W} {H}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{height}\" viewBox=\"0 0 {W} {height}\" font-family=\"sans-serif\" font-size=\"12\">\n\
          <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
          <text x=\"{}\" y=\"28\" text-anchor=\"middle\" font-size=\"15\">{}</text>\n\
          <text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n\
