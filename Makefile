@@ -30,7 +30,7 @@ run: build ## Check every preset, show and cost @openmythos-1b, generate tokens 
 	$(MYTHOS) generate @tiny-mla --seed 0 --prompt-ids 1,2,3,4 --max-new-tokens 32 --temperature 0
 	@echo "== the same model scored on a synthetic task (p-hop induction) at 1 to 8 loops; untrained, its loss is near ln(256) = 5.55"
 	$(MYTHOS) eval @tiny-mla --seed 0 --data task:phop,len=32,hops=4,rows=64 --loops 1,2,4,8
-	@echo "== a short training sweep: a tiny looped adder at 1, 2 and 4 loops, each trained (800 steps) and scored at 1 to 8 test-time loops; quality beside cost (about 1.5 minutes; run again: it resumes or reuses the results)"
+	@echo "== a short training sweep: a tiny looped adder at 1, 2 and 4 loops, each trained (800 steps) and scored at 1 to 8 test-time loops; quality beside cost (about a minute; run again: it resumes or reuses the results)"
 	$(MYTHOS) sweep examples/sweeps/train-quick.toml --out target/train-quick
 
 # Tests use cargo's default job count, whatever CARGO_BUILD_JOBS says; fmt and clippy

@@ -276,7 +276,8 @@ fn importance(sweep: &SweepFile, rows: &[Row]) -> (Vec<String>, Vec<(String, Vec
 pub fn print_importance(sweep: &SweepFile, rows: &[Row]) {
     let (header, table) = importance(sweep, rows);
     let n = rows.iter().filter(|r| r.entry.status == Status::Ok).count();
-    if header.is_empty() || n < 2 {
+    // One axis explains all the variance there is: nothing to compare.
+    if header.is_empty() || n < 2 || table.len() < 2 {
         return;
     }
     println!(

@@ -171,9 +171,14 @@ pub fn run(p: &Prepared, args: &Args, started: Instant) -> Result<ExitCode> {
 }
 
 /// Journals `e` unless the journal has its trial already (a resumed sweep
-/// remakes the same decisions; the first record, with its times, stays).
+/// remakes the same decisions; the first record, with its times, stays),
+/// or had it only as pruned and `e` is final.
 fn record(journal: &mut Journal, entries: &mut HashMap<String, Entry>, e: Entry) -> Result<()> {
-    if !entries.contains_key(&e.hash) {
+    let new = match entries.get(&e.hash) {
+        None => true,
+        Some(old) => old.status == Status::Pruned && e.status != Status::Pruned,
+    };
+    if new {
         journal.append(&e)?;
         entries.insert(e.hash.clone(), e);
     }

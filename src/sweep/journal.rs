@@ -82,7 +82,7 @@ pub struct Loaded {
 /// The entries of a journal's complete lines, the count of lines that do not
 /// parse, and the length of the complete part.
 fn parse(bytes: &[u8]) -> (HashMap<String, Entry>, usize, usize) {
-    let mut entries = HashMap::new();
+    let mut entries: HashMap<String, Entry> = HashMap::new();
     let mut dropped = 0;
     // Everything after the last newline is a line cut short by a kill.
     let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
@@ -91,9 +91,17 @@ fn parse(bytes: &[u8]) -> (HashMap<String, Entry>, usize, usize) {
             continue;
         }
         match serde_json::from_slice::<Entry>(line) {
-            Ok(e) => {
-                entries.entry(e.hash.clone()).or_insert(e);
-            }
+            Ok(e) => match entries.get(&e.hash) {
+                // A trial pruned by successive halving and trained to the end
+                // by a later sweep without it: the later line counts.
+                Some(old) if old.status == Status::Pruned && e.status != Status::Pruned => {
+                    entries.insert(e.hash.clone(), e);
+                }
+                Some(_) => {}
+                None => {
+                    entries.insert(e.hash.clone(), e);
+                }
+            },
             Err(_) => dropped += 1,
         }
     }
