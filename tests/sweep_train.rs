@@ -195,7 +195,7 @@ seeds = 2
     assert_eq!(slow["pareto"], false);
     assert_eq!(r["training_steps"]["run"], 120.0);
     assert!(stdout.contains(" ± "), "{stdout}");
-    assert!(stdout.contains("importance"), "{stdout}");
+    assert!(!stdout.contains("importance"), "not for one axis: {stdout}");
     for f in [
         "loss_curves.svg",
         "depth_accuracy.svg",
@@ -268,6 +268,11 @@ objectives = [{{ minimize = \"eval.loss\" }}, {{ minimize = \"params.total\" }}]
         }
     }
     assert!(stdout.contains("pruned at 10 steps"), "{stdout}");
+    assert!(stdout.contains("\nimportance: "), "{stdout}");
+    // The same folder without [early_stop]: the pruned trials train to the
+    // end and the results become the full grid's.
+    ok(&sweep(&full_file, &dir.join("halving.out")));
+    assert_eq!(outcome(&results(&dir.join("halving.out"))), outcome(&full));
 }
 
 #[test]
