@@ -631,3 +631,89 @@ fn missing_slurm_commands_are_a_clear_error() {
     assert!(stderr.contains("not found"), "{stderr}");
     assert!(stderr.contains("without `--backend slurm`"), "{stderr}");
 }
+
+#[test]
+fn training_sweep_on_slurm_gives_the_local_results() {
+    let Some(c) = Cluster::start("training") else {
+        return;
+    };
+    let dir = scratch("training");
+    std::fs::write(
+        dir.join("tiny.mythos"),
+        "model tiny_add {\n  vocab = 12\n  dim = 16\n  max_seq = 16\n  rope_theta = 10000.0\n  \
+         max_output_tokens = 16\n  dropout = 0.0\n  attention gqa { heads = 2, kv_heads = 1 }\n  \
+         ffn dense { hidden = 32 }\n  prelude 1 x block(attention, dense)\n  loop max 2 {\n    \
+         block(attention, dense)\n    inject lti\n  }\n  coda 1 x block(attention, dense)\n}\n",
+    )
+    .unwrap();
+    let body = "base = \"tiny.mythos\"\nobjectives = [{ minimize = \"eval.loss\" }]\n\n[axes]\n\
+                \"train.lr\" = [1e-4, 3e-3]\n\n[options]\nmeasure = [\"train\"]\n\n[eval]\n\
+                data = \"task:add,terms=2,digits=2,rows=32,seed=9\"\nloops = [1, 2]\n\n[train]\n\
+                data = \"task:add,terms=2,digits=2,rows=256\"\nsteps = 20\nbatch = 8\n";
+    std::fs::write(dir.join("train.toml"), body).unwrap();
+    let run = |extra: &[&str]| {
+        let out = c
+            .mythos()
+            .current_dir(&dir)
+            .arg("sweep")
+            .arg("train.toml")
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        out
+    };
+    let local = run(&["--out", "local.out"]);
+    let slurm = run(&["--backend", "slurm", "--out", "slurm.out"]);
+    assert_eq!(
+        text(&local.stdout),
+        text(&slurm.stdout),
+        "the tables differ"
+    );
+    // The same metrics, times aside; each task trained in the shared folder.
+    let metrics = |out: &str| -> Vec<(String, Vec<(String, f64)>)> {
+        let r = results(&dir.join(out));
+        let mut v: Vec<_> = r["trials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                let m = t["metrics"]
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .filter(|(k, _)| !k.ends_with("seconds") && !k.ends_with("tokens_per_s"))
+                    .map(|(k, x)| (k.clone(), x.as_f64().unwrap()))
+                    .collect();
+                (t["hash"].as_str().unwrap().to_string(), m)
+            })
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    let (l, s) = (metrics("local.out"), metrics("slurm.out"));
+    assert_eq!(l, s);
+    assert_eq!(l.len(), 2);
+    assert!(l
+        .iter()
+        .all(|(_, m)| m.iter().any(|(k, _)| k == "eval.acc@loops=2")));
+    for (hash, _) in &s {
+        let seed0 = dir.join("slurm.out/trials").join(hash).join("seed-0");
+        assert!(seed0.join("weights.safetensors").is_file(), "{hash}");
+    }
+    // Successive halving decides between trainings in one process: refused on Slurm.
+    std::fs::write(
+        dir.join("halving.toml"),
+        format!("{body}\n[early_stop]\nmin_steps = 5\n"),
+    )
+    .unwrap();
+    let refused = c
+        .mythos()
+        .current_dir(&dir)
+        .args(["sweep", "halving.toml", "--backend", "slurm"])
+        .output()
+        .unwrap();
+    let stderr = text(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("[early_stop]"), "{stderr}");
+}

@@ -363,6 +363,18 @@ fn training_tables_errors_have_codes_and_positions() {
             "key.toml:17:1",
         ),
         (
+            "budget2.toml",
+            format!("{base}[axes]\n\"dim\" = [16]\n{TRAINING}steps = 4\ntokens = 400\n"),
+            "E0501",
+            "budget2.toml:18:10",
+        ),
+        (
+            "data.toml",
+            format!("{base}[axes]\n\"dim\" = [16]\n{TRAINING}").replace("task:add,terms=2,digits=2,rows=512", "missing.bin"),
+            "E0501",
+            "data.toml:13:8",
+        ),
+        (
             "metric.toml",
             format!("{base}objectives = [{{ maximize = \"eval.acc@loops=3\" }}]\n[axes]\n\"dim\" = [16]\n{TRAINING}"),
             "E0504",
@@ -391,4 +403,39 @@ fn training_tables_errors_have_codes_and_positions() {
         assert!(stderr.contains(&format!("--> {at}")), "{name}: {stderr}");
         assert!(stderr.contains("= help:"), "{name}: {stderr}");
     }
+}
+
+#[test]
+fn a_token_budget_sets_the_steps_from_the_batch() {
+    let dir = scratch("tokens");
+    let body = format!(
+        "base = \"tiny.mythos\"
+[axes]
+\"train.batch\" = [4, 8]
+{TRAINING}tokens = 400
+"
+    )
+    .replace("batch = 8\n", "");
+    let file = write(&dir, "tokens.toml", &body);
+    let out = dir.join("tokens.out");
+    ok(&sweep(&file, &out));
+    let r = results(&out);
+    // A 2-digit addition is 9 tokens (`ab+cd=` and 3 sum digits): rows of 8
+    // positions, so 400 tokens are 13 steps of 4 rows and 7 of 8.
+    const ROW: f64 = 8.0;
+    let steps: Vec<(i64, f64)> = r["trials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["axes"]["train.batch"].as_i64().unwrap(),
+                t["metrics"]["train.steps"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    let of = |b: i64| steps.iter().find(|s| s.0 == b).unwrap().1;
+    assert_eq!(of(4), (400f64 / (4.0 * ROW)).ceil());
+    assert_eq!(of(8), (400f64 / (8.0 * ROW)).ceil());
+    assert_eq!((of(4), of(8)), (13.0, 7.0));
 }

@@ -300,6 +300,16 @@ fn xy_frame(
     empty: &str,
 ) -> Option<Frame> {
     header(out, title, x_label, y_label);
+    numeric_frame(out, xy, empty)
+}
+
+/// Numeric axes spanning the points `xy` under a header already written;
+/// without points, `empty` in the middle, the SVG closed, and `None`.
+fn numeric_frame(
+    out: &mut String,
+    xy: impl Iterator<Item = (f64, f64)> + Clone,
+    empty: &str,
+) -> Option<Frame> {
     if xy.clone().next().is_none() {
         let _ = writeln!(
             out,

@@ -1,9 +1,7 @@
 //! Plots of many trials at once: lines with a legend under the frame (loss
 //! curves, test-loop curves) and parallel coordinates.
 
-use super::{
-    axes, bounds, esc, header_sized, si, tick_label, ticks, Frame, BOTTOM, H, LEFT, RIGHT, TOP, W,
-};
+use super::{esc, header_sized, numeric_frame, si, BOTTOM, H, LEFT, RIGHT, TOP, W};
 use std::fmt::Write;
 
 /// Ten colours that stay apart (matplotlib's tab10).
@@ -41,23 +39,9 @@ pub fn lines(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> St
     let mut out = String::new();
     header_sized(&mut out, title, x_label, y_label, height);
     let all = series.iter().flat_map(|s| s.points.iter().copied());
-    if all.clone().next().is_none() {
-        let _ = writeln!(
-            out,
-            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">no trained trials</text>\n</svg>",
-            W / 2.0,
-            H / 2.0
-        );
+    let Some(f) = numeric_frame(&mut out, all, "no trained trials") else {
         return out;
-    }
-    let (xmin, xmax) = bounds(all.clone().map(|p| p.0));
-    let (ymin, ymax) = bounds(all.map(|p| p.1));
-    let (x0, x1, xt) = ticks(xmin, xmax);
-    let (y0, y1, yt) = ticks(ymin, ymax);
-    let f = Frame { x0, x1, y0, y1 };
-    let x_step = if xt.len() > 1 { xt[1] - xt[0] } else { 0.0 };
-    let xt: Vec<(f64, String)> = xt.into_iter().map(|x| (x, tick_label(x, x_step))).collect();
-    axes(&mut out, &f, &yt, &xt);
+    };
     for (i, s) in series.iter().enumerate() {
         let (colour, dash) = style(i, s.dashed);
         let path: Vec<String> = s

@@ -50,7 +50,11 @@ pub fn run(p: &Prepared, args: &Args, started: Instant) -> Result<ExitCode> {
                 if e.status == Status::Ok {
                     alive.push((t, e));
                 } else {
+                    let failed = fail_fast(args, &e);
                     record(&mut journal, &mut entries, e)?;
+                    if failed {
+                        return Ok(ExitCode::FAILURE);
+                    }
                 }
             }
         }
@@ -110,7 +114,12 @@ pub fn run(p: &Prepared, args: &Args, started: Instant) -> Result<ExitCode> {
                     e.status = Status::Failed;
                     e.error = Some(format!("training failed: {err:#}"));
                     bar.inc((budget - before.min(budget)) * seeds);
+                    let failed = fail_fast(args, &e);
                     record(&mut journal, &mut entries, e)?;
+                    if failed {
+                        bar.finish_and_clear();
+                        return Ok(ExitCode::FAILURE);
+                    }
                     continue;
                 }
             }
@@ -168,6 +177,18 @@ pub fn run(p: &Prepared, args: &Args, started: Instant) -> Result<ExitCode> {
     );
     super::finish(p, entries, &how, started)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// With `--fail-fast`, prints a failed trial's error and says to stop.
+fn fail_fast(args: &Args, e: &Entry) -> bool {
+    if !(args.fail_fast && e.status == Status::Failed) {
+        return false;
+    }
+    eprint!("{}", e.error.as_deref().unwrap_or(""));
+    eprintln!(
+        "\nsweep: stopped at the first failed trial (--fail-fast); the journal keeps what ran"
+    );
+    true
 }
 
 /// Journals `e` unless the journal has its trial already (a resumed sweep

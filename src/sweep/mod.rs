@@ -198,11 +198,12 @@ pub fn prepare(file: &Path, out: Option<&Path>) -> Option<Prepared> {
     while taken.contains(&trial_model.as_str()) {
         trial_model.push('_');
     }
+    // The texts, not the names: a sweep file named by a relative path here
+    // and by an absolute one in a Slurm task plans the same hashes.
     let mut base_sources = String::new();
     for (_, f) in loader.sources.files() {
-        base_sources.push_str(&f.name);
-        base_sources.push('\n');
         base_sources.push_str(&f.text);
+        base_sources.push('\u{0}');
     }
     let base = Base {
         import,
@@ -238,6 +239,24 @@ pub fn prepare(file: &Path, out: Option<&Path>) -> Option<Prepared> {
     let base_metrics = trial::metrics(&analysis::analyze(&base_module, &opts));
     if sweep.options.measure_train && sweep.eval.loops.is_empty() {
         sweep.eval.loops = crate::eval::default_loops(base_module.max_iters());
+    }
+    if sweep.options.measure_train {
+        match training::check_data(file, &sweep, base_module.vocab) {
+            Ok(n) => {
+                if let Some(t) = sweep.train.as_mut() {
+                    t.row_tokens = n;
+                }
+            }
+            Err((at, e)) => {
+                let mut d = Diagnostic::error(Code::InvalidSweep, format!("{e:#}"));
+                if let Some(at) = at {
+                    d = d.label(at, "this data");
+                }
+                let d = d.help("[train] and [eval] data name a task (\"task:add,terms=2,digits=3\") or a data file relative to the sweep file; docs/training.md lists the formats");
+                render(&sources, &[d]);
+                return None;
+            }
+        }
     }
     let diags = spec::resolve(&mut sweep, &def_kinds, &base_metrics);
     if !diags.is_empty() {

@@ -27,13 +27,19 @@ pub struct Run {
 }
 
 /// A data source of the sweep file `file`: a task as written, a path
-/// relative to the sweep file's folder.
+/// relative to the sweep file's folder, made absolute (so that a trial has
+/// the same settings and hash wherever the sweep is started from, a Slurm
+/// task included).
 pub fn resolve_data(file: &Path, data: &str) -> String {
-    if mythos_runtime::tasks::is_task(data) || Path::new(data).is_absolute() {
+    if mythos_runtime::tasks::is_task(data) {
         return data.to_string();
     }
     let dir = file.parent().unwrap_or(Path::new(""));
-    dir.join(data).display().to_string()
+    let path = dir.join(data);
+    std::fs::canonicalize(&path)
+        .unwrap_or(path)
+        .display()
+        .to_string()
 }
 
 fn table(sweep: &SweepFile) -> &TrainTable {
@@ -51,6 +57,36 @@ fn settings(sweep: &SweepFile, file: &Path, choice: &[usize], seed: u64) -> Sett
         seed,
         &resolve_data(file, &t.data),
     )
+}
+
+/// Reads the training data of `t` (and `[eval]`'s) as the trials will, so
+/// that a bad data file is an error before anything trains; the tokens
+/// per row of the training data, or the error and where the data is named.
+pub fn check_data(
+    file: &Path,
+    sweep: &SweepFile,
+    vocab: u64,
+) -> std::result::Result<usize, (Option<mythos_compiler::source::Span>, anyhow::Error)> {
+    let t = table(sweep);
+    let open = |data: &str| -> Result<usize> {
+        if matches!(t.tokenizer, Some(crate::text::TokenizerChoice::Bpe(_))) {
+            // The tokenizer is trained with the first trial.
+            return Ok(t.seq.unwrap_or(0));
+        }
+        let opts = DataOptions {
+            seq: t.seq,
+            width: mythos_runtime::data::TokenWidth::U16,
+            vocab,
+            max_rows: Some(1),
+        };
+        let rows = crate::text::open(&resolve_data(file, data), &opts, t.tokenizer.as_ref(), None)?;
+        Ok(rows.seq)
+    };
+    let row_tokens = open(&t.data).map_err(|e| (t.data_span, e.context("[train] data")))?;
+    if let Some(d) = &sweep.eval.data {
+        open(d).map_err(|e| (sweep.eval.data_span, e.context("[eval] data")))?;
+    }
+    Ok(row_tokens)
 }
 
 /// The trainings of `planned`, one per seed.

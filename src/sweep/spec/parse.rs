@@ -669,6 +669,19 @@ fn check_training(p: &mut Parser, sweep: &SweepFile, train_span: Option<Range<us
         ),
         _ => {}
     }
+    let steps_axis = sweep
+        .axes
+        .iter()
+        .find(|a| matches!(a.target, Target::Train(TrainKey::Steps)));
+    if let (Some(a), Some(_)) = (steps_axis, sweep.train.as_ref().and_then(|t| t.tokens)) {
+        let d = Diagnostic::error(
+            Code::UnknownAxis,
+            "`train.steps` as an axis and `[train] tokens` both set the budget",
+        )
+        .label(a.span, "a budget axis")
+        .help("vary `train.batch` under a token budget, or drop `tokens` and vary the steps");
+        p.diags.push(d);
+    }
     if !training {
         if let Some(a) = sweep
             .axes

@@ -99,6 +99,7 @@ pub(super) fn train_key(name: &str) -> Option<(TrainKey, &'static FieldSpec)> {
 /// The keys of `[train]` that are not [`TRAIN_KEYS`].
 const OTHER_TRAIN_KEYS: &[&str] = &[
     "data",
+    "tokens",
     "seq",
     "tokenizer",
     "val_rows",
@@ -112,6 +113,7 @@ const OTHER_TRAIN_KEYS: &[&str] = &[
 pub struct TrainTable {
     /// A data file or folder (relative to the sweep file) or `task:...`.
     pub data: String,
+    pub data_span: Option<Span>,
     pub seq: Option<usize>,
     pub tokenizer: Option<TokenizerChoice>,
     pub val_rows: Option<usize>,
@@ -124,6 +126,11 @@ pub struct TrainTable {
     pub keep_checkpoints: bool,
     /// The table's own [`TRAIN_KEYS`] values; a trial's axes override them.
     pub values: Vec<(TrainKey, AxisValue)>,
+    /// A budget in training tokens instead of `steps`: each trial trains
+    /// `ceil(tokens / (batch * accum * row_tokens))` steps.
+    pub tokens: Option<u64>,
+    /// Tokens per row of the data (set when the sweep is prepared).
+    pub row_tokens: usize,
 }
 
 /// `[eval]`: how every trained trial is scored.
@@ -131,6 +138,7 @@ pub struct TrainTable {
 pub struct EvalTable {
     /// Scored data (`None`: the validation rows held out of the training data).
     pub data: Option<String>,
+    pub data_span: Option<Span>,
     /// Test-time loop counts (empty: powers of two up to twice the base's depth).
     pub loops: Vec<u64>,
     /// Rows per forward pass.
@@ -269,6 +277,10 @@ impl TrainTable {
                 TrainKey::RouterBiasRate => s.router_bias_rate = Some(n),
             }
         }
+        if let Some(tokens) = self.tokens {
+            let per_step = (s.batch * s.accum * self.row_tokens.max(1)) as u64;
+            s.steps = tokens.div_ceil(per_step).max(1);
+        }
         // `mythos train`'s defaults that follow other settings.
         if s.min_lr.is_nan() {
             s.min_lr = s.lr / 10.0;
@@ -345,6 +357,7 @@ pub(super) fn parse_train(p: &mut Parser, v: &Val) -> Option<TrainTable> {
     let t = table(p, "train", v)?;
     let mut out = TrainTable {
         data: String::new(),
+        data_span: None,
         seq: None,
         tokenizer: None,
         val_rows: None,
@@ -352,12 +365,23 @@ pub(super) fn parse_train(p: &mut Parser, v: &Val) -> Option<TrainTable> {
         save_every: 50,
         keep_checkpoints: false,
         values: Vec::new(),
+        tokens: None,
+        row_tokens: 0,
     };
     let before = p.diags.len();
     let mut have_data = false;
     for (key, val) in Parser::entries(t) {
         let name: &str = key.get_ref();
         if let Some((k, spec)) = train_key(name) {
+            if k == TrainKey::Steps && out.tokens.is_some() {
+                p.error(
+                    Code::InvalidSweep,
+                    "`[train]` gives both `tokens` and `steps`",
+                    val.span(),
+                    "a second budget",
+                    "give the budget once: steps = N, or tokens = N (steps follow from the batch)",
+                );
+            }
             if let Some(x) = train_value(p, k, spec, &format!("`train.{name}`"), val) {
                 out.values.push((k, x));
             }
@@ -368,9 +392,22 @@ pub(super) fn parse_train(p: &mut Parser, v: &Val) -> Option<TrainTable> {
                 if let Some(s) = p.string("data", val) {
                     have_data = !s.is_empty();
                     out.data = s;
+                    out.data_span = Some(p.span(val.span()));
                 }
             }
             "seq" => out.seq = p.uint("seq", val, 1).map(|n| n as usize),
+            "tokens" => {
+                out.tokens = p.uint("tokens", val, 1);
+                if out.values.iter().any(|(k, _)| *k == TrainKey::Steps) {
+                    p.error(
+                        Code::InvalidSweep,
+                        "`[train]` gives both `steps` and `tokens`",
+                        val.span(),
+                        "a second budget",
+                        "give the budget once: steps = N, or tokens = N (steps follow from the batch)",
+                    );
+                }
+            }
             "val_rows" => out.val_rows = p.uint("val_rows", val, 0).map(|n| n as usize),
             "seeds" => {
                 if let Some(n) = p.uint("seeds", val, 1) {
@@ -433,7 +470,10 @@ pub(super) fn parse_eval(p: &mut Parser, v: &Val, out: &mut EvalTable) {
     for (key, val) in Parser::entries(t) {
         let name: &str = key.get_ref();
         match name {
-            "data" => out.data = p.string("data", val),
+            "data" => {
+                out.data = p.string("data", val);
+                out.data_span = Some(p.span(val.span()));
+            }
             "batch" => {
                 if let Some(n) = p.uint("batch", val, 1) {
                     out.batch = n as usize;
