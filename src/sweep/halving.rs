@@ -40,8 +40,7 @@ pub fn run(p: &Prepared, args: &Args, started: Instant) -> Result<ExitCode> {
         match entries.get(&t.hash) {
             Some(e) if matches!(e.status, Status::Ok | Status::Pruned) => {
                 let mut e = e.clone();
-                e.metrics
-                    .retain(|k, _| !k.starts_with("train.") && !k.starts_with("eval."));
+                training::forget(&mut e);
                 alive.push((t, e));
             }
             Some(_) => {}
@@ -145,8 +144,7 @@ pub fn run(p: &Prepared, args: &Args, started: Instant) -> Result<ExitCode> {
         }
         for ((t, mut e), up) in scored.into_iter().zip(promoted) {
             if up {
-                e.metrics
-                    .retain(|k, _| !k.starts_with("train.") && !k.starts_with("eval."));
+                training::forget(&mut e);
                 alive.push((t, e));
             } else {
                 e.status = Status::Pruned;

@@ -133,6 +133,15 @@ pub struct Trained {
     pub runs: Vec<BTreeMap<String, f64>>,
 }
 
+/// Drops what training added to `e` (its static and CPU metrics stay), so
+/// that the next budget's scores take their place.
+pub fn forget(e: &mut Entry) {
+    e.metrics
+        .retain(|k, _| !k.starts_with("train.") && !k.starts_with("eval."));
+    e.spread.clear();
+    e.runs.clear();
+}
+
 impl Trained {
     /// Adds the trained metrics to a trial's (static) entry.
     pub fn record(self, entry: &mut Entry) {
