@@ -363,19 +363,7 @@ pub fn print_noise(sweep: &SweepFile, ranked: &[&Row]) {
 /// run against those of training every trial to the end, and the pairs of
 /// trials within noise (by hash).
 pub fn summary(p: &Prepared, rows: &[Row]) -> serde_json::Map<String, serde_json::Value> {
-    let trained: Vec<&Row> = rows
-        .iter()
-        .filter(|r| r.entry.metrics.contains_key("train.steps"))
-        .collect();
-    let seeds = |r: &Row| r.entry.runs.len().max(1) as f64;
-    let run: f64 = trained
-        .iter()
-        .map(|r| r.entry.metrics["train.steps"] * seeds(r))
-        .sum();
-    let full: f64 = trained
-        .iter()
-        .map(|r| training::steps(p, r.planned) as f64 * seeds(r))
-        .sum();
+    let (run, full) = training::steps_run(p, rows.iter().map(|r| (r.planned, &r.entry)));
     let ranked = super::report::ranked(&p.sweep, rows);
     let pairs: Vec<serde_json::Value> = noise_pairs(&p.sweep, &ranked)
         .into_iter()

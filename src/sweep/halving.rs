@@ -154,24 +154,15 @@ pub fn run(p: &Prepared, args: &Args, started: Instant) -> Result<ExitCode> {
         }
     }
     bar.finish_and_clear();
-    let trained: Vec<&Planned> = p
-        .planned
-        .iter()
-        .filter(|t| {
-            entries
-                .get(&t.hash)
-                .is_some_and(|e| e.metrics.contains_key("train.steps"))
-        })
-        .collect();
-    let run: f64 = trained
-        .iter()
-        .map(|t| entries[&t.hash].metrics["train.steps"])
-        .sum();
-    let full: u64 = trained.iter().map(|t| training::steps(p, t)).sum();
+    let (run, full) = training::steps_run(
+        p,
+        p.planned
+            .iter()
+            .filter_map(|t| Some((t, entries.get(&t.hash)?))),
+    );
     let how = format!(
         "{} training steps of the {} that training every trial to the end takes",
-        run as u64 * seeds,
-        full * seeds
+        run as u64, full as u64
     );
     super::finish(p, entries, &how, started)?;
     Ok(ExitCode::SUCCESS)

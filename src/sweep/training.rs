@@ -133,6 +133,23 @@ pub struct Trained {
     pub runs: Vec<BTreeMap<String, f64>>,
 }
 
+/// The training steps the trained trials among `trials` ran, over all their
+/// seeds, and the steps training each of them to the end takes.
+pub fn steps_run<'t>(
+    p: &Prepared,
+    trials: impl Iterator<Item = (&'t Planned, &'t Entry)>,
+) -> (f64, f64) {
+    let (mut run, mut full) = (0.0, 0.0);
+    for (planned, e) in trials {
+        if let Some(&steps) = e.metrics.get("train.steps") {
+            let seeds = e.runs.len().max(1) as f64;
+            run += steps * seeds;
+            full += self::steps(p, planned) as f64 * seeds;
+        }
+    }
+    (run, full)
+}
+
 /// Drops what training added to `e` (its static and CPU metrics stay), so
 /// that the next budget's scores take their place.
 pub fn forget(e: &mut Entry) {
